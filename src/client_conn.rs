@@ -1,0 +1,600 @@
+//! One client connection: the thread that owns its socket and h2 state.
+//!
+//! Callers never touch h2. A call is started by queueing a [`ClientCmd`]
+//! (headers, and for unary calls the request message and end-of-stream in
+//! the same command) and waking this thread; responses flow back to the
+//! caller as [`CallEvent`]s on the call's own channel. The thread sleeps in
+//! `poll(2)` on the socket and a wake-up; the sleep's timeout is its timer
+//! for call deadlines.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::future::Future;
+use std::net::TcpStream;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use h2::client::{Connection, ResponseFuture, SendRequest};
+use h2::{FlowControl, RecvStream, SendStream};
+use http::{HeaderMap, Request};
+
+use crate::call_state::CallState;
+use crate::error::TransportError;
+use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
+use crate::protocol;
+use crate::status::Status;
+
+/// How long a closing connection may take to say goodbye.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// HTTP/2 settings of a client connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnSettings {
+    pub stream_window: u32,
+    pub connection_window: u32,
+    pub max_send_buffer: usize,
+    pub max_header_list_size: u32,
+    pub stack_size: usize,
+}
+
+/// What a caller asks of the connection.
+pub(crate) enum ClientCmd {
+    /// Open a stream; optionally send a first message and end the request.
+    Start {
+        key: u64,
+        request: Request<()>,
+        body: Option<Bytes>,
+        end: bool,
+        events: Sender<CallEvent>,
+        state: Arc<CallState>,
+        deadline: Option<Instant>,
+    },
+    /// Send framed message bytes.
+    Data(u64, Bytes),
+    /// Half-close: the client sends no more.
+    End(u64),
+    /// Reset the stream with CANCEL.
+    Cancel(u64),
+    /// The caller consumed this many response bytes: return the credit.
+    Release(u64, usize),
+    /// The last handle is gone: close the connection.
+    Close,
+}
+
+/// What the connection tells a caller about its call.
+#[derive(Debug)]
+pub(crate) enum CallEvent {
+    Headers(http::response::Parts),
+    Data(Bytes),
+    Trailers(HeaderMap),
+    /// The response body ended without trailers.
+    End,
+    Error(Status),
+}
+
+/// A live client connection, shared by the calls on it. Dropping the last
+/// reference closes the connection and ends its thread.
+pub(crate) struct ClientConn {
+    tx: Sender<ClientCmd>,
+    wake: Arc<Wake>,
+    alive: Arc<AtomicBool>,
+    next_key: AtomicU64,
+}
+
+impl ClientConn {
+    /// Starts the connection thread on a connected socket.
+    pub(crate) fn start(
+        stream: TcpStream,
+        settings: &ConnSettings,
+    ) -> Result<Arc<ClientConn>, TransportError> {
+        let _ = stream.set_nodelay(true);
+        let (ev, socket) = EventLoop::new(stream).map_err(TransportError::Resource)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let alive = Arc::new(AtomicBool::new(true));
+        let conn = Arc::new(ClientConn {
+            tx,
+            wake: ev.wake_handle().clone(),
+            alive: alive.clone(),
+            next_key: AtomicU64::new(0),
+        });
+        let handshake = h2::client::Builder::new()
+            .initial_window_size(settings.stream_window)
+            .initial_connection_window_size(settings.connection_window)
+            .max_send_buffer_size(settings.max_send_buffer)
+            .max_header_list_size(settings.max_header_list_size)
+            .enable_push(false)
+            .handshake::<_, Bytes>(socket);
+        let conn_waker = waker(ev.wake_handle(), CONN_KEY);
+        let worker = Worker {
+            ev,
+            phase: Phase::Handshaking(Box::pin(handshake)),
+            conn_waker,
+            rx,
+            alive,
+            streams: HashMap::new(),
+            waiting: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            closing: false,
+        };
+        std::thread::Builder::new()
+            .name("grpc-client-conn".into())
+            .stack_size(settings.stack_size)
+            .spawn(move || worker.run())
+            .map_err(TransportError::Resource)?;
+        Ok(conn)
+    }
+
+    /// False once the connection has ended or the server sent GOAWAY: new
+    /// calls need a new connection.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// A key for a new call.
+    pub(crate) fn next_key(&self) -> u64 {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues a command (call [`ClientConn::wake`] after the last of a batch).
+    pub(crate) fn send(&self, cmd: ClientCmd) {
+        let _ = self.tx.send(cmd);
+    }
+
+    /// Wakes the connection thread.
+    pub(crate) fn wake(&self) {
+        self.wake.wake();
+    }
+}
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        let _ = self.tx.send(ClientCmd::Close);
+        self.wake.wake();
+    }
+}
+
+type HandshakeFuture = Pin<
+    Box<dyn Future<Output = Result<(SendRequest<Bytes>, Connection<Socket, Bytes>), h2::Error>> + Send>,
+>;
+
+enum Phase {
+    Handshaking(HandshakeFuture),
+    Open {
+        send_request: Option<SendRequest<Bytes>>,
+        connection: Connection<Socket, Bytes>,
+    },
+    Done,
+}
+
+struct PendingStart {
+    request: Request<()>,
+}
+
+struct Stream {
+    waker: Waker,
+    state: Arc<CallState>,
+    events: Sender<CallEvent>,
+    start: Option<PendingStart>,
+    response: Option<ResponseFuture>,
+    send: Option<SendStream<Bytes>>,
+    recv: Option<RecvStream>,
+    flow: Option<FlowControl>,
+    out: VecDeque<Bytes>,
+    out_bytes: usize,
+    /// End the request once `out` is drained.
+    end: bool,
+    /// The request side is closed (or was never going to send more).
+    send_done: bool,
+    /// The response is complete (trailers or an error delivered).
+    recv_done: bool,
+}
+
+struct Worker {
+    ev: EventLoop,
+    phase: Phase,
+    conn_waker: Waker,
+    rx: Receiver<ClientCmd>,
+    alive: Arc<AtomicBool>,
+    streams: HashMap<u64, Stream>,
+    /// Streams waiting for h2 to accept another request.
+    waiting: VecDeque<u64>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    closing: bool,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut dirty = Vec::new();
+        let mut conn_dirty = true;
+        loop {
+            while let Ok(cmd) = self.rx.try_recv() {
+                self.apply(cmd);
+            }
+            self.ev.take_dirty(&mut dirty);
+            for &key in &dirty {
+                if key == CONN_KEY {
+                    conn_dirty = true;
+                } else {
+                    self.poll_stream(key);
+                }
+            }
+            if conn_dirty {
+                conn_dirty = false;
+                self.poll_conn();
+            }
+            self.fire_timers();
+            if matches!(self.phase, Phase::Done) {
+                break;
+            }
+            let timeout = self
+                .timers
+                .peek()
+                .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+            let rx = &self.rx;
+            if let Err(e) = self.ev.sleep(timeout, || !rx.is_empty()) {
+                log::error!("client connection event loop failed: {e}");
+                break;
+            }
+        }
+        self.alive.store(false, Ordering::Release);
+        self.fail_all(Status::from_transport(TransportError::ConnectionLost(
+            "the connection closed while the call was in flight".into(),
+        )));
+    }
+
+    fn apply(&mut self, cmd: ClientCmd) {
+        match cmd {
+            ClientCmd::Start {
+                key,
+                request,
+                body,
+                end,
+                events,
+                state,
+                deadline,
+            } => {
+                let mut out = VecDeque::new();
+                let mut out_bytes = 0;
+                if let Some(b) = body {
+                    out_bytes = b.len();
+                    out.push_back(b);
+                }
+                self.streams.insert(
+                    key,
+                    Stream {
+                        waker: waker(self.ev.wake_handle(), key),
+                        state,
+                        events,
+                        start: Some(PendingStart { request }),
+                        response: None,
+                        send: None,
+                        recv: None,
+                        flow: None,
+                        out,
+                        out_bytes,
+                        end,
+                        send_done: false,
+                        recv_done: false,
+                    },
+                );
+                if let Some(d) = deadline {
+                    self.timers.push(Reverse((d, key)));
+                }
+                self.waiting.push_back(key);
+                self.start_waiting();
+            }
+            ClientCmd::Data(key, bytes) => {
+                if let Some(s) = self.streams.get_mut(&key) {
+                    s.out_bytes += bytes.len();
+                    s.out.push_back(bytes);
+                    self.flush(key);
+                }
+            }
+            ClientCmd::End(key) => {
+                if let Some(s) = self.streams.get_mut(&key) {
+                    s.end = true;
+                    self.flush(key);
+                }
+            }
+            ClientCmd::Cancel(key) => {
+                if let Some(mut s) = self.streams.remove(&key) {
+                    if let Some(send) = &mut s.send {
+                        send.send_reset(h2::Reason::CANCEL);
+                    }
+                    s.state.cancel(Status::cancelled("the call was cancelled by the client"));
+                }
+                self.waiting.retain(|k| *k != key);
+            }
+            ClientCmd::Release(key, n) => {
+                if let Some(flow) = self.streams.get_mut(&key).and_then(|s| s.flow.as_mut()) {
+                    let _ = flow.release_capacity(n);
+                }
+            }
+            ClientCmd::Close => {
+                self.closing = true;
+                self.alive.store(false, Ordering::Release);
+                if let Phase::Open { send_request, .. } = &mut self.phase {
+                    // h2 closes the connection once no handle is left.
+                    send_request.take();
+                    self.timers.push(Reverse((Instant::now() + CLOSE_TIMEOUT, CONN_KEY)));
+                    self.conn_waker.wake_by_ref();
+                } else {
+                    self.phase = Phase::Done;
+                }
+            }
+        }
+    }
+
+    /// Opens the streams that wait, as far as h2 lets us.
+    fn start_waiting(&mut self) {
+        let mut started = Vec::new();
+        let mut failed = Vec::new();
+        if let Phase::Open {
+            send_request: Some(sr),
+            ..
+        } = &mut self.phase
+        {
+            let mut cx = Context::from_waker(&self.conn_waker);
+            while let Some(&key) = self.waiting.front() {
+                let Some(s) = self.streams.get_mut(&key) else {
+                    self.waiting.pop_front();
+                    continue;
+                };
+                match sr.poll_ready(&mut cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Err(e)) => {
+                        // GOAWAY or a dead connection: waiting calls fail.
+                        self.alive.store(false, Ordering::Release);
+                        let status = protocol::status_for_h2_error(&e);
+                        for key in std::mem::take(&mut self.waiting) {
+                            failed.push((key, status.clone()));
+                        }
+                        break;
+                    }
+                    Poll::Ready(Ok(())) => {}
+                }
+                self.waiting.pop_front();
+                let Some(start) = s.start.take() else {
+                    continue;
+                };
+                let end_now = s.end && s.out.is_empty();
+                match sr.send_request(start.request, end_now) {
+                    Ok((response, send)) => {
+                        s.response = Some(response);
+                        if end_now {
+                            s.send_done = true;
+                        } else {
+                            s.send = Some(send);
+                        }
+                        started.push(key);
+                    }
+                    Err(e) => failed.push((key, protocol::status_for_h2_error(&e))),
+                }
+            }
+        }
+        for (key, status) in failed {
+            self.fail(key, status);
+        }
+        for key in started {
+            self.poll_stream(key);
+        }
+    }
+
+    fn poll_conn(&mut self) {
+        let conn_waker = self.conn_waker.clone();
+        let mut cx = Context::from_waker(&conn_waker);
+        if let Phase::Handshaking(h) = &mut self.phase {
+            match h.as_mut().poll(&mut cx) {
+                Poll::Ready(Ok((send_request, connection))) => {
+                    self.phase = Phase::Open {
+                        send_request: (!self.closing).then_some(send_request),
+                        connection,
+                    };
+                    self.start_waiting();
+                }
+                Poll::Ready(Err(e)) => {
+                    log::debug!("HTTP/2 handshake failed: {e}");
+                    self.phase = Phase::Done;
+                    return;
+                }
+                Poll::Pending => return,
+            }
+        }
+        if let Phase::Open { connection, .. } = &mut self.phase {
+            match Pin::new(connection).poll(&mut cx) {
+                Poll::Ready(result) => {
+                    if let Err(e) = result {
+                        log::debug!("client connection ended: {e}");
+                    }
+                    self.phase = Phase::Done;
+                }
+                Poll::Pending => self.start_waiting(),
+            }
+        }
+    }
+
+    fn poll_stream(&mut self, key: u64) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let mut cx = Context::from_waker(&s.waker);
+        let mut error = None;
+        if let Some(fut) = &mut s.response {
+            match Pin::new(fut).poll(&mut cx) {
+                Poll::Ready(Ok(response)) => {
+                    s.response = None;
+                    let (parts, mut body) = response.into_parts();
+                    s.flow = Some(body.flow_control().clone());
+                    s.recv = Some(body);
+                    let _ = s.events.send(CallEvent::Headers(parts));
+                }
+                Poll::Ready(Err(e)) => {
+                    s.response = None;
+                    error = Some(protocol::status_for_h2_error(&e));
+                }
+                Poll::Pending => {}
+            }
+        }
+        if let Some(recv) = &mut s.recv {
+            loop {
+                match recv.poll_data(&mut cx) {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        let n = chunk.len();
+                        if s.events.send(CallEvent::Data(chunk)).is_err() {
+                            if let Some(flow) = &mut s.flow {
+                                let _ = flow.release_capacity(n);
+                            }
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        error = Some(protocol::status_for_h2_error(&e));
+                        break;
+                    }
+                    Poll::Ready(None) => {
+                        match recv.poll_trailers(&mut cx) {
+                            Poll::Ready(Ok(Some(t))) => {
+                                let _ = s.events.send(CallEvent::Trailers(t));
+                            }
+                            Poll::Ready(Ok(None)) => {
+                                let _ = s.events.send(CallEvent::End);
+                            }
+                            Poll::Ready(Err(e)) => {
+                                error = Some(protocol::status_for_h2_error(&e));
+                                break;
+                            }
+                            Poll::Pending => break,
+                        }
+                        s.recv = None;
+                        s.recv_done = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if let Some(status) = error {
+            self.fail(key, status);
+            return;
+        }
+        if s.recv_done {
+            // The server has answered in full: anything still to send is
+            // moot, and blocked senders must learn the call is over.
+            s.state.cancel(Status::failed_precondition(
+                "the server already ended the call; no more requests can be sent",
+            ));
+            self.streams.remove(&key);
+            return;
+        }
+        self.flush(key);
+    }
+
+    /// Gives queued request data to h2 as flow control allows, then the
+    /// end of the request.
+    fn flush(&mut self, key: u64) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let Some(send) = &mut s.send else {
+            return;
+        };
+        let mut cx = Context::from_waker(&s.waker);
+        let mut sent = 0;
+        let mut failed = None;
+        while !s.out.is_empty() {
+            send.reserve_capacity(s.out_bytes);
+            let cap = send.capacity();
+            if cap == 0 {
+                match send.poll_capacity(&mut cx) {
+                    Poll::Ready(Some(Ok(_))) => continue,
+                    Poll::Ready(Some(Err(e))) => {
+                        failed = Some(protocol::status_for_h2_error(&e));
+                        break;
+                    }
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+            let Some(front) = s.out.front_mut() else {
+                break;
+            };
+            let n = cap.min(front.len());
+            let chunk = front.split_to(n);
+            if front.is_empty() {
+                s.out.pop_front();
+            }
+            s.out_bytes -= n;
+            sent += n;
+            let last = s.end && s.out.is_empty();
+            if let Err(e) = send.send_data(chunk, last) {
+                failed = Some(protocol::status_for_h2_error(&e));
+                break;
+            }
+            if last {
+                s.send_done = true;
+            }
+        }
+        if sent > 0 {
+            s.state.sent(sent);
+        }
+        if failed.is_none() && s.out.is_empty() && s.end && !s.send_done {
+            if let Err(e) = send.send_data(Bytes::new(), true) {
+                failed = Some(protocol::status_for_h2_error(&e));
+            }
+            s.send_done = true;
+        }
+        if s.send_done {
+            s.send = None;
+        } else if failed.is_none() && s.out.is_empty() {
+            // Watch for a reset while idle.
+            if let Poll::Ready(Ok(reason)) = send.poll_reset(&mut cx) {
+                failed = Some(protocol::status_for_h2_error(&h2::Error::from(reason)));
+            }
+        }
+        if let Some(status) = failed {
+            self.fail(key, status);
+        }
+    }
+
+    fn fail(&mut self, key: u64, status: Status) {
+        if let Some(s) = self.streams.remove(&key) {
+            s.state.cancel(status.clone());
+            let _ = s.events.send(CallEvent::Error(status));
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if key == CONN_KEY {
+                if self.closing {
+                    self.phase = Phase::Done;
+                }
+                continue;
+            }
+            if let Some(mut s) = self.streams.remove(&key) {
+                if let Some(send) = &mut s.send {
+                    send.send_reset(h2::Reason::CANCEL);
+                }
+                let status = Status::deadline_exceeded("the call's deadline passed");
+                s.state.cancel(status.clone());
+                let _ = s.events.send(CallEvent::Error(status));
+                self.waiting.retain(|k| *k != key);
+            }
+        }
+    }
+
+    fn fail_all(&mut self, status: Status) {
+        for (_, s) in self.streams.drain() {
+            s.state.cancel(status.clone());
+            let _ = s.events.send(CallEvent::Error(status.clone()));
+        }
+    }
+}

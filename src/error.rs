@@ -1,0 +1,73 @@
+//! Transport failures: what went wrong below gRPC.
+//!
+//! A call's result is a [`Status`](crate::Status). When the failure happened
+//! on this side of the wire (the server could not be reached, the connection
+//! died), the status is made from a [`TransportError`] and keeps it, so that
+//! [`Status::transport_error`](crate::Status::transport_error) tells a caller
+//! which kind of failure it was.
+
+use std::io;
+use std::time::Duration;
+
+use crate::status::Code;
+
+/// A failure of the connection underneath gRPC, as opposed to a status the
+/// peer sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The target is not of the form `http://host:port` (or `host:port`).
+    #[error("invalid target {target:?}: {reason}")]
+    InvalidUri {
+        /// The target as given.
+        target: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The host name did not resolve to any address.
+    #[error("could not resolve {target:?}: {source}")]
+    Resolve {
+        /// The `host:port` that was looked up.
+        target: String,
+        /// The resolver's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Every address of the target refused or failed the TCP connection.
+    #[error("could not connect to {target}: {source}")]
+    Connect {
+        /// The target that was dialled.
+        target: String,
+        /// The last connection error.
+        #[source]
+        source: io::Error,
+    },
+    /// The TCP connection did not complete within the connect timeout.
+    #[error("connecting to {target} timed out after {timeout:?}")]
+    ConnectTimeout {
+        /// The target that was dialled.
+        target: String,
+        /// The configured connect timeout.
+        timeout: Duration,
+    },
+    /// The connection ended while the call was in flight.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The HTTP/2 layer reported a protocol error on the connection.
+    #[error("HTTP/2 error: {0}")]
+    Http2(String),
+    /// An operating-system resource (a thread, a poller) could not be created.
+    #[error("could not start the connection: {0}")]
+    Resource(#[source] io::Error),
+}
+
+impl TransportError {
+    /// The gRPC code a call reports for this failure: `UNAVAILABLE` for all
+    /// connection problems (safe to retry), `INTERNAL` for an unusable target.
+    pub fn code(&self) -> Code {
+        match self {
+            TransportError::InvalidUri { .. } => Code::Internal,
+            _ => Code::Unavailable,
+        }
+    }
+}

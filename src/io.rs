@@ -1,0 +1,290 @@
+//! The connection thread's event loop plumbing.
+//!
+//! h2 drives I/O through `tokio::io::{AsyncRead, AsyncWrite}` and wakes tasks
+//! through `std::task::Waker`, but needs no runtime. Each connection thread
+//! therefore owns:
+//!
+//! - a non-blocking socket, wrapped in [`Socket`], which records when a read
+//!   or write would block so the thread knows what to wait for;
+//! - a [`Wake`]: a `polling::Poller` the thread sleeps in (socket readiness,
+//!   plus a cross-thread notify), a set of "dirty" keys (streams whose h2
+//!   futures were woken), and a `sleeping` flag so other threads only pay for
+//!   a notify syscall when the connection thread is actually asleep.
+//!
+//! Every h2 future is polled with a waker made by [`waker`] for its stream's
+//! key (or [`CONN_KEY`] for the connection itself); waking it marks the key
+//! dirty. The loop then re-polls exactly the dirty keys.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use polling::{Event, Events, Poller};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The key of the connection itself (as opposed to one of its streams).
+pub(crate) const CONN_KEY: u64 = u64::MAX;
+/// The poller key of the socket.
+const SOCKET_KEY: usize = 0;
+
+/// Shared wake-up state of one connection thread.
+pub(crate) struct Wake {
+    poller: Poller,
+    sleeping: AtomicBool,
+    dirty: Mutex<Vec<u64>>,
+}
+
+impl Wake {
+    /// Wakes the connection thread if it sleeps. Call after queueing work.
+    pub(crate) fn wake(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            // A failed notify means the poller is gone: the thread is ending.
+            let _ = self.poller.notify();
+        }
+    }
+
+    /// Marks `key` as needing a poll and wakes the thread.
+    fn mark(&self, key: u64) {
+        self.dirty.lock().push(key);
+        self.wake();
+    }
+}
+
+struct KeyWaker {
+    key: u64,
+    wake: Arc<Wake>,
+}
+
+impl std::task::Wake for KeyWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake.mark(self.key);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake.mark(self.key);
+    }
+}
+
+/// A waker that marks `key` dirty on `wake`.
+pub(crate) fn waker(wake: &Arc<Wake>, key: u64) -> Waker {
+    Waker::from(Arc::new(KeyWaker {
+        key,
+        wake: wake.clone(),
+    }))
+}
+
+#[derive(Default)]
+struct Blocked {
+    read: AtomicBool,
+    write: AtomicBool,
+}
+
+/// A non-blocking TCP stream as h2 wants it. Records would-block so the event
+/// loop knows which readiness to wait for.
+pub(crate) struct Socket {
+    stream: Arc<TcpStream>,
+    blocked: Arc<Blocked>,
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            match (&*self.stream).read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked.read.store(true, Ordering::Relaxed);
+                    return Poll::Pending;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl Socket {
+    fn would_block<T>(&self, result: io::Result<T>) -> Option<Poll<io::Result<T>>> {
+        match result {
+            Ok(n) => Some(Poll::Ready(Ok(n))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.blocked.write.store(true, Ordering::Relaxed);
+                Some(Poll::Pending)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) => Some(Poll::Ready(Err(e))),
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(p) = self.would_block((&*self.stream).write(buf)) {
+                return p;
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(p) = self.would_block((&*self.stream).write_vectored(bufs)) {
+                return p;
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.stream.shutdown(Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// One connection thread's wait: the socket's readiness, a notify from other
+/// threads, or a timeout.
+pub(crate) struct EventLoop {
+    wake: Arc<Wake>,
+    stream: Arc<TcpStream>,
+    blocked: Arc<Blocked>,
+    events: Events,
+    registered: bool,
+}
+
+impl EventLoop {
+    /// Makes `stream` non-blocking and sets up the poller. Returns the loop,
+    /// and the socket to hand to h2.
+    pub(crate) fn new(stream: TcpStream) -> io::Result<(EventLoop, Socket)> {
+        stream.set_nonblocking(true)?;
+        let stream = Arc::new(stream);
+        let poller = Poller::new()?;
+        // SAFETY: `polling` requires that a registered source is deleted from
+        // the poller before the source is closed. The stream is kept alive by
+        // `EventLoop::stream` (an `Arc`), and `EventLoop::drop` deletes it
+        // from the poller before that `Arc` is released; the poller itself
+        // lives in `Wake`, which may outlive the loop, but holds no source
+        // after the delete.
+        unsafe { poller.add(&*stream, Event::none(SOCKET_KEY))? };
+        let wake = Arc::new(Wake {
+            poller,
+            sleeping: AtomicBool::new(false),
+            dirty: Mutex::new(Vec::new()),
+        });
+        let blocked = Arc::new(Blocked::default());
+        let socket = Socket {
+            stream: stream.clone(),
+            blocked: blocked.clone(),
+        };
+        Ok((
+            EventLoop {
+                wake,
+                stream,
+                blocked,
+                events: Events::new(),
+                registered: true,
+            },
+            socket,
+        ))
+    }
+
+    /// The shared wake-up handle, for other threads and for wakers.
+    pub(crate) fn wake_handle(&self) -> &Arc<Wake> {
+        &self.wake
+    }
+
+    /// Moves the dirty keys into `into` (which is cleared first).
+    pub(crate) fn take_dirty(&self, into: &mut Vec<u64>) {
+        into.clear();
+        std::mem::swap(&mut *self.wake.dirty.lock(), into);
+    }
+
+    /// Sleeps until the socket is ready for what last blocked, another thread
+    /// wakes us, or `timeout` passes. `has_work` is checked after announcing
+    /// sleep and before sleeping, closing the race with a waker that queued
+    /// work just before. After a socket event, [`CONN_KEY`] is dirty.
+    pub(crate) fn sleep(
+        &mut self,
+        timeout: Option<Duration>,
+        has_work: impl Fn() -> bool,
+    ) -> io::Result<()> {
+        self.wake.sleeping.store(true, Ordering::SeqCst);
+        if has_work() || !self.wake.dirty.lock().is_empty() {
+            self.wake.sleeping.store(false, Ordering::SeqCst);
+            return Ok(());
+        }
+        let readable = self.blocked.read.load(Ordering::Relaxed);
+        let writable = self.blocked.write.load(Ordering::Relaxed);
+        let interest = match (readable, writable) {
+            (true, true) => Event::all(SOCKET_KEY),
+            (true, false) => Event::readable(SOCKET_KEY),
+            (false, true) => Event::writable(SOCKET_KEY),
+            (false, false) => Event::none(SOCKET_KEY),
+        };
+        self.wake.poller.modify(&*self.stream, interest)?;
+        self.events.clear();
+        let result = self.wake.poller.wait(&mut self.events, timeout);
+        self.wake.sleeping.store(false, Ordering::SeqCst);
+        match result {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let mut socket_ready = false;
+        for ev in self.events.iter() {
+            if ev.key == SOCKET_KEY {
+                if ev.readable {
+                    self.blocked.read.store(false, Ordering::Relaxed);
+                }
+                if ev.writable {
+                    self.blocked.write.store(false, Ordering::Relaxed);
+                }
+                socket_ready = true;
+            }
+        }
+        if socket_ready {
+            self.wake.dirty.lock().push(CONN_KEY);
+        }
+        Ok(())
+    }
+
+    /// The connected socket (for its addresses).
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        if self.registered {
+            let _ = self.wake.poller.delete(&*self.stream);
+            self.registered = false;
+        }
+    }
+}

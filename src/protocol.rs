@@ -1,0 +1,414 @@
+//! The gRPC-over-HTTP/2 headers (grpc/grpc `doc/PROTOCOL-HTTP2.md`), as
+//! plain functions: building request, response and trailer headers, and
+//! checking what the peer sent.
+
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+
+use crate::compression::{self, Encoding};
+use crate::deadline;
+use crate::metadata::Metadata;
+use crate::status::{code_for_http_status, Code, Status};
+
+/// The content type we send.
+pub(crate) const GRPC_CONTENT_TYPE: &str = "application/grpc";
+
+/// Our `user-agent`, sent by clients.
+pub(crate) const USER_AGENT: &str = concat!("grpc-rust-blocking/", env!("CARGO_PKG_VERSION"));
+
+/// True for `application/grpc`, `application/grpc+proto`,
+/// `application/grpc+<suffix>` and `application/grpc;<params>`.
+pub(crate) fn is_grpc_content_type(value: &[u8]) -> bool {
+    match value.strip_prefix(b"application/grpc") {
+        Some(rest) => rest.is_empty() || rest[0] == b'+' || rest[0] == b';',
+        None => false,
+    }
+}
+
+/// Everything a client puts in a request's headers.
+pub(crate) struct RequestHead<'a> {
+    pub path: &'a str,
+    pub authority: &'a str,
+    pub scheme: &'a str,
+    pub metadata: &'a Metadata,
+    pub timeout: Option<Duration>,
+    pub encoding: Encoding,
+}
+
+/// Builds a client's request headers.
+pub(crate) fn request(head: &RequestHead<'_>) -> Result<Request<()>, Status> {
+    let uri = http::Uri::builder()
+        .scheme(head.scheme)
+        .authority(head.authority)
+        .path_and_query(head.path)
+        .build()
+        .map_err(|e| Status::internal(format!("invalid request path {:?}: {e}", head.path)))?;
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .body(())
+        .map_err(|e| Status::internal(format!("invalid request: {e}")))?;
+    let h = req.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
+    h.insert("te", HeaderValue::from_static("trailers"));
+    h.insert("user-agent", HeaderValue::from_static(USER_AGENT));
+    if let Some(t) = head.timeout {
+        if let Ok(v) = HeaderValue::from_str(&deadline::encode_timeout(t)) {
+            h.insert("grpc-timeout", v);
+        }
+    }
+    if head.encoding != Encoding::Identity {
+        h.insert(
+            "grpc-encoding",
+            HeaderValue::from_static(head.encoding.as_str()),
+        );
+    }
+    h.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static(compression::ACCEPT_ENCODING),
+    );
+    head.metadata.write_headers(h);
+    Ok(req)
+}
+
+/// What a server learns from a request's headers.
+#[derive(Debug)]
+pub(crate) struct CallHead {
+    pub service: String,
+    pub method: String,
+    pub metadata: Metadata,
+    pub timeout: Option<Duration>,
+    pub encoding: Encoding,
+    pub accept_encoding: Vec<Encoding>,
+}
+
+/// Why a request was refused before reaching a handler.
+#[derive(Debug)]
+pub(crate) enum Rejection {
+    /// Not gRPC at all: answer with this HTTP status and no gRPC status.
+    Http(StatusCode, &'static str),
+    /// gRPC, but unusable: answer Trailers-Only with this status.
+    Grpc(Status),
+}
+
+/// Splits `/package.Service/Method`.
+pub(crate) fn split_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (service, method) = rest.split_once('/')?;
+    if service.is_empty() || method.is_empty() || method.contains('/') {
+        return None;
+    }
+    Some((service, method))
+}
+
+/// Checks a request's headers.
+pub(crate) fn parse_request(parts: &http::request::Parts) -> Result<CallHead, Rejection> {
+    if parts.method != Method::POST {
+        return Err(Rejection::Http(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "gRPC requests must use POST",
+        ));
+    }
+    let ct = parts.headers.get(CONTENT_TYPE).map(|v| v.as_bytes());
+    if !ct.is_some_and(is_grpc_content_type) {
+        return Err(Rejection::Http(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type must be application/grpc",
+        ));
+    }
+    let path = parts.uri.path();
+    let Some((service, method)) = split_path(path) else {
+        return Err(Rejection::Grpc(Status::unimplemented(format!(
+            "malformed method path {path:?}: expected /package.Service/Method"
+        ))));
+    };
+    let timeout = match parts.headers.get("grpc-timeout") {
+        None => None,
+        Some(v) => Some(
+            deadline::parse_timeout(v.as_bytes())
+                .map_err(|e| Rejection::Grpc(Status::internal(e.to_string())))?,
+        ),
+    };
+    let encoding = match parts.headers.get("grpc-encoding") {
+        None => Encoding::Identity,
+        Some(v) => {
+            let name = v.to_str().unwrap_or("");
+            match Encoding::parse(name) {
+                Some(e) => e,
+                None => {
+                    // The Trailers-Only answer carries our grpc-accept-encoding.
+                    return Err(Rejection::Grpc(Status::unimplemented(format!(
+                        "message compression {name:?} is not supported; supported: {}",
+                        compression::ACCEPT_ENCODING
+                    ))));
+                }
+            }
+        }
+    };
+    let accept_encoding = parts
+        .headers
+        .get_all("grpc-accept-encoding")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(compression::parse_accept_encoding)
+        .collect();
+    Ok(CallHead {
+        service: service.to_owned(),
+        method: method.to_owned(),
+        metadata: Metadata::from_headers(&parts.headers),
+        timeout,
+        encoding,
+        accept_encoding,
+    })
+}
+
+/// A server's response headers (initial metadata).
+pub(crate) fn response(metadata: &Metadata, encoding: Encoding) -> Response<()> {
+    let mut res = Response::new(());
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
+    if encoding != Encoding::Identity {
+        h.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+    }
+    h.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static(compression::ACCEPT_ENCODING),
+    );
+    metadata.write_headers(h);
+    res
+}
+
+/// A server's trailers for `status`.
+pub(crate) fn trailers(status: &Status) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    status.write_headers(&mut h);
+    h
+}
+
+/// A Trailers-Only response: headers that carry the status and end the call,
+/// used when a call fails before any message. `initial` is metadata the
+/// handler asked to send first; it joins the same header block.
+pub(crate) fn trailers_only(status: &Status, initial: &Metadata) -> Response<()> {
+    let mut res = Response::new(());
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
+    h.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static(compression::ACCEPT_ENCODING),
+    );
+    initial.write_headers(h);
+    status.write_headers(h);
+    res
+}
+
+/// A plain HTTP error response for something that is not a gRPC request.
+pub(crate) fn http_error(status: StatusCode) -> Response<()> {
+    let mut res = Response::new(());
+    *res.status_mut() = status;
+    res
+}
+
+/// What a client learns from a response's headers.
+#[derive(Debug)]
+pub(crate) enum ResponseHead {
+    /// A normal response: messages and trailers follow.
+    Messages {
+        metadata: Metadata,
+        encoding: Encoding,
+    },
+    /// A Trailers-Only response: the call is over.
+    TrailersOnly(Status),
+}
+
+/// Checks a response's headers: an HTTP status other than 200 or a missing
+/// gRPC content type becomes a status, as the spec says.
+pub(crate) fn parse_response(parts: &http::response::Parts) -> Result<ResponseHead, Status> {
+    let grpc_status = Status::from_headers(&parts.headers);
+    if parts.status != StatusCode::OK {
+        if let Some(s) = grpc_status {
+            return Ok(ResponseHead::TrailersOnly(s));
+        }
+        let code = code_for_http_status(parts.status.as_u16());
+        return Err(Status::new(
+            code,
+            format!(
+                "the server answered with HTTP status {} instead of a gRPC response",
+                parts.status
+            ),
+        ));
+    }
+    if let Some(s) = grpc_status {
+        return Ok(ResponseHead::TrailersOnly(s));
+    }
+    let ct = parts.headers.get(CONTENT_TYPE).map(|v| v.as_bytes());
+    if !ct.is_some_and(is_grpc_content_type) {
+        return Err(Status::unknown(format!(
+            "the server answered with content-type {:?} instead of application/grpc",
+            ct.map(String::from_utf8_lossy).unwrap_or_default()
+        )));
+    }
+    let encoding = match parts.headers.get("grpc-encoding") {
+        None => Encoding::Identity,
+        Some(v) => {
+            let name = v.to_str().unwrap_or("");
+            Encoding::parse(name).ok_or_else(|| {
+                Status::internal(format!(
+                    "the server compressed its response with {name:?}, which this client does not support"
+                ))
+            })?
+        }
+    };
+    Ok(ResponseHead::Messages {
+        metadata: Metadata::from_headers(&parts.headers),
+        encoding,
+    })
+}
+
+/// The status in a response's trailers; a missing `grpc-status` is an error.
+pub(crate) fn parse_trailers(trailers: &HeaderMap) -> Status {
+    Status::from_headers(trailers).unwrap_or_else(|| {
+        Status::new(
+            Code::Unknown,
+            "the server ended the response without a grpc-status",
+        )
+    })
+}
+
+/// The status a client reports for an h2 error on its stream: RST_STREAM
+/// codes map as the spec's `doc/PROTOCOL-HTTP2.md` says; a lost connection is
+/// `UNAVAILABLE`.
+pub(crate) fn status_for_h2_error(error: &h2::Error) -> Status {
+    use h2::Reason;
+    if error.is_io() || error.is_go_away() && error.is_remote() && error.reason() != Some(Reason::NO_ERROR) {
+        return Status::from_transport(crate::error::TransportError::ConnectionLost(error.to_string()));
+    }
+    match error.reason() {
+        Some(Reason::REFUSED_STREAM) => Status::unavailable(format!(
+            "the server refused the stream before processing it ({error}); safe to retry"
+        )),
+        Some(Reason::CANCEL) => Status::cancelled(format!("the call was cancelled ({error})")),
+        Some(Reason::ENHANCE_YOUR_CALM) => Status::resource_exhausted(format!(
+            "the server asked us to calm down: {error}"
+        )),
+        Some(Reason::INADEQUATE_SECURITY) => {
+            Status::permission_denied(format!("inadequate security: {error}"))
+        }
+        _ if error.is_go_away() => Status::from_transport(
+            crate::error::TransportError::ConnectionLost(format!("the server closed the connection ({error})")),
+        ),
+        _ => Status::internal(format!("HTTP/2 stream error: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(req: Request<()>) -> http::request::Parts {
+        req.into_parts().0
+    }
+
+    #[test]
+    fn content_types() {
+        for ok in [
+            &b"application/grpc"[..],
+            b"application/grpc+proto",
+            b"application/grpc+json",
+            b"application/grpc;charset=utf-8",
+        ] {
+            assert!(is_grpc_content_type(ok));
+        }
+        for bad in [&b"application/json"[..], b"application/grpcx", b""] {
+            assert!(!is_grpc_content_type(bad));
+        }
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(split_path("/a.B/C"), Some(("a.B", "C")));
+        assert_eq!(split_path("/svc/m"), Some(("svc", "m")));
+        for bad in ["", "/", "//m", "/svc/", "svc/m", "/a/b/c"] {
+            assert_eq!(split_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_round_trip() {
+        let mut md = Metadata::new();
+        md.insert("x-a", "1").unwrap();
+        let req = request(&RequestHead {
+            path: "/nameko.example/unary_unary",
+            authority: "localhost:1",
+            scheme: "http",
+            metadata: &md,
+            timeout: Some(Duration::from_millis(1500)),
+            encoding: Encoding::Gzip,
+        })
+        .unwrap();
+        assert_eq!(req.headers()["te"], "trailers");
+        let head = parse_request(&parts(req)).unwrap();
+        assert_eq!(head.service, "nameko.example");
+        assert_eq!(head.method, "unary_unary");
+        // The user-agent is shown to handlers, as grpcio does.
+        assert_eq!(head.metadata.get("user-agent"), Some(USER_AGENT));
+        assert_eq!(head.metadata.get("x-a"), Some("1"));
+        assert_eq!(head.metadata.len(), 2);
+        assert_eq!(head.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(head.encoding, Encoding::Gzip);
+        assert!(head.accept_encoding.contains(&Encoding::Deflate));
+    }
+
+    #[test]
+    fn bad_requests_are_rejected_with_the_right_answer() {
+        let base = || {
+            Request::builder()
+                .method(Method::POST)
+                .uri("http://h/svc/m")
+                .header("content-type", "application/grpc")
+        };
+        let r = parse_request(&parts(base().method(Method::GET).body(()).unwrap()));
+        assert!(matches!(r, Err(Rejection::Http(StatusCode::METHOD_NOT_ALLOWED, _))));
+        let r = parse_request(&parts(
+            Request::builder()
+                .method(Method::POST)
+                .uri("http://h/svc/m")
+                .header("content-type", "text/html")
+                .body(())
+                .unwrap(),
+        ));
+        assert!(matches!(r, Err(Rejection::Http(StatusCode::UNSUPPORTED_MEDIA_TYPE, _))));
+        let r = parse_request(&parts(base().uri("http://h/nope").body(()).unwrap()));
+        assert!(matches!(r, Err(Rejection::Grpc(s)) if s.code() == Code::Unimplemented));
+        let r = parse_request(&parts(base().header("grpc-timeout", "1x").body(()).unwrap()));
+        assert!(matches!(r, Err(Rejection::Grpc(s)) if s.code() == Code::Internal));
+        let r = parse_request(&parts(base().header("grpc-encoding", "br").body(()).unwrap()));
+        match r {
+            Err(Rejection::Grpc(s)) => {
+                assert_eq!(s.code(), Code::Unimplemented);
+                assert!(s.message().contains("br"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn responses_are_checked() {
+        let (p, _) = response(&Metadata::new(), Encoding::Identity).into_parts();
+        assert!(matches!(parse_response(&p), Ok(ResponseHead::Messages { .. })));
+        let (p, _) = trailers_only(&Status::not_found("x"), &Metadata::new()).into_parts();
+        match parse_response(&p) {
+            Ok(ResponseHead::TrailersOnly(s)) => assert_eq!(s.code(), Code::NotFound),
+            other => panic!("{other:?}"),
+        }
+        let (p, _) = http_error(StatusCode::SERVICE_UNAVAILABLE).into_parts();
+        assert_eq!(parse_response(&p).unwrap_err().code(), Code::Unavailable);
+        let (p, _) = http_error(StatusCode::NOT_FOUND).into_parts();
+        assert_eq!(parse_response(&p).unwrap_err().code(), Code::Unimplemented);
+        let (mut p, _) = response(&Metadata::new(), Encoding::Identity).into_parts();
+        p.headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        assert_eq!(parse_response(&p).unwrap_err().code(), Code::Unknown);
+        assert_eq!(parse_trailers(&HeaderMap::new()).code(), Code::Unknown);
+    }
+}

@@ -1,0 +1,584 @@
+//! One server connection: the thread that owns its socket and its h2 state.
+//!
+//! The thread is the only one that touches h2. It accepts streams, checks
+//! their headers, hands each call to the handler pool, moves request bytes to
+//! the handler's iterator, and applies the commands handlers send back
+//! (headers, messages, trailers, flow-control credit). It sleeps in
+//! `poll(2)` (via [`EventLoop`]) on the socket and a wake-up, and the sleep's
+//! timeout is its timer for call deadlines and the handshake timeout.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use h2::server::{Connection, Handshake, SendResponse};
+use h2::{FlowControl, Reason, RecvStream, SendStream};
+use http::{HeaderMap, Request};
+
+use crate::compression::Encoding;
+use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
+use crate::metadata::Metadata;
+use crate::protocol::{self, Rejection};
+use crate::server::ServerShared;
+use crate::call_state::CallState;
+use crate::server_call::{Inbound, ServerCall};
+use crate::status::Status;
+
+/// What a handler asks of its stream.
+pub(crate) enum StreamCmd {
+    /// Send the response headers with this initial metadata.
+    Headers(Metadata, Encoding),
+    /// Send one or more framed messages.
+    Data(Bytes),
+    /// End the call with this status (trailers, or Trailers-Only).
+    Finish(Status),
+    /// The handler consumed this many request bytes: return the credit.
+    Release(usize),
+}
+
+/// What other threads ask of a connection.
+pub(crate) enum ConnCmd {
+    Stream(u64, StreamCmd),
+    /// Send GOAWAY, finish in-flight calls, then close.
+    Shutdown,
+    /// Close now; in-flight calls end CANCELLED / UNAVAILABLE.
+    Abort,
+}
+
+/// A handle other threads use to reach a connection thread.
+pub(crate) struct ConnHandle {
+    tx: Sender<ConnCmd>,
+    wake: Arc<Wake>,
+}
+
+impl ConnHandle {
+    /// Queues a command for a stream (no wake-up: call [`ConnHandle::wake`]
+    /// after the last command of a batch).
+    pub(crate) fn send(&self, key: u64, cmd: StreamCmd) {
+        let _ = self.tx.send(ConnCmd::Stream(key, cmd));
+    }
+
+    /// Queues a connection-level command and wakes the thread.
+    pub(crate) fn control(&self, cmd: ConnCmd) {
+        let _ = self.tx.send(cmd);
+        self.wake.wake();
+    }
+
+    /// Wakes the connection thread.
+    pub(crate) fn wake(&self) {
+        self.wake.wake();
+    }
+}
+
+struct Stream {
+    waker: Waker,
+    state: Arc<CallState>,
+    respond: Option<SendResponse<Bytes>>,
+    send: Option<SendStream<Bytes>>,
+    recv: Option<RecvStream>,
+    flow: FlowControl,
+    inbound: Option<Sender<Inbound>>,
+    out: VecDeque<Bytes>,
+    out_bytes: usize,
+    trailers: Option<HeaderMap>,
+    finished: bool,
+}
+
+enum Phase {
+    Handshaking(Handshake<Socket, Bytes>),
+    Open(Connection<Socket, Bytes>),
+    Done,
+}
+
+struct Conn {
+    ev: EventLoop,
+    phase: Phase,
+    conn_waker: Waker,
+    streams: HashMap<u64, Stream>,
+    next_key: u64,
+    rx: Receiver<ConnCmd>,
+    handle: Arc<ConnHandle>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    peer: Option<SocketAddr>,
+    server: Arc<ServerShared>,
+    shutting_down: bool,
+}
+
+/// Sets up a connection: returns the handle other threads use and the
+/// function to run on the connection's own thread.
+pub(crate) fn prepare(
+    stream: TcpStream,
+    server: Arc<ServerShared>,
+) -> std::io::Result<(Arc<ConnHandle>, impl FnOnce())> {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let (ev, socket) = EventLoop::new(stream)?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let handle = Arc::new(ConnHandle {
+        tx,
+        wake: ev.wake_handle().clone(),
+    });
+    let cfg = &server.config;
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(cfg.stream_window)
+        .initial_connection_window_size(cfg.connection_window)
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .max_frame_size(cfg.max_frame_size)
+        .max_header_list_size(cfg.max_header_list_size)
+        .max_send_buffer_size(cfg.max_send_buffer)
+        .handshake(socket);
+    let conn_waker = waker(ev.wake_handle(), CONN_KEY);
+    let mut conn = Conn {
+        ev,
+        phase: Phase::Handshaking(handshake),
+        conn_waker,
+        streams: HashMap::new(),
+        next_key: 0,
+        rx,
+        handle: handle.clone(),
+        timers: BinaryHeap::new(),
+        peer,
+        server,
+        shutting_down: false,
+    };
+    let handshake_deadline = Instant::now() + conn.server.config.handshake_timeout;
+    conn.timers.push(Reverse((handshake_deadline, CONN_KEY)));
+    Ok((handle, move || conn.run()))
+}
+
+fn reset_status(reason: Option<Reason>) -> Status {
+    match reason {
+        Some(Reason::CANCEL) | Some(Reason::NO_ERROR) | None => {
+            Status::cancelled("the client cancelled the call")
+        }
+        Some(r) => Status::cancelled(format!("the client reset the stream ({r})")),
+    }
+}
+
+impl Conn {
+    fn run(mut self) {
+        let mut dirty = Vec::new();
+        // The first poll starts the handshake.
+        let mut conn_dirty = true;
+        loop {
+            while let Ok(cmd) = self.rx.try_recv() {
+                self.apply(cmd);
+            }
+            self.ev.take_dirty(&mut dirty);
+            for &key in &dirty {
+                if key == CONN_KEY {
+                    conn_dirty = true;
+                } else {
+                    self.poll_stream(key);
+                }
+            }
+            if conn_dirty {
+                conn_dirty = false;
+                self.poll_conn();
+            }
+            self.fire_timers();
+            if matches!(self.phase, Phase::Done) {
+                break;
+            }
+            let timeout = self
+                .timers
+                .peek()
+                .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+            let rx = &self.rx;
+            if let Err(e) = self.ev.sleep(timeout, || !rx.is_empty()) {
+                log::error!("connection event loop failed: {e}");
+                break;
+            }
+        }
+        self.close_all(Status::unavailable("the connection was closed"));
+    }
+
+    fn apply(&mut self, cmd: ConnCmd) {
+        match cmd {
+            ConnCmd::Stream(key, cmd) => self.stream_cmd(key, cmd),
+            ConnCmd::Shutdown => {
+                self.shutting_down = true;
+                match &mut self.phase {
+                    Phase::Open(c) => {
+                        c.graceful_shutdown();
+                        self.conn_waker.wake_by_ref();
+                    }
+                    _ => self.phase = Phase::Done,
+                }
+            }
+            ConnCmd::Abort => {
+                if let Phase::Open(c) = &mut self.phase {
+                    c.abrupt_shutdown(Reason::NO_ERROR);
+                    // Flush the GOAWAY if the socket takes it right away.
+                    let mut cx = Context::from_waker(&self.conn_waker);
+                    let _ = c.poll_closed(&mut cx);
+                }
+                self.phase = Phase::Done;
+            }
+        }
+    }
+
+    fn stream_cmd(&mut self, key: u64, cmd: StreamCmd) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            // The stream is gone (reset, deadline): drop the command. Credit
+            // of a closed stream goes back to the connection by itself.
+            return;
+        };
+        match cmd {
+            StreamCmd::Headers(metadata, encoding) => {
+                if let Some(mut respond) = s.respond.take() {
+                    match respond.send_response(protocol::response(&metadata, encoding), false) {
+                        Ok(send) => s.send = Some(send),
+                        Err(e) => {
+                            log::debug!("sending response headers failed: {e}");
+                            self.cancel(key, reset_status(e.reason()));
+                            return;
+                        }
+                    }
+                }
+            }
+            StreamCmd::Data(bytes) => {
+                s.out_bytes += bytes.len();
+                s.out.push_back(bytes);
+            }
+            StreamCmd::Finish(status) => {
+                if let Some(mut respond) = s.respond.take() {
+                    let res = protocol::trailers_only(&status, &Metadata::new());
+                    if let Err(e) = respond.send_response(res, true) {
+                        log::debug!("sending trailers-only response failed: {e}");
+                    }
+                    s.finished = true;
+                } else {
+                    s.trailers = Some(protocol::trailers(&status));
+                }
+            }
+            StreamCmd::Release(n) => {
+                let _ = s.flow.release_capacity(n);
+                return;
+            }
+        }
+        self.flush(key);
+    }
+
+    fn poll_conn(&mut self) {
+        let conn_waker = self.conn_waker.clone();
+        let mut cx = Context::from_waker(&conn_waker);
+        if let Phase::Handshaking(h) = &mut self.phase {
+            match std::pin::Pin::new(h).poll(&mut cx) {
+                Poll::Ready(Ok(c)) => {
+                    self.phase = Phase::Open(c);
+                    if self.shutting_down {
+                        if let Phase::Open(c) = &mut self.phase {
+                            c.graceful_shutdown();
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    log::debug!("HTTP/2 handshake with {:?} failed: {e}", self.peer);
+                    self.phase = Phase::Done;
+                    return;
+                }
+                Poll::Pending => return,
+            }
+        }
+        loop {
+            let Phase::Open(c) = &mut self.phase else {
+                return;
+            };
+            match c.poll_accept(&mut cx) {
+                Poll::Ready(Some(Ok((req, respond)))) => self.accept(req, respond),
+                Poll::Ready(Some(Err(e))) => {
+                    if e.is_io() || e.is_go_away() || e.reason().is_some() && !e.is_remote() {
+                        log::debug!("connection from {:?} ended: {e}", self.peer);
+                        self.phase = Phase::Done;
+                        return;
+                    }
+                    log::debug!("stream error on connection from {:?}: {e}", self.peer);
+                }
+                Poll::Ready(None) => {
+                    self.phase = Phase::Done;
+                    return;
+                }
+                Poll::Pending => return,
+            }
+        }
+    }
+
+    fn accept(&mut self, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+        let (parts, mut body) = req.into_parts();
+        let head = match protocol::parse_request(&parts) {
+            Ok(head) => head,
+            Err(Rejection::Http(status, why)) => {
+                log::debug!("refusing a non-gRPC request: {why}");
+                let _ = respond.send_response(protocol::http_error(status), true);
+                return;
+            }
+            Err(Rejection::Grpc(status)) => {
+                let _ = respond.send_response(protocol::trailers_only(&status, &Metadata::new()), true);
+                return;
+            }
+        };
+        let service = match self.server.services.get(head.service.as_str()) {
+            Some(s) if s.methods().contains(&head.method.as_str()) => s.clone(),
+            Some(_) => {
+                let status = Status::unimplemented(format!(
+                    "unknown method {} for service {}",
+                    head.method, head.service
+                ));
+                let _ = respond.send_response(protocol::trailers_only(&status, &Metadata::new()), true);
+                return;
+            }
+            None => {
+                let status = Status::unimplemented(format!("unknown service {}", head.service));
+                let _ = respond.send_response(protocol::trailers_only(&status, &Metadata::new()), true);
+                return;
+            }
+        };
+        // Answer in the request's compression when the client accepts it.
+        let response_encoding = if head.encoding != Encoding::Identity
+            && (head.accept_encoding.is_empty() || head.accept_encoding.contains(&head.encoding))
+        {
+            head.encoding
+        } else {
+            Encoding::Identity
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        let state = Arc::new(CallState::new());
+        let (in_tx, in_rx) = crossbeam_channel::unbounded();
+        let deadline = head.timeout.map(|t| Instant::now() + t);
+        let cfg = &self.server.config;
+        let call = ServerCall {
+            key,
+            conn: self.handle.clone(),
+            state: state.clone(),
+            inbound: in_rx,
+            service: head.service,
+            method: head.method,
+            metadata: head.metadata,
+            peer: self.peer,
+            deadline,
+            request_encoding: head.encoding,
+            response_encoding,
+            max_receive: cfg.max_receive_message_size,
+            max_send: cfg.max_send_message_size,
+        };
+        let method = call.method.clone();
+        let job = Box::new(move || service.call(&method, call));
+        if let Err(e) = self.server.pool.execute(job) {
+            let status = match e {
+                crate::pool::PoolError::Full => Status::resource_exhausted(format!(
+                    "the server is running its maximum of {} handlers; try again later",
+                    cfg.max_concurrent_handlers
+                )),
+                crate::pool::PoolError::Closed => Status::unavailable("the server is shutting down"),
+            };
+            let _ = respond.send_response(protocol::trailers_only(&status, &Metadata::new()), true);
+            return;
+        }
+        if let Some(d) = deadline {
+            self.timers.push(Reverse((d, key)));
+        }
+        let flow = body.flow_control().clone();
+        self.streams.insert(
+            key,
+            Stream {
+                waker: waker(self.ev.wake_handle(), key),
+                state,
+                respond: Some(respond),
+                send: None,
+                recv: Some(body),
+                flow,
+                inbound: Some(in_tx),
+                out: VecDeque::new(),
+                out_bytes: 0,
+                trailers: None,
+                finished: false,
+            },
+        );
+        self.poll_stream(key);
+    }
+
+    /// Moves request data to the handler and checks for a reset.
+    fn poll_stream(&mut self, key: u64) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let mut cx = Context::from_waker(&s.waker);
+        let mut reset = None;
+        if let Some(recv) = &mut s.recv {
+            loop {
+                match recv.poll_data(&mut cx) {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        let n = chunk.len();
+                        let delivered = s
+                            .inbound
+                            .as_ref()
+                            .is_some_and(|tx| tx.send(Inbound::Data(chunk)).is_ok());
+                        if !delivered {
+                            // Nobody will read it: give the credit back now.
+                            let _ = s.flow.release_capacity(n);
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        reset = Some(reset_status(e.reason()));
+                        break;
+                    }
+                    Poll::Ready(None) => match recv.poll_trailers(&mut cx) {
+                        Poll::Ready(Ok(_)) => {
+                            if let Some(tx) = s.inbound.take() {
+                                let _ = tx.send(Inbound::End);
+                            }
+                            s.recv = None;
+                            break;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            reset = Some(reset_status(e.reason()));
+                            break;
+                        }
+                        Poll::Pending => break,
+                    },
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if reset.is_none() {
+            if let Some(respond) = &mut s.respond {
+                if let Poll::Ready(r) = respond.poll_reset(&mut cx) {
+                    reset = Some(reset_status(r.ok()));
+                }
+            } else if let Some(send) = &mut s.send {
+                if let Poll::Ready(r) = send.poll_reset(&mut cx) {
+                    reset = Some(reset_status(r.ok()));
+                }
+            }
+        }
+        if let Some(status) = reset {
+            self.cancel(key, status);
+            return;
+        }
+        self.flush(key);
+    }
+
+    /// Gives queued response data to h2 as far as flow control allows, then
+    /// the trailers; removes the stream once it is complete.
+    fn flush(&mut self, key: u64) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        if let Some(send) = &mut s.send {
+            let mut cx = Context::from_waker(&s.waker);
+            let mut sent = 0;
+            let mut failed = None;
+            while !s.out.is_empty() {
+                send.reserve_capacity(s.out_bytes);
+                let cap = send.capacity();
+                if cap == 0 {
+                    match send.poll_capacity(&mut cx) {
+                        Poll::Ready(Some(Ok(_))) => continue,
+                        Poll::Ready(Some(Err(e))) => {
+                            failed = Some(reset_status(e.reason()));
+                            break;
+                        }
+                        Poll::Ready(None) | Poll::Pending => break,
+                    }
+                }
+                let Some(front) = s.out.front_mut() else {
+                    break;
+                };
+                let n = cap.min(front.len());
+                let chunk = front.split_to(n);
+                if front.is_empty() {
+                    s.out.pop_front();
+                }
+                s.out_bytes -= n;
+                sent += n;
+                if let Err(e) = send.send_data(chunk, false) {
+                    failed = Some(reset_status(e.reason()));
+                    break;
+                }
+            }
+            if sent > 0 {
+                s.state.sent(sent);
+            }
+            if failed.is_none() && s.out.is_empty() {
+                if let Some(trailers) = s.trailers.take() {
+                    if let Err(e) = send.send_trailers(trailers) {
+                        log::debug!("sending trailers failed: {e}");
+                    }
+                    s.finished = true;
+                }
+            }
+            if let Some(status) = failed {
+                self.cancel(key, status);
+                return;
+            }
+        }
+        if s.finished {
+            // Dropping the handles closes the stream; if the client is still
+            // sending, h2 resets it with NO_ERROR as the spec asks.
+            self.streams.remove(&key);
+        }
+    }
+
+    /// Ends a call early: tells the handler and drops the stream (h2 resets
+    /// it if it is still open).
+    fn cancel(&mut self, key: u64, status: Status) {
+        if let Some(s) = self.streams.remove(&key) {
+            s.state.cancel(status.clone());
+            if let Some(tx) = &s.inbound {
+                let _ = tx.send(Inbound::Error(status));
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if key == CONN_KEY {
+                if matches!(self.phase, Phase::Handshaking(_)) {
+                    log::debug!("closing connection from {:?}: no HTTP/2 preface in time", self.peer);
+                    self.phase = Phase::Done;
+                }
+                continue;
+            }
+            self.deadline_exceeded(key);
+        }
+    }
+
+    fn deadline_exceeded(&mut self, key: u64) {
+        let Some(mut s) = self.streams.remove(&key) else {
+            return;
+        };
+        let status = Status::deadline_exceeded("the call's deadline passed on the server");
+        s.state.cancel(status.clone());
+        if let Some(tx) = &s.inbound {
+            let _ = tx.send(Inbound::Error(status.clone()));
+        }
+        if let Some(mut respond) = s.respond.take() {
+            let _ = respond.send_response(protocol::trailers_only(&status, &Metadata::new()), true);
+        } else if let Some(send) = &mut s.send {
+            let _ = send.send_trailers(protocol::trailers(&status));
+        }
+    }
+
+    fn close_all(&mut self, status: Status) {
+        for (_, s) in self.streams.drain() {
+            s.state.cancel(status.clone());
+            if let Some(tx) = &s.inbound {
+                let _ = tx.send(Inbound::Error(status.clone()));
+            }
+        }
+    }
+}
+
+use std::future::Future;

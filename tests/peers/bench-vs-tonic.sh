@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# Benchmarks grpc-blocking's example server against tonic's, side by side in
+# the same run on the same machine.
+#
+# 1. Builds (release) our `example-server` and `bench` (examples crate) and
+#    the tonic baseline in tests/peers/tonic (its own workspace).
+# 2. Starts both servers on free loopback ports.
+# 3. Runs the same `bench` load against each: every rpc kind (unary,
+#    server_stream, client_stream, bidi) at connections/concurrency 1/1, 1/16
+#    and 16/16 (concurrency = callers in total, spread over the connections).
+# 4. Runs h2load (nghttp2-client; installed with apt-get if missing) as a
+#    neutral load generator for unary at the same shapes: -c connections,
+#    -m concurrency/connections streams each.
+# 5. Prints one table: ours vs tonic calls/s, the ratio ours/tonic, p99 of both.
+#
+# Environment:
+#   DURATION  seconds measured per run, whole seconds (default 3); each run
+#             also has a 0.5 s warm-up
+#   RPCS      rpc kinds for bench (default "unary server_stream client_stream bidi")
+#   LOADS     "connections/concurrency" shapes (default "1/1 1/16 16/16")
+#   PAYLOAD   bytes of each request's value for bench (default 0)
+#   SKIP_BUILD=1  use the binaries already built
+#
+# Exits non-zero if any run reported errors (after printing the table).
+# The servers and the load generator share this machine's cores: the numbers
+# compare the two servers with each other, not with a dedicated server box.
+set -euo pipefail
+
+DURATION=${DURATION:-3}
+RPCS=${RPCS:-"unary server_stream client_stream bidi"}
+LOADS=${LOADS:-"1/1 1/16 16/16"}
+PAYLOAD=${PAYLOAD:-0}
+
+if ! [[ $DURATION =~ ^[1-9][0-9]*$ ]]; then
+    echo "DURATION must be a whole number of seconds, not '$DURATION'" >&2
+    exit 2
+fi
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TONIC_DIR="$ROOT/tests/peers/tonic"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TONIC_TARGET_DIR=${CARGO_TARGET_DIR:-$TONIC_DIR/target}
+OURS_BIN="$TARGET_DIR/release/example-server"
+BENCH_BIN="$TARGET_DIR/release/bench"
+TONIC_BIN="$TONIC_TARGET_DIR/release/tonic-example-server"
+
+WORK=$(mktemp -d)
+PIDS=()
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "== $*" >&2; }
+
+# ---------------------------------------------------------------- build
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    log "building grpc-blocking-examples (release)"
+    cargo build --release --manifest-path "$ROOT/Cargo.toml" -p grpc-blocking-examples --bins
+    log "building the tonic baseline (release)"
+    cargo build --release --manifest-path "$TONIC_DIR/Cargo.toml"
+fi
+for bin in "$OURS_BIN" "$BENCH_BIN" "$TONIC_BIN"; do
+    [[ -x $bin ]] || { echo "missing binary $bin" >&2; exit 1; }
+done
+
+if ! command -v h2load >/dev/null; then
+    log "installing nghttp2-client for h2load"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null
+fi
+
+# ---------------------------------------------------------------- servers
+# True when something accepts connections on 127.0.0.1:$1.
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# start_server NAME BINARY: starts it on a free loopback port; sets
+# SERVER_PID and SERVER_PORT. Retries on another port if the chosen one was
+# taken meanwhile.
+start_server() {
+    local name=$1 bin=$2 attempt port pid i
+    for attempt in 1 2 3 4 5; do
+        port=$((20000 + RANDOM % 40000))
+        port_open "$port" && continue
+        "$bin" --port "$port" >"$WORK/$name.log" 2>&1 &
+        pid=$!
+        PIDS+=("$pid")
+        for i in $(seq 1 100); do
+            if ! kill -0 "$pid" 2>/dev/null; then
+                break
+            fi
+            # (Still alive a moment later: the port is ours, not a neighbour's.)
+            if port_open "$port" && sleep 0.1 && kill -0 "$pid" 2>/dev/null; then
+                SERVER_PID=$pid
+                SERVER_PORT=$port
+                return 0
+            fi
+            sleep 0.05
+        done
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    echo "could not start $name; its output:" >&2
+    cat "$WORK/$name.log" >&2
+    return 1
+}
+
+start_server ours "$OURS_BIN"
+OURS_PID=$SERVER_PID OURS_PORT=$SERVER_PORT
+start_server tonic "$TONIC_BIN"
+TONIC_PID=$SERVER_PID TONIC_PORT=$SERVER_PORT
+log "ours (grpc-blocking example-server) on port $OURS_PORT, tonic on port $TONIC_PORT"
+
+# ---------------------------------------------------------------- runs
+FAILED=0
+ROWS=()
+
+# A bound on any single run: the measured time, the warm-up, and slack.
+RUN_TIMEOUT=$((DURATION * 3 + 30))
+
+# bench_run PORT RPC CONNS CONC: sets R_CPS (calls/s) and R_P99 (us), "ERR"
+# when the run printed no result.
+bench_run() {
+    local port=$1 rpc=$2 conns=$3 conc=$4 out line
+    R_CPS=ERR R_P99=ERR
+    if out=$(timeout "$RUN_TIMEOUT" "$BENCH_BIN" --server_port "$port" --rpc "$rpc" \
+        --connections "$conns" --concurrency "$conc" --duration "$DURATION" \
+        --payload "$PAYLOAD" 2>&1); then
+        :
+    else
+        echo "bench failed (port $port, $rpc, $conns/$conc):" >&2
+        echo "$out" >&2
+        FAILED=1
+    fi
+    line=$(grep '^RESULT ' <<<"$out" || true)
+    if [[ -n $line ]]; then
+        R_CPS=$(sed -n 's/.*calls_per_sec=\([0-9]*\).*/\1/p' <<<"$line")
+        R_P99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$line")
+    fi
+}
+
+# h2load_run PORT CONNS CONC: unary through h2load; sets R_CPS (requests/s)
+# and R_P99 (us, from h2load's per-request log).
+BODY="$WORK/unary_body.bin"
+# gRPC message prefix (uncompressed, length 7) + ExampleRequest{value: "hello"}
+# (field 1, wire type 2: 0x0a, length 5, "hello").
+printf '\000\000\000\000\007\012\005hello' >"$BODY"
+UNARY_PATH=/nameko.example/unary_unary
+
+h2load_run() {
+    local port=$1 conns=$2 conc=$3 out streams
+    R_CPS=ERR R_P99=ERR
+    rm -f "$WORK/h2load.log"
+    streams=$(((conc + conns - 1) / conns))
+    if ! out=$(timeout "$RUN_TIMEOUT" h2load -c "$conns" -m "$streams" -D "$DURATION" \
+        --warm-up-time=500ms --log-file="$WORK/h2load.log" -d "$BODY" \
+        -H 'content-type: application/grpc' -H 'te: trailers' \
+        "http://127.0.0.1:$port$UNARY_PATH" 2>&1); then
+        echo "h2load failed (port $port, $conns/$conc):" >&2
+        echo "$out" >&2
+        FAILED=1
+        return
+    fi
+    if ! grep -q ' 0 failed, 0 errored, 0 timeout' <<<"$out" ||
+        ! grep -q '^status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx' <<<"$out"; then
+        echo "h2load saw failures (port $port, $conns/$conc):" >&2
+        grep -E '^(requests|status codes):' <<<"$out" >&2
+        FAILED=1
+    fi
+    R_CPS=$(sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
+    R_CPS=${R_CPS%.*}
+    # Column 3 of the log: microseconds until the end of the response.
+    R_P99=$(cut -f3 "$WORK/h2load.log" | sort -n |
+        awk '{ v[NR] = $1 } END { if (NR == 0) { print "ERR"; exit }
+              r = int(NR * 0.99); if (r < NR * 0.99) r++; if (r < 1) r = 1; print v[r] }')
+    R_CPS=${R_CPS:-ERR}
+}
+
+# h2load cannot see grpc-status (it travels in the trailers): check once per
+# server with nghttp that the body above gets an OK answer.
+for port in "$OURS_PORT" "$TONIC_PORT"; do
+    if ! timeout 10 nghttp -v -d "$BODY" -H 'content-type: application/grpc' -H 'te: trailers' \
+        "http://127.0.0.1:$port$UNARY_PATH" 2>&1 | grep -aq 'grpc-status: 0'; then
+        echo "unary_unary on port $port did not answer grpc-status 0 to h2load's body" >&2
+        FAILED=1
+    fi
+done
+
+# ratio A B: A/B with two decimals, or "-" when either is missing.
+ratio() {
+    if [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ && $2 -gt 0 ]]; then
+        awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+    else
+        echo "-"
+    fi
+}
+
+add_row() { # LABEL OURS_CPS OURS_P99 TONIC_CPS TONIC_P99
+    ROWS+=("$(printf '%-30s %12s %12s %10s %11s %11s' "$1" "$2" "$4" "$(ratio "$2" "$4")" "$3" "$5")")
+}
+
+for rpc in $RPCS; do
+    for load in $LOADS; do
+        conns=${load%/*}
+        conc=${load#*/}
+        log "bench $rpc conns=$conns conc=$conc (${DURATION}s each)"
+        bench_run "$OURS_PORT" "$rpc" "$conns" "$conc"
+        o_cps=$R_CPS o_p99=$R_P99
+        bench_run "$TONIC_PORT" "$rpc" "$conns" "$conc"
+        t_cps=$R_CPS t_p99=$R_P99
+        add_row "bench $rpc c=$conns m=$conc" "$o_cps" "$o_p99" "$t_cps" "$t_p99"
+    done
+done
+
+for load in $LOADS; do
+    conns=${load%/*}
+    conc=${load#*/}
+    log "h2load unary conns=$conns conc=$conc (${DURATION}s each)"
+    h2load_run "$OURS_PORT" "$conns" "$conc"
+    o_cps=$R_CPS o_p99=$R_P99
+    h2load_run "$TONIC_PORT" "$conns" "$conc"
+    t_cps=$R_CPS t_p99=$R_P99
+    add_row "h2load unary c=$conns m=$conc" "$o_cps" "$o_p99" "$t_cps" "$t_p99"
+done
+
+# A server that died mid-run shows up as errors above; say so plainly.
+for pid in "$OURS_PID" "$TONIC_PID"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "a server (pid $pid) exited during the run" >&2
+        FAILED=1
+    fi
+done
+
+# ---------------------------------------------------------------- report
+echo
+echo "grpc-blocking (ours) vs tonic: ${DURATION}s per run after a 0.5s warm-up, payload ${PAYLOAD} B (bench), 'hello' (h2load)"
+echo "c = connections, m = concurrent calls in total (bench: caller threads; h2load: -c c -m m/c)."
+echo "NOTE: both servers and the load generator share this machine ($(nproc) cores):"
+echo "      the client competes with the server for CPU, so compare the columns, not absolute numbers."
+echo
+printf '%-30s %12s %12s %10s %11s %11s\n' "load" "ours call/s" "tonic call/s" "ours/tonic" "ours p99us" "tonic p99us"
+printf '%s\n' "${ROWS[@]}"
+echo
+if [[ $FAILED != 0 ]]; then
+    echo "some runs reported errors (see above)" >&2
+    exit 1
+fi

@@ -1,0 +1,287 @@
+"""grpcio client for the equivalence tests.
+
+Two modes:
+
+    python client.py --stubs DIR serve
+        The test harness's driver: reads commands as JSON lines on stdin and
+        answers each with one JSON line on stdout. Commands run concurrently
+        (one thread each), so answers may come out of order: match them by
+        "id". Ends when stdin closes.
+
+    python client.py --stubs DIR example --target 127.0.0.1:50051
+        Calls the four methods of the seeds' `nameko.example` service and
+        prints what came back, one JSON line per call.
+
+Commands of `serve` (every field but "id" and "op" optional unless noted):
+
+    {"id": 1, "op": "version"}
+        -> {"id": 1, "grpcio": "1.85.1", "protobuf": "..."}
+    {"id": 2, "op": "call",
+     "target": "127.0.0.1:PORT",            required
+     "path": "/equivalence.Equivalence/unary_unary",   required
+     "kind": "unary_unary" | "unary_stream" | "stream_unary" | "stream_stream",
+             required when the path is not a method of the generated stubs
+     "requests": ["<base64 of a serialized request>", ...],  exactly one for
+             unary requests
+     "metadata": [{"name": "x-a", "text": "v"}, {"name": "x-b-bin", "bin": "<base64>"}],
+     "timeout": 30.0,                         seconds
+     "pingpong": false}                       stream_stream: send request i+1
+                                              only once reply i has arrived
+        -> {"id": 2, "code": 0, "details": "...",
+            "headers": [metadata as above], "trailers": [...],
+            "responses": ["<base64 of a serialized reply>", ...]}
+
+A call the library refuses before it reaches the wire answers
+{"id": N, "error": "..."}; so does a malformed command.
+
+Calls to the methods of the generated stubs (`equivalence.Equivalence`,
+`nameko.example`) go through the stubs: the request is parsed into its message
+type and the stub serializes it again. Other paths (the unknown-method tests)
+go through the channel's raw multi-callables with bytes in and out.
+"""
+
+import argparse
+import base64
+import json
+import os
+import queue
+import sys
+import threading
+
+PINGPONG_WAIT_S = 120.0
+
+
+def import_stubs(stubs_dir):
+    sys.path.insert(0, os.path.abspath(stubs_dir))
+    import grpc
+    import equivalence_pb2
+    import equivalence_pb2_grpc
+
+    modules = [(equivalence_pb2, equivalence_pb2_grpc)]
+    try:
+        import example_pb2
+        import example_pb2_grpc
+
+        modules.append((example_pb2, example_pb2_grpc))
+    except ImportError:
+        pass
+    return grpc, modules
+
+
+def kind_of(method):
+    if method.client_streaming:
+        return "stream_stream" if method.server_streaming else "stream_unary"
+    return "unary_stream" if method.server_streaming else "unary_unary"
+
+
+class StubMethod:
+    def __init__(self, module_grpc, service, method):
+        from google.protobuf import message_factory
+
+        self.service = service.name
+        self.name = method.name
+        self.kind = kind_of(method)
+        self.stub_class = getattr(module_grpc, service.name + "Stub")
+        self.request_class = message_factory.GetMessageClass(method.input_type)
+
+
+def metadata_from_json(items):
+    out = []
+    for item in items or []:
+        if "bin" in item:
+            out.append((item["name"], base64.b64decode(item["bin"])))
+        else:
+            out.append((item["name"], item["text"]))
+    return out
+
+
+def metadata_to_json(md):
+    out = []
+    for key, value in md or ():
+        if isinstance(value, bytes):
+            out.append({"name": key, "bin": base64.b64encode(value).decode()})
+        else:
+            out.append({"name": key, "text": value})
+    return out
+
+
+class Driver:
+    def __init__(self, grpc, modules):
+        self.grpc = grpc
+        self.methods = {}
+        for pb2, pb2_grpc in modules:
+            for service in pb2.DESCRIPTOR.services_by_name.values():
+                for method in service.methods:
+                    path = f"/{service.full_name}/{method.name}"
+                    self.methods[path] = StubMethod(pb2_grpc, service, method)
+        self.lock = threading.Lock()
+        self.channels = {}
+        self.stubs = {}
+        self.out_lock = threading.Lock()
+
+    def channel(self, target):
+        with self.lock:
+            channel = self.channels.get(target)
+            if channel is None:
+                # No proxy: the tests talk to loopback only, whatever the
+                # environment's http_proxy says.
+                channel = self.grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)])
+                self.channels[target] = channel
+            return channel
+
+    def multi_callable(self, target, path, kind):
+        """(multi-callable, kind, request parser) for a path."""
+        method = self.methods.get(path)
+        if method is not None:
+            key = (target, method.service)
+            with self.lock:
+                stub = self.stubs.get(key)
+            if stub is None:
+                stub = method.stub_class(self.channel(target))
+                with self.lock:
+                    self.stubs[key] = stub
+            return getattr(stub, method.name), method.kind, method.request_class.FromString
+        if kind is None:
+            raise ValueError(f"{path} is not a method of the stubs: say its kind")
+        channel = self.channel(target)
+        factory = getattr(channel, kind)
+        return factory(path), kind, lambda data: data
+
+    def write(self, obj):
+        line = json.dumps(obj)
+        with self.out_lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    def handle(self, command):
+        cid = command.get("id")
+        try:
+            op = command.get("op")
+            if op == "version":
+                import google.protobuf
+
+                answer = {"grpcio": self.grpc.__version__, "protobuf": google.protobuf.__version__}
+            elif op == "call":
+                answer = self.call(command)
+            else:
+                raise ValueError(f"unknown op {op!r}")
+        except Exception as e:  # report, never die: other commands are in flight
+            answer = {"error": f"{type(e).__name__}: {e}"}
+        answer["id"] = cid
+        self.write(answer)
+
+    def call(self, command):
+        grpc = self.grpc
+        mc, kind, parse = self.multi_callable(command["target"], command["path"], command.get("kind"))
+        requests = [parse(base64.b64decode(r)) for r in command.get("requests", [])]
+        metadata = metadata_from_json(command.get("metadata"))
+        timeout = command.get("timeout")
+        responses = []
+        if kind in ("unary_unary", "unary_stream") and len(requests) != 1:
+            raise ValueError(f"{kind} takes exactly one request, got {len(requests)}")
+
+        if kind in ("unary_unary", "stream_unary"):
+            argument = requests[0] if kind == "unary_unary" else iter(requests)
+            try:
+                response, call = mc.with_call(argument, metadata=metadata, timeout=timeout)
+                responses.append(response)
+            except grpc.RpcError as e:
+                call = e
+            if not hasattr(call, "code"):
+                raise RuntimeError(f"call failed without a status: {call!r}")
+        else:
+            acked = queue.Queue()
+            if kind == "unary_stream":
+                argument = requests[0]
+            elif command.get("pingpong"):
+                def argument_gen():
+                    for index, request in enumerate(requests):
+                        if index > 0 and acked.get(timeout=PINGPONG_WAIT_S) is None:
+                            return
+                        yield request
+
+                argument = argument_gen()
+            else:
+                argument = iter(requests)
+            call = mc(argument, metadata=metadata, timeout=timeout)
+            try:
+                for response in call:
+                    responses.append(response)
+                    acked.put(True)
+            except grpc.RpcError:
+                pass
+            finally:
+                acked.put(None)
+
+        code = call.code()
+        return {
+            "code": code.value[0],
+            "details": call.details() or "",
+            "headers": metadata_to_json(call.initial_metadata()),
+            "trailers": metadata_to_json(call.trailing_metadata()),
+            "responses": [
+                base64.b64encode(r if isinstance(r, bytes) else r.SerializeToString()).decode()
+                for r in responses
+            ],
+        }
+
+
+def serve(grpc, modules):
+    driver = Driver(grpc, modules)
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            command = json.loads(line)
+        except ValueError as e:
+            driver.write({"id": None, "error": f"bad command: {e}"})
+            continue
+        threading.Thread(target=driver.handle, args=(command,), daemon=True).start()
+    sys.stdout.flush()
+    # Calls still in flight die with the process; grpcio's own shutdown can
+    # wait on them, so do not go through it.
+    os._exit(0)
+
+
+def example(grpc, modules, target):
+    """The seeds' client calls against `nameko.example`, printed as JSON lines."""
+    import example_pb2
+    import example_pb2_grpc
+
+    Req = example_pb2.ExampleRequest
+    channel = grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)])
+    stub = example_pb2_grpc.exampleStub(channel)
+
+    def show(method, replies):
+        print(json.dumps({
+            "method": method,
+            "replies": [{"message": r.message, "seqno": r.seqno} for r in replies],
+        }), flush=True)
+
+    show("unary_unary", [stub.unary_unary(Req(value="A", multiplier=2), timeout=30)])
+    show("unary_stream", list(stub.unary_stream(Req(value="A", multiplier=2), timeout=30)))
+    requests = [Req(value="A", multiplier=1), Req(value="B", multiplier=2)]
+    show("stream_unary", [stub.stream_unary(iter(requests), timeout=30)])
+    show("stream_stream", list(stub.stream_stream(iter(requests), timeout=30)))
+    channel.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stubs", required=True, help="folder of the generated stubs")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    sub.add_parser("serve", help="JSON-lines driver for the test harness")
+    ex = sub.add_parser("example", help="call nameko.example and print the replies")
+    ex.add_argument("--target", required=True, help="host:port")
+    args = parser.parse_args()
+
+    grpc, modules = import_stubs(args.stubs)
+    if args.mode == "serve":
+        serve(grpc, modules)
+    else:
+        example(grpc, modules, args.target)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,737 @@
+//! The equivalence tests' machinery (issue #3): our implementation of the
+//! test service, and a driver that runs one call in any of the four pairings
+//! {grpcio server, our server} x {grpcio client, our client}.
+//!
+//! A test builds a [`Call`] once and runs it through a [`Pairing`]; the
+//! [`Outcome`] (status, the `x-` metadata of headers and trailers, replies)
+//! has the same shape whoever the client was, so a test asserts one
+//! expectation in all four pairings. grpcio is the reference: where the two
+//! disagree, the tests hold grpcio's behaviour.
+//!
+//! The service's behaviour is specified in `tests/proto/equivalence.proto`;
+//! [`EquivalenceService`] here and `tests/peers/python/server.py` implement
+//! it identically, line for line where they can.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{mpsc, Condvar, Mutex, OnceLock};
+use std::thread;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
+use grpc_blocking::{CallOptions, Channel, Code, Metadata, MetadataValue, Status};
+use serde_json::{json, Value};
+
+use crate::python::{GrpcioClient, GrpcioServer};
+
+/// The generated code of `tests/proto/equivalence.proto`.
+pub mod proto {
+    grpc_blocking::include_proto!("equivalence");
+}
+
+pub use proto::{Metadatum, Reply, Request};
+
+/// Wire paths of the test service.
+pub mod paths {
+    pub const UNARY_UNARY: &str = "/equivalence.Equivalence/unary_unary";
+    pub const UNARY_STREAM: &str = "/equivalence.Equivalence/unary_stream";
+    pub const STREAM_UNARY: &str = "/equivalence.Equivalence/stream_unary";
+    pub const STREAM_STREAM: &str = "/equivalence.Equivalence/stream_stream";
+}
+
+/// How long a rendezvous waits for its party.
+const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(30);
+/// The deadline of a call that does not set its own.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long past its deadline our client may take before the test fails.
+const WATCHDOG_SLACK: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------
+// Payload helpers (shared with the Python server's definitions)
+
+/// `n` payload bytes: byte i is i % 251.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+const fn crc32_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+}
+
+static CRC32_TABLE: [u32; 256] = crc32_table();
+
+/// CRC-32 as zlib computes it, continuing from `crc` (0 to start).
+pub fn crc32_update(crc: u32, data: &[u8]) -> u32 {
+    let mut c = !crc;
+    for &b in data {
+        c = CRC32_TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+/// CRC-32 of `data`, as `zlib.crc32(data)`.
+pub fn crc32(data: &[u8]) -> u32 {
+    crc32_update(0, data)
+}
+
+// ---------------------------------------------------------------------------
+// Our server of `equivalence.Equivalence`
+
+/// Makes calls wait for each other: proves they run at the same time.
+#[derive(Default)]
+struct Rendezvous {
+    arrived: Mutex<HashMap<String, usize>>,
+    cond: Condvar,
+}
+
+impl Rendezvous {
+    fn wait(&self, key: &str, count: usize) -> bool {
+        let mut arrived = self.arrived.lock().unwrap();
+        *arrived.entry(key.to_string()).or_insert(0) += 1;
+        self.cond.notify_all();
+        let (arrived, _) = self
+            .cond
+            .wait_timeout_while(arrived, RENDEZVOUS_TIMEOUT, |a| a[key] < count)
+            .unwrap();
+        arrived[key] >= count
+    }
+}
+
+/// grpc-blocking's implementation of `equivalence.Equivalence`.
+#[derive(Default)]
+pub struct EquivalenceService {
+    rendezvous: Rendezvous,
+}
+
+fn x_metadata(ctx: &ServerContext) -> Metadata {
+    let mut md = Metadata::new();
+    for (name, value) in ctx.metadata().iter() {
+        if !name.starts_with("x-") {
+            continue;
+        }
+        match value {
+            MetadataValue::Ascii(s) => md.insert(name, s).expect("valid ascii metadata"),
+            MetadataValue::Binary(b) => md.insert_bin(name, b).expect("valid binary metadata"),
+        }
+    }
+    md
+}
+
+fn as_metadata_list(md: &Metadata) -> Vec<Metadatum> {
+    md.iter()
+        .map(|(name, value)| Metadatum { name: name.to_string(), value: value.as_bytes().to_vec() })
+        .collect()
+}
+
+fn message_of(request: &Request) -> String {
+    let times = if request.multiplier == 0 { 1 } else { request.multiplier };
+    request.value.repeat(times.max(0) as usize)
+}
+
+fn fail_if_asked(request: &Request) -> Result<(), Status> {
+    if request.status_code != 0 {
+        return Err(Status::new(Code::from_i32(request.status_code), request.status_message.clone()));
+    }
+    Ok(())
+}
+
+fn reply(request: &Request, md: &Metadata, message: String, seqno: i32, payload_len: usize, crc: u32) -> Reply {
+    let payload =
+        if request.echo_payload { request.payload.clone() } else { pattern(request.response_size.max(0) as usize) };
+    Reply {
+        message,
+        seqno,
+        payload,
+        payload_len: payload_len as i64,
+        payload_crc32: crc,
+        received_metadata: as_metadata_list(md),
+    }
+}
+
+impl EquivalenceService {
+    /// Steps 1 to 4 of the proto's description; returns the `x-` metadata.
+    fn prepare(&self, request: &Request, ctx: &ServerContext, first: bool) -> Result<Metadata, Status> {
+        let md = x_metadata(ctx);
+        if request.rendezvous_count > 0
+            && !self.rendezvous.wait(&request.rendezvous_key, request.rendezvous_count as usize)
+        {
+            return Err(Status::aborted("rendezvous timed out"));
+        }
+        if request.sleep_ms > 0 {
+            thread::sleep(Duration::from_millis(request.sleep_ms as u64));
+        }
+        if first {
+            if request.echo_initial {
+                ctx.send_initial_metadata(md.clone())?;
+            }
+            if request.echo_trailing {
+                ctx.set_trailing_metadata(md.clone());
+            }
+        }
+        Ok(md)
+    }
+}
+
+impl proto::Equivalence for EquivalenceService {
+    fn unary_unary(&self, request: Request, ctx: &ServerContext) -> Result<Reply, Status> {
+        let md = self.prepare(&request, ctx, true)?;
+        fail_if_asked(&request)?;
+        let message = message_of(&request);
+        Ok(reply(&request, &md, message, 0, request.payload.len(), crc32(&request.payload)))
+    }
+
+    fn unary_stream(
+        &self,
+        request: Request,
+        ctx: &ServerContext,
+        responses: &mut ResponseSink<Reply>,
+    ) -> Result<(), Status> {
+        let md = self.prepare(&request, ctx, true)?;
+        let count = request.response_count.unwrap_or(2);
+        let message = message_of(&request);
+        for i in 0..count {
+            let r = reply(&request, &md, message.clone(), i + 1, request.payload.len(), crc32(&request.payload));
+            responses.send(r)?;
+        }
+        fail_if_asked(&request)
+    }
+
+    fn stream_unary(&self, requests: Requests<Request>, ctx: &ServerContext) -> Result<Reply, Status> {
+        let mut messages = Vec::new();
+        let mut payload_len = 0;
+        let mut crc = 0;
+        let mut last = Request::default();
+        let mut md = x_metadata(ctx);
+        for (index, request) in requests.enumerate() {
+            let request = request?;
+            md = self.prepare(&request, ctx, index == 0)?;
+            fail_if_asked(&request)?;
+            messages.push(message_of(&request));
+            payload_len += request.payload.len();
+            crc = crc32_update(crc, &request.payload);
+            last = request;
+        }
+        Ok(reply(&last, &md, messages.join(","), 0, payload_len, crc))
+    }
+
+    fn stream_stream(
+        &self,
+        requests: Requests<Request>,
+        ctx: &ServerContext,
+        responses: &mut ResponseSink<Reply>,
+    ) -> Result<(), Status> {
+        for (index, request) in requests.enumerate() {
+            let request = request?;
+            let md = self.prepare(&request, ctx, index == 0)?;
+            fail_if_asked(&request)?;
+            let message = message_of(&request);
+            let r = reply(&request, &md, message, index as i32 + 1, request.payload.len(), crc32(&request.payload));
+            responses.send(r)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The seeds' `nameko.example`
+
+pub use grpc_blocking_examples::nameko::{ExampleReply, ExampleRequest};
+
+/// Wire paths of the seeds' example service.
+pub mod example_paths {
+    pub const UNARY_UNARY: &str = "/nameko.example/unary_unary";
+    pub const UNARY_STREAM: &str = "/nameko.example/unary_stream";
+    pub const STREAM_UNARY: &str = "/nameko.example/stream_unary";
+    pub const STREAM_STREAM: &str = "/nameko.example/stream_stream";
+}
+
+/// Our server: both services on 127.0.0.1, started once per test process.
+pub fn our_server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let server = grpc_blocking::Server::builder()
+            .add_service(proto::EquivalenceServer::new(EquivalenceService::default()))
+            .add_service(grpc_blocking_examples::example_server())
+            .bind("127.0.0.1:0")
+            .expect("bind our server");
+        let handle = server.spawn();
+        let addr = handle.local_addr();
+        // Serves until the test process ends.
+        std::mem::forget(handle);
+        addr
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The driver
+
+/// Which implementation plays a side of a pairing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// The official Python gRPC (grpcio), the reference.
+    Grpcio,
+    /// grpc-blocking.
+    Ours,
+}
+
+/// The four call patterns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    UnaryUnary,
+    UnaryStream,
+    StreamUnary,
+    StreamStream,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::UnaryUnary, Kind::UnaryStream, Kind::StreamUnary, Kind::StreamStream];
+
+    /// grpcio's name for the pattern (also the test service's method name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::UnaryUnary => "unary_unary",
+            Kind::UnaryStream => "unary_stream",
+            Kind::StreamUnary => "stream_unary",
+            Kind::StreamStream => "stream_stream",
+        }
+    }
+
+    /// The path of the test service's method of this pattern.
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::UnaryUnary => paths::UNARY_UNARY,
+            Kind::UnaryStream => paths::UNARY_STREAM,
+            Kind::StreamUnary => paths::STREAM_UNARY,
+            Kind::StreamStream => paths::STREAM_STREAM,
+        }
+    }
+
+    pub fn streams_requests(self) -> bool {
+        matches!(self, Kind::StreamUnary | Kind::StreamStream)
+    }
+
+    pub fn streams_responses(self) -> bool {
+        matches!(self, Kind::UnaryStream | Kind::StreamStream)
+    }
+}
+
+/// A metadata value as both clients report it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Md {
+    Text(String),
+    Bin(Vec<u8>),
+}
+
+impl fmt::Debug for Md {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Md::Text(s) => write!(f, "{s:?}"),
+            Md::Bin(b) => write!(f, "bin{b:?}"),
+        }
+    }
+}
+
+/// Ordered metadata pairs.
+pub type MdList = Vec<(String, Md)>;
+
+/// ASCII metadata pairs.
+pub fn text_md(pairs: &[(&str, &str)]) -> MdList {
+    pairs.iter().map(|(k, v)| (k.to_string(), Md::Text(v.to_string()))).collect()
+}
+
+/// The `x-` entries of a reply's `received_metadata`, as an [`MdList`].
+pub fn received(reply: &Reply) -> MdList {
+    reply
+        .received_metadata
+        .iter()
+        .map(|m| {
+            let value = if m.name.ends_with("-bin") {
+                Md::Bin(m.value.clone())
+            } else {
+                Md::Text(String::from_utf8_lossy(&m.value).into_owned())
+            };
+            (m.name.clone(), value)
+        })
+        .collect()
+}
+
+fn only_x(md: MdList) -> MdList {
+    md.into_iter().filter(|(name, _)| name.starts_with("x-")).collect()
+}
+
+fn md_from_ours(md: &Metadata) -> MdList {
+    only_x(
+        md.iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    MetadataValue::Ascii(s) => Md::Text(s.clone()),
+                    MetadataValue::Binary(b) => Md::Bin(b.clone()),
+                };
+                (name.to_string(), value)
+            })
+            .collect(),
+    )
+}
+
+fn md_to_ours(md: &MdList) -> Metadata {
+    let mut out = Metadata::new();
+    for (name, value) in md {
+        match value {
+            Md::Text(s) => out.insert(name, s),
+            Md::Bin(b) => out.insert_bin(name, b),
+        }
+        .unwrap_or_else(|e| panic!("our client refuses metadata {name}: {e:?}"));
+    }
+    out
+}
+
+fn md_to_json(md: &MdList) -> Value {
+    Value::Array(
+        md.iter()
+            .map(|(name, value)| match value {
+                Md::Text(s) => json!({"name": name, "text": s}),
+                Md::Bin(b) => json!({"name": name, "bin": BASE64.encode(b)}),
+            })
+            .collect(),
+    )
+}
+
+fn md_from_json(value: &Value) -> MdList {
+    let mut out = Vec::new();
+    for item in value.as_array().map(|a| a.as_slice()).unwrap_or(&[]) {
+        let name = item["name"].as_str().unwrap_or_default().to_string();
+        let value = match (item.get("bin"), item.get("text")) {
+            (Some(b), _) => Md::Bin(BASE64.decode(b.as_str().unwrap_or_default()).expect("base64 metadata")),
+            (None, Some(t)) => Md::Text(t.as_str().unwrap_or_default().to_string()),
+            (None, None) => panic!("bad metadata item {item}"),
+        };
+        out.push((name, value));
+    }
+    only_x(out)
+}
+
+/// One call, described independently of the client that makes it.
+#[derive(Clone, Debug)]
+pub struct Call<Req> {
+    pub path: &'static str,
+    pub kind: Kind,
+    pub requests: Vec<Req>,
+    pub metadata: MdList,
+    pub timeout: Duration,
+    /// stream_stream only: send request i+1 only after reply i arrived.
+    pub pingpong: bool,
+}
+
+impl<Req> Call<Req> {
+    pub fn new(path: &'static str, kind: Kind, requests: Vec<Req>) -> Self {
+        Call { path, kind, requests, metadata: Vec::new(), timeout: DEFAULT_TIMEOUT, pingpong: false }
+    }
+
+    pub fn metadata(mut self, md: MdList) -> Self {
+        self.metadata = md;
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn pingpong(mut self) -> Self {
+        self.pingpong = true;
+        self
+    }
+}
+
+impl Call<Request> {
+    /// A call of the test service's method of `kind`.
+    pub fn to(kind: Kind, requests: Vec<Request>) -> Self {
+        Call::new(kind.path(), kind, requests)
+    }
+}
+
+/// How a call ended, as either client saw it. Metadata lists keep only the
+/// `x-` entries (the ones the tests send), in order.
+#[derive(Clone, Debug)]
+pub struct Outcome<Resp> {
+    pub code: Code,
+    pub message: String,
+    pub headers: MdList,
+    pub trailers: MdList,
+    pub responses: Vec<Resp>,
+}
+
+impl<Resp: fmt::Debug> Outcome<Resp> {
+    /// The replies of a call that must have succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Vec<Resp> {
+        assert_eq!(self.code, Code::Ok, "call failed: {} {:?}", self.code, self.message);
+        self.responses
+    }
+
+    /// The only reply of a call that must have succeeded with one reply.
+    #[track_caller]
+    pub fn single(self) -> Resp {
+        let mut responses = self.ok();
+        assert_eq!(responses.len(), 1, "expected one reply, got {responses:?}");
+        responses.pop().unwrap()
+    }
+
+    /// Asserts the call failed with `code` and `message`.
+    #[track_caller]
+    pub fn assert_status(&self, code: Code, message: &str) {
+        assert_eq!((self.code, self.message.as_str()), (code, message), "status of {self:?}");
+    }
+}
+
+/// A client and a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pairing {
+    pub server: Peer,
+    pub client: Peer,
+}
+
+impl fmt::Display for Pairing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = |p: Peer| if p == Peer::Grpcio { "grpcio" } else { "ours" };
+        write!(f, "{} client -> {} server", name(self.client), name(self.server))
+    }
+}
+
+impl Pairing {
+    pub const ALL: [Pairing; 4] = [
+        Pairing { server: Peer::Grpcio, client: Peer::Grpcio },
+        Pairing { server: Peer::Grpcio, client: Peer::Ours },
+        Pairing { server: Peer::Ours, client: Peer::Grpcio },
+        Pairing { server: Peer::Ours, client: Peer::Ours },
+    ];
+
+    pub fn new(server: Peer, client: Peer) -> Pairing {
+        Pairing { server, client }
+    }
+
+    /// The server's address, starting it (once per process) if needed.
+    pub fn server_addr(&self) -> SocketAddr {
+        match self.server {
+            Peer::Grpcio => GrpcioServer::shared().addr(),
+            Peer::Ours => our_server(),
+        }
+    }
+
+    /// Makes the call with this pairing's client against its server.
+    pub fn call<Req, Resp>(&self, call: Call<Req>) -> Outcome<Resp>
+    where
+        Req: prost::Message + Clone + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        let addr = self.server_addr();
+        match self.client {
+            Peer::Grpcio => grpcio_call(addr, call),
+            Peer::Ours => our_call(addr, call),
+        }
+    }
+
+    /// Shorthand: a call of the test service's method of `kind`.
+    pub fn run(&self, kind: Kind, requests: Vec<Request>) -> Outcome<Reply> {
+        self.call(Call::to(kind, requests))
+    }
+}
+
+fn grpcio_call<Req, Resp>(addr: SocketAddr, call: Call<Req>) -> Outcome<Resp>
+where
+    Req: prost::Message,
+    Resp: prost::Message + Default,
+{
+    let command = json!({
+        "op": "call",
+        "target": addr.to_string(),
+        "path": call.path,
+        "kind": call.kind.as_str(),
+        "requests": call.requests.iter().map(|r| BASE64.encode(r.encode_to_vec())).collect::<Vec<_>>(),
+        "metadata": md_to_json(&call.metadata),
+        "timeout": call.timeout.as_secs_f64(),
+        "pingpong": call.pingpong,
+    });
+    let answer = GrpcioClient::shared()
+        .request(command, call.timeout + GrpcioClient::slack())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let responses = answer["responses"]
+        .as_array()
+        .expect("responses")
+        .iter()
+        .map(|r| {
+            let bytes = BASE64.decode(r.as_str().expect("base64 string")).expect("base64");
+            Resp::decode(bytes.as_slice()).expect("grpcio client returned a reply we cannot decode")
+        })
+        .collect();
+    Outcome {
+        code: Code::from_i32(answer["code"].as_i64().expect("code") as i32),
+        message: answer["details"].as_str().unwrap_or_default().to_string(),
+        headers: md_from_json(&answer["headers"]),
+        trailers: md_from_json(&answer["trailers"]),
+        responses,
+    }
+}
+
+/// Our client's channel to `addr`: one per server, shared by all calls (as
+/// the grpcio client shares one channel per target).
+pub fn our_channel(addr: SocketAddr) -> Channel {
+    static CHANNELS: OnceLock<Mutex<HashMap<SocketAddr, Channel>>> = OnceLock::new();
+    let mut channels = CHANNELS.get_or_init(Default::default).lock().unwrap();
+    channels
+        .entry(addr)
+        .or_insert_with(|| {
+            Channel::connect(&format!("http://{addr}")).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+        })
+        .clone()
+}
+
+/// Runs `f` on its own thread and fails the test if it has not finished
+/// within `timeout` (a hang must fail, not stall the run).
+pub fn with_watchdog<T: Send + 'static>(what: &str, timeout: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::Builder::new()
+        .name(format!("watched: {what}"))
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .expect("spawn watched thread");
+    match rx.recv_timeout(timeout) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what} did not finish within {timeout:?}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked (see its message above)"),
+    }
+}
+
+fn our_call<Req, Resp>(addr: SocketAddr, call: Call<Req>) -> Outcome<Resp>
+where
+    Req: prost::Message + Clone + Send + 'static,
+    Resp: prost::Message + Default + Send + 'static,
+{
+    let channel = our_channel(addr);
+    let what = format!("our client's {} call to {}", call.kind.as_str(), call.path);
+    with_watchdog(&what, call.timeout + WATCHDOG_SLACK, move || our_call_inner(&channel, call))
+}
+
+fn failed<Resp>(status: Status, headers: MdList) -> Outcome<Resp> {
+    Outcome {
+        code: status.code(),
+        message: status.message().to_string(),
+        headers,
+        trailers: md_from_ours(status.metadata()),
+        responses: Vec::new(),
+    }
+}
+
+fn our_call_inner<Req, Resp>(channel: &Channel, call: Call<Req>) -> Outcome<Resp>
+where
+    Req: prost::Message + Clone + Send + 'static,
+    Resp: prost::Message + Default + Send + 'static,
+{
+    let options = CallOptions::new().metadata(md_to_ours(&call.metadata)).timeout(call.timeout);
+    let mut requests = call.requests;
+    match call.kind {
+        Kind::UnaryUnary | Kind::StreamUnary => {
+            let mut pending = if call.kind == Kind::UnaryUnary {
+                assert_eq!(requests.len(), 1, "unary_unary takes one request");
+                channel.unary::<Req, Resp>(call.path, requests.remove(0), options)
+            } else {
+                channel.client_streaming::<Req, Resp, _>(call.path, requests, options)
+            };
+            let headers = pending.headers().map(|md| md_from_ours(&md)).unwrap_or_default();
+            match pending.wait_response() {
+                Ok(response) => Outcome {
+                    code: Code::Ok,
+                    message: String::new(),
+                    headers: md_from_ours(&response.headers),
+                    trailers: md_from_ours(&response.trailers),
+                    responses: vec![response.message],
+                },
+                Err(status) => failed(status, headers),
+            }
+        }
+        Kind::UnaryStream | Kind::StreamStream if !call.pingpong => {
+            let stream = if call.kind == Kind::UnaryStream {
+                assert_eq!(requests.len(), 1, "unary_stream takes one request");
+                channel.server_streaming::<Req, Resp>(call.path, requests.remove(0), options)
+            } else {
+                channel.bidi_streaming::<Req, Resp, _>(call.path, requests, options)
+            };
+            drain(stream, Vec::new())
+        }
+        Kind::UnaryStream => panic!("pingpong is for stream_stream calls"),
+        Kind::StreamStream => {
+            let (mut sink, mut stream) = channel.bidi_streaming_sender::<Req, Resp>(call.path, options);
+            let mut responses = Vec::new();
+            for request in requests {
+                if sink.send(request).is_err() {
+                    // The call is over; the stream says how.
+                    break;
+                }
+                match stream.next() {
+                    Some(Ok(response)) => responses.push(response),
+                    Some(Err(status)) => {
+                        let headers = stream.headers().map(|md| md_from_ours(&md)).unwrap_or_default();
+                        let mut outcome = failed(status, headers);
+                        outcome.responses = responses;
+                        return outcome;
+                    }
+                    None => break,
+                }
+            }
+            sink.finish();
+            drain(stream, responses)
+        }
+    }
+}
+
+/// Reads a response stream to its end.
+fn drain<Resp>(mut stream: grpc_blocking::Streaming<Resp>, mut responses: Vec<Resp>) -> Outcome<Resp>
+where
+    Resp: prost::Message + Default + Send + 'static,
+{
+    let headers = stream.headers();
+    let mut error = None;
+    for item in stream.by_ref() {
+        match item {
+            Ok(response) => responses.push(response),
+            Err(status) => {
+                error = Some(status);
+                break;
+            }
+        }
+    }
+    let (headers, header_error) = match headers {
+        Ok(md) => (md_from_ours(&md), None),
+        Err(status) => (Vec::new(), Some(status)),
+    };
+    match error.or(header_error) {
+        Some(status) => {
+            let mut outcome = failed(status, headers);
+            outcome.responses = responses;
+            outcome
+        }
+        None => Outcome {
+            code: Code::Ok,
+            message: String::new(),
+            headers,
+            trailers: stream.trailers().map(md_from_ours).unwrap_or_default(),
+            responses,
+        },
+    }
+}

@@ -1,0 +1,48 @@
+//! Shared code of the grpc-blocking integration tests: the Rust code
+//! generated from the test protos under `proto/` (by `build.rs`), and the
+//! machinery the tests in `tests/` use.
+//!
+//! Generated modules mirror the proto packages from the crate root (package
+//! `a.b.c` is module `a::b::c`), because generated code reaches the messages
+//! of other packages through `super::` paths.
+
+/// Protos without a package (`_.rs`): `proto/codegen/noPackage.proto`.
+pub mod no_package {
+    grpc_blocking::include_proto!("_");
+}
+
+/// Package `a` (only nested packages below it).
+pub mod a {
+    /// Package `a.b` (only nested packages below it).
+    pub mod b {
+        /// Package `a.b.c`: `proto/codegen/nested.proto`.
+        pub mod c {
+            grpc_blocking::include_proto!("a.b.c");
+        }
+    }
+}
+
+/// Packages `codegen.*`: the protos of the code generator's tests
+/// (`proto/codegen/`, tested by `tests/codegen.rs`).
+pub mod codegen {
+    /// Package `codegen.camel`: `camel_case.proto`.
+    pub mod camel {
+        grpc_blocking::include_proto!("codegen.camel");
+    }
+    /// Package `codegen.common`: `common.proto`.
+    pub mod common {
+        grpc_blocking::include_proto!("codegen.common");
+    }
+    /// Package `codegen.keywords`: `keywords.proto`.
+    pub mod keywords {
+        grpc_blocking::include_proto!("codegen.keywords");
+    }
+    /// Package `codegen.multi`: `two_services.proto`.
+    pub mod multi {
+        grpc_blocking::include_proto!("codegen.multi");
+    }
+    /// Package `codegen.wkt`: `wkt.proto`.
+    pub mod wkt {
+        grpc_blocking::include_proto!("codegen.wkt");
+    }
+}

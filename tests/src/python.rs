@@ -1,0 +1,478 @@
+//! The grpcio (official Python gRPC) peers of the equivalence tests.
+//!
+//! * [`PythonEnv::get`] provisions, once per test process, a virtualenv under
+//!   the workspace target dir (`target/grpcio-venv`) with the packages pinned
+//!   in `tests/peers/python/requirements.txt`, and generates the Python stubs
+//!   of `tests/proto/equivalence.proto` and `examples/proto/example.proto`
+//!   with grpcio-tools. The work is done by `tests/peers/python/provision.py`
+//!   (standard library only) under an exclusive `flock`, so test processes
+//!   running side by side do not race; it is reused until `requirements.txt`
+//!   changes. A missing `python3` or an unreachable package index fails the
+//!   test with a message saying what to install: these tests never skip.
+//! * [`GrpcioServer`] runs `server.py` (grpcio serving `equivalence.Equivalence`
+//!   and `nameko.example`) on a port it picks, and kills it on drop. It also
+//!   ends by itself when this process ends (it serves until its stdin closes).
+//! * [`GrpcioClient`] runs `client.py serve`, a grpcio client driven by JSON
+//!   lines over stdin/stdout (protocol in `client.py`'s docstring). Requests
+//!   carry an id, so many threads can share one client process and its
+//!   channels, as they would share one grpcio channel.
+//!
+//! Every wait has a timeout: a peer that hangs fails the test.
+//!
+//! Environment: `GRPC_BLOCKING_PYTHON` names the Python 3 used to create the
+//! virtualenv (default `python3`); `CARGO_TARGET_DIR` moves the virtualenv
+//! with the target dir.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// How long the first provisioning (venv + pip install) may take.
+const PROVISION_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// How long a peer may take to start (importing grpcio on a loaded machine).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Extra time a client command may take beyond its call's own deadline.
+const COMMAND_SLACK: Duration = Duration::from_secs(60);
+
+const INSTALL_HINT: &str = "The equivalence tests run the official Python gRPC (grpcio, from PyPI) \
+as a peer. They need Python 3.9 or later with the venv module and pip on PATH as `python3` \
+(or named by GRPC_BLOCKING_PYTHON) and access to the Python package index. \
+On Debian/Ubuntu: `apt-get install python3 python3-venv python3-pip`.";
+
+/// The workspace root (the parent of the `tests` crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate has a parent folder")
+        .to_path_buf()
+}
+
+/// The cargo target dir: `CARGO_TARGET_DIR` if set (relative to the
+/// workspace root when relative), else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// The folder of the Python peers' sources.
+pub fn peers_dir() -> PathBuf {
+    workspace_root().join("tests").join("peers").join("python")
+}
+
+/// The protos whose Python stubs the peers use.
+pub fn protos() -> Vec<PathBuf> {
+    let root = workspace_root();
+    vec![
+        root.join("tests").join("proto").join("equivalence.proto"),
+        root.join("examples").join("proto").join("example.proto"),
+    ]
+}
+
+/// A provisioned virtualenv with grpcio and the generated stubs.
+#[derive(Debug, Clone)]
+pub struct PythonEnv {
+    /// The virtualenv's interpreter.
+    pub python: PathBuf,
+    /// The folder of the generated `*_pb2.py` / `*_pb2_grpc.py`.
+    pub stubs: PathBuf,
+}
+
+impl PythonEnv {
+    /// The environment, provisioned on first use. Panics with what to install
+    /// when it cannot be provisioned.
+    pub fn get() -> &'static PythonEnv {
+        static ENV: OnceLock<Result<PythonEnv, String>> = OnceLock::new();
+        match ENV.get_or_init(provision) {
+            Ok(env) => env,
+            Err(message) => panic!("grpcio peer unavailable: {message}"),
+        }
+    }
+
+    fn command(&self, script: &str) -> Command {
+        let mut cmd = Command::new(&self.python);
+        cmd.arg("-u").arg(peers_dir().join(script)).arg("--stubs").arg(&self.stubs);
+        // grpcio must not route loopback calls through a proxy from the
+        // environment, nor print its own noise into our protocol.
+        for var in ["http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+        cmd
+    }
+}
+
+fn provision() -> Result<PythonEnv, String> {
+    let system_python = std::env::var("GRPC_BLOCKING_PYTHON").unwrap_or_else(|_| "python3".into());
+    match Command::new(&system_python)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        Ok(status) => {
+            return Err(format!("`{system_python} --version` failed ({status}). {INSTALL_HINT}"))
+        }
+        Err(e) => return Err(format!("cannot run `{system_python}`: {e}. {INSTALL_HINT}")),
+    }
+
+    let target = target_dir();
+    fs::create_dir_all(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    let venv = target.join("grpcio-venv");
+    let log_path = target.join("grpcio-venv.log");
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+
+    let mut cmd = Command::new(&system_python);
+    cmd.arg(peers_dir().join("provision.py"))
+        .arg("--venv")
+        .arg(&venv)
+        .arg("--requirements")
+        .arg(peers_dir().join("requirements.txt"));
+    for proto in protos() {
+        cmd.arg("--proto").arg(proto);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run provision.py: {e}. {INSTALL_HINT}"))?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let status = wait_with_timeout(&mut child, PROVISION_TIMEOUT);
+    let out = reader.join().unwrap_or_default();
+    let log_tail = tail_of_file(&log_path, 40);
+    match status {
+        None => Err(format!(
+            "provisioning the grpcio virtualenv at {} took over {:?}; log {}:\n{log_tail}",
+            venv.display(),
+            PROVISION_TIMEOUT,
+            log_path.display()
+        )),
+        Some(status) if !status.success() => Err(format!(
+            "provisioning the grpcio virtualenv at {} failed ({status}); log {}:\n{log_tail}\n{INSTALL_HINT}",
+            venv.display(),
+            log_path.display()
+        )),
+        Some(_) => {
+            let line = out.lines().last().unwrap_or("");
+            let value: Value = serde_json::from_str(line)
+                .map_err(|e| format!("provision.py printed {out:?}: {e}"))?;
+            Ok(PythonEnv {
+                python: PathBuf::from(value["python"].as_str().unwrap_or_default()),
+                stubs: PathBuf::from(value["stubs"].as_str().unwrap_or_default()),
+            })
+        }
+    }
+}
+
+/// Waits for `child` up to `timeout`; kills it and returns None past that.
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+fn tail_of_file(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Collects a child's stderr (the last 64 KiB) for error messages.
+#[derive(Clone, Default)]
+struct StderrTail(Arc<Mutex<String>>);
+
+impl StderrTail {
+    fn collect(&self, stderr: impl Read + Send + 'static) {
+        let buf = self.0.clone();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                let mut b = buf.lock().unwrap();
+                b.push_str(&line);
+                if b.len() > 64 * 1024 {
+                    let cut = b.len() - 32 * 1024;
+                    let cut = (cut..b.len()).find(|&i| b.is_char_boundary(i)).unwrap_or(0);
+                    b.drain(..cut);
+                }
+                line.clear();
+            }
+        });
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A grpcio server (`server.py`) on 127.0.0.1, killed on drop.
+pub struct GrpcioServer {
+    child: Mutex<Child>,
+    // Held open: the server serves until it closes.
+    _stdin: ChildStdin,
+    port: u16,
+    stderr: StderrTail,
+}
+
+impl GrpcioServer {
+    /// Starts a server on a free port. Panics if it does not come up.
+    pub fn start() -> GrpcioServer {
+        let env = PythonEnv::get();
+        let mut child = env
+            .command("server.py")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the grpcio server: {e}"));
+        let stderr = StderrTail::default();
+        stderr.collect(child.stderr.take().expect("piped stderr"));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the grpcio server did not report its port ({other:?}); stderr:\n{}",
+                    stderr.text()
+                );
+            }
+        };
+        let port = serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|v| v["port"].as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or_else(|| panic!("the grpcio server printed {line:?}, not its port"));
+        GrpcioServer { child: Mutex::new(child), _stdin: stdin, port, stderr }
+    }
+
+    /// One server shared by all the tests of this process (ends with it).
+    pub fn shared() -> &'static GrpcioServer {
+        static SERVER: OnceLock<GrpcioServer> = OnceLock::new();
+        SERVER.get_or_init(GrpcioServer::start)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// What the server printed on stderr so far (for failure messages).
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+}
+
+impl Drop for GrpcioServer {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+type Pending = Arc<Mutex<Option<HashMap<u64, mpsc::Sender<Value>>>>>;
+
+/// A grpcio client process (`client.py serve`) driven by JSON lines.
+/// Thread-safe: commands from many threads run concurrently in the client.
+pub struct GrpcioClient {
+    child: Mutex<Child>,
+    stdin: Mutex<ChildStdin>,
+    // None once the client's stdout has closed.
+    pending: Pending,
+    next_id: AtomicU64,
+    stderr: StderrTail,
+}
+
+impl GrpcioClient {
+    /// Starts a client process. Panics if it does not answer.
+    pub fn start() -> GrpcioClient {
+        let env = PythonEnv::get();
+        let mut child = env
+            .command("client.py")
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the grpcio client: {e}"));
+        let stderr = StderrTail::default();
+        stderr.collect(child.stderr.take().expect("piped stderr"));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
+        let dispatch = pending.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                    eprintln!("grpcio client printed a non-JSON line: {line}");
+                    continue;
+                };
+                let Some(id) = value["id"].as_u64() else {
+                    eprintln!("grpcio client answered without an id: {line}");
+                    continue;
+                };
+                let waiter = dispatch.lock().unwrap().as_mut().and_then(|m| m.remove(&id));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(value);
+                }
+            }
+            // Closed: wake every waiter (their senders drop).
+            dispatch.lock().unwrap().take();
+        });
+        let client = GrpcioClient {
+            child: Mutex::new(child),
+            stdin: Mutex::new(stdin),
+            pending,
+            next_id: AtomicU64::new(1),
+            stderr,
+        };
+        let version = client
+            .request(json!({"op": "version"}), START_TIMEOUT)
+            .unwrap_or_else(|e| panic!("the grpcio client did not start: {e}"));
+        assert!(version["grpcio"].is_string(), "unexpected version answer {version}");
+        client
+    }
+
+    /// One client process shared by all the tests of this process.
+    pub fn shared() -> &'static GrpcioClient {
+        static CLIENT: OnceLock<GrpcioClient> = OnceLock::new();
+        CLIENT.get_or_init(GrpcioClient::start)
+    }
+
+    /// Sends one command (an "id" is added) and waits up to `timeout` for
+    /// its answer. Errors say why, with the client's stderr.
+    pub fn request(&self, mut command: Value, timeout: Duration) -> Result<Value, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        command["id"] = json!(id);
+        let (tx, rx) = mpsc::channel();
+        match self.pending.lock().unwrap().as_mut() {
+            Some(map) => {
+                map.insert(id, tx);
+            }
+            None => return Err(format!("the grpcio client has exited; stderr:\n{}", self.stderr.text())),
+        }
+        let line = format!("{command}\n");
+        let written = {
+            let mut stdin = self.stdin.lock().unwrap();
+            stdin.write_all(line.as_bytes()).and_then(|_| stdin.flush())
+        };
+        if let Err(e) = written {
+            return Err(format!("cannot write to the grpcio client: {e}; stderr:\n{}", self.stderr.text()));
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(answer) => match answer.get("error") {
+                Some(error) => Err(format!("grpcio client: {error}")),
+                None => Ok(answer),
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(map) = self.pending.lock().unwrap().as_mut() {
+                    map.remove(&id);
+                }
+                Err(format!(
+                    "the grpcio client did not answer within {timeout:?}: {command}; stderr:\n{}",
+                    self.stderr.text()
+                ))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(format!("the grpcio client exited; stderr:\n{}", self.stderr.text()))
+            }
+        }
+    }
+
+    /// Extra time to allow beyond a call's deadline when waiting for its answer.
+    pub fn slack() -> Duration {
+        COMMAND_SLACK
+    }
+}
+
+impl Drop for GrpcioClient {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Runs `client.py example --target ADDR` (the seeds' calls to
+/// `nameko.example` made by grpcio) and returns its stdout lines.
+pub fn run_example_client(addr: std::net::SocketAddr, timeout: Duration) -> Result<Vec<Value>, String> {
+    let env = PythonEnv::get();
+    let mut child = env
+        .command("client.py")
+        .arg("example")
+        .arg("--target")
+        .arg(addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the grpcio example client: {e}"))?;
+    let stderr = StderrTail::default();
+    stderr.collect(child.stderr.take().expect("piped stderr"));
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let status = wait_with_timeout(&mut child, timeout);
+    let out = reader.join().unwrap_or_default();
+    match status {
+        Some(s) if s.success() => out
+            .lines()
+            .map(|l| serde_json::from_str(l).map_err(|e| format!("bad line {l:?}: {e}")))
+            .collect(),
+        Some(s) => Err(format!("the grpcio example client failed ({s}); stderr:\n{}", stderr.text())),
+        None => Err(format!("the grpcio example client took over {timeout:?}; stderr:\n{}", stderr.text())),
+    }
+}

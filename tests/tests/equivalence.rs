@@ -1,0 +1,878 @@
+//! Equivalence with the official implementation (issue #3): every test here
+//! runs in the four pairings {grpcio server, our server} x {grpcio client, our
+//! client}, with one expectation for all four. grpcio (Python, pinned in
+//! tests/peers/python/requirements.txt) is the reference.
+//!
+//! Test names read `<behaviour>::<client>_client_<server>_server`, so
+//! `cargo test -p grpc-blocking-tests --test equivalence ours_client_grpcio`
+//! runs one pairing.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use grpc_blocking::Code;
+use grpc_blocking_tests::equivalence::*;
+
+/// Declares, for each behaviour `f(Pairing)`, a module `f` with one test per
+/// pairing.
+macro_rules! in_all_pairings {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            use super::*;
+            #[test]
+            fn grpcio_client_grpcio_server() {
+                super::$test(Pairing::new(Peer::Grpcio, Peer::Grpcio))
+            }
+            #[test]
+            fn ours_client_grpcio_server() {
+                super::$test(Pairing::new(Peer::Grpcio, Peer::Ours))
+            }
+            #[test]
+            fn grpcio_client_ours_server() {
+                super::$test(Pairing::new(Peer::Ours, Peer::Grpcio))
+            }
+            #[test]
+            fn ours_client_ours_server() {
+                super::$test(Pairing::new(Peer::Ours, Peer::Ours))
+            }
+        }
+    )*};
+}
+
+in_all_pairings!(
+    example_service,
+    four_patterns,
+    empty_messages_and_streams,
+    many_messages,
+    bidi_ping_pong,
+    request_metadata,
+    metadata_edge_values,
+    response_initial_metadata,
+    response_trailing_metadata,
+    response_initial_and_trailing_metadata,
+    every_error_code,
+    error_message_encoding,
+    error_after_replies,
+    error_with_metadata,
+    one_mib_messages,
+    over_default_size_limit,
+    concurrent_calls,
+    unknown_method,
+    unknown_service,
+    deadline_exceeded,
+);
+
+const MIB: usize = 1 << 20;
+
+fn req(value: &str) -> Request {
+    Request {
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+fn msgs(replies: &[Reply]) -> Vec<(&str, i32)> {
+    replies
+        .iter()
+        .map(|r| (r.message.as_str(), r.seqno))
+        .collect()
+}
+
+/// Metadata as HTTP/2 defines its meaning: the order of values of one name
+/// matters, the order between names does not.
+fn by_name(md: &MdList) -> MdList {
+    let mut md = md.clone();
+    md.sort_by(|a, b| a.0.cmp(&b.0));
+    md
+}
+
+#[track_caller]
+fn assert_md(actual: &MdList, expected: &MdList, what: &str) {
+    assert_eq!(by_name(actual), by_name(expected), "{what}");
+}
+
+/// A key no other test run of this process shares.
+fn unique(prefix: &str, p: Pairing) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{:?}-{:?}-{}-{}",
+        p.client,
+        p.server,
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+// ---------------------------------------------------------------------------
+
+/// The seeds' `nameko.example` service, with the seeds' behaviour.
+fn example_service(p: Pairing) {
+    let ex = |value: &str, multiplier| ExampleRequest {
+        value: value.into(),
+        multiplier,
+    };
+    let show = |replies: Vec<ExampleReply>| -> Vec<(String, i32)> {
+        replies.into_iter().map(|r| (r.message, r.seqno)).collect()
+    };
+    let s = |m: &str, n| (m.to_string(), n);
+
+    let out = p.call::<_, ExampleReply>(Call::new(
+        example_paths::UNARY_UNARY,
+        Kind::UnaryUnary,
+        vec![ex("A", 2)],
+    ));
+    assert_eq!(show(out.ok()), vec![s("AA", 0)], "{p}");
+    let out = p.call::<_, ExampleReply>(Call::new(
+        example_paths::UNARY_UNARY,
+        Kind::UnaryUnary,
+        vec![ex("A", 0)],
+    ));
+    assert_eq!(
+        show(out.ok()),
+        vec![s("A", 0)],
+        "{p}: multiplier 0 counts as 1"
+    );
+
+    let out = p.call::<_, ExampleReply>(Call::new(
+        example_paths::UNARY_STREAM,
+        Kind::UnaryStream,
+        vec![ex("A", 3)],
+    ));
+    assert_eq!(show(out.ok()), vec![s("AAA", 1), s("AAA", 2)], "{p}");
+
+    let two = vec![ex("A", 1), ex("B", 2)];
+    let out = p.call::<_, ExampleReply>(Call::new(
+        example_paths::STREAM_UNARY,
+        Kind::StreamUnary,
+        two.clone(),
+    ));
+    assert_eq!(show(out.ok()), vec![s("A,BB", 0)], "{p}");
+
+    let out = p.call::<_, ExampleReply>(Call::new(
+        example_paths::STREAM_STREAM,
+        Kind::StreamStream,
+        two,
+    ));
+    assert_eq!(show(out.ok()), vec![s("A", 1), s("BB", 2)], "{p}");
+}
+
+/// The four patterns of the test service, plain.
+fn four_patterns(p: Pairing) {
+    let r = p
+        .run(
+            Kind::UnaryUnary,
+            vec![Request {
+                multiplier: 3,
+                ..req("ab")
+            }],
+        )
+        .single();
+    assert_eq!(
+        (r.message.as_str(), r.seqno, r.payload_len, r.payload_crc32),
+        ("ababab", 0, 0, 0),
+        "{p}"
+    );
+    assert!(
+        r.payload.is_empty() && r.received_metadata.is_empty(),
+        "{p}: {r:?}"
+    );
+    let r = p
+        .run(
+            Kind::UnaryUnary,
+            vec![Request {
+                multiplier: -1,
+                ..req("ab")
+            }],
+        )
+        .single();
+    assert_eq!(
+        r.message, "",
+        "{p}: a negative multiplier repeats zero times"
+    );
+
+    let replies = p
+        .run(
+            Kind::UnaryStream,
+            vec![Request {
+                multiplier: 2,
+                ..req("x")
+            }],
+        )
+        .ok();
+    assert_eq!(msgs(&replies), vec![("xx", 1), ("xx", 2)], "{p}");
+    let replies = p
+        .run(
+            Kind::UnaryStream,
+            vec![Request {
+                response_count: Some(5),
+                ..req("y")
+            }],
+        )
+        .ok();
+    assert_eq!(
+        msgs(&replies),
+        (1..=5).map(|i| ("y", i)).collect::<Vec<_>>(),
+        "{p}"
+    );
+
+    let three = vec![
+        req("a"),
+        Request {
+            multiplier: 2,
+            ..req("b")
+        },
+        Request {
+            multiplier: 3,
+            ..req("c")
+        },
+    ];
+    let r = p.run(Kind::StreamUnary, three.clone()).single();
+    assert_eq!((r.message.as_str(), r.seqno), ("a,bb,ccc", 0), "{p}");
+
+    let replies = p.run(Kind::StreamStream, three).ok();
+    assert_eq!(msgs(&replies), vec![("a", 1), ("bb", 2), ("ccc", 3)], "{p}");
+}
+
+/// Zero-length messages and streams with no messages.
+fn empty_messages_and_streams(p: Pairing) {
+    // An all-default request and reply encode to zero bytes.
+    let r = p.run(Kind::UnaryUnary, vec![Request::default()]).single();
+    assert_eq!(r, Reply::default(), "{p}");
+
+    let out = p.run(
+        Kind::UnaryStream,
+        vec![Request {
+            response_count: Some(0),
+            ..req("z")
+        }],
+    );
+    assert!(out.ok().is_empty(), "{p}: no replies");
+
+    let r = p.run(Kind::StreamUnary, vec![]).single();
+    assert_eq!(r, Reply::default(), "{p}: no requests, empty reply");
+
+    let out = p.run(Kind::StreamStream, vec![]);
+    assert!(out.ok().is_empty(), "{p}: no requests, no replies");
+
+    let replies = p
+        .run(
+            Kind::StreamStream,
+            vec![Request::default(), Request::default()],
+        )
+        .ok();
+    assert_eq!(msgs(&replies), vec![("", 1), ("", 2)], "{p}");
+}
+
+/// Long streams both ways.
+fn many_messages(p: Pairing) {
+    let replies = p
+        .run(
+            Kind::UnaryStream,
+            vec![Request {
+                response_count: Some(1000),
+                ..req("m")
+            }],
+        )
+        .ok();
+    assert_eq!(replies.len(), 1000, "{p}");
+    assert!(
+        replies
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.seqno == i as i32 + 1 && r.message == "m"),
+        "{p}"
+    );
+
+    let requests: Vec<Request> = (0..500).map(|i| req(&i.to_string())).collect();
+    let r = p.run(Kind::StreamUnary, requests.clone()).single();
+    let expected: Vec<String> = (0..500).map(|i| i.to_string()).collect();
+    assert_eq!(r.message, expected.join(","), "{p}");
+
+    let replies = p.run(Kind::StreamStream, requests).ok();
+    assert_eq!(replies.len(), 500, "{p}");
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(
+            (r.message.as_str(), r.seqno),
+            (i.to_string().as_str(), i as i32 + 1),
+            "{p}"
+        );
+    }
+}
+
+/// Full duplex: each request is sent only once the previous reply arrived.
+fn bidi_ping_pong(p: Pairing) {
+    let requests: Vec<Request> = (0..20).map(|i| req(&format!("ping{i}"))).collect();
+    let replies = p
+        .call::<_, Reply>(Call::to(Kind::StreamStream, requests).pingpong())
+        .ok();
+    let got: Vec<(String, i32)> = replies.into_iter().map(|r| (r.message, r.seqno)).collect();
+    let expected: Vec<(String, i32)> = (0..20).map(|i| (format!("ping{i}"), i + 1)).collect();
+    assert_eq!(got, expected, "{p}");
+}
+
+fn all_bytes() -> Vec<u8> {
+    (0..=255u8).collect()
+}
+
+fn sample_metadata() -> MdList {
+    vec![
+        ("x-text".into(), Md::Text("hello world".into())),
+        ("x-data-bin".into(), Md::Bin(all_bytes())),
+        ("x-dup".into(), Md::Text("first".into())),
+        ("x-dup".into(), Md::Text("second".into())),
+        ("x-dup-bin".into(), Md::Bin(vec![0xff, 0x00])),
+        ("x-dup-bin".into(), Md::Bin(vec![0x01])),
+    ]
+}
+
+fn one_request(kind: Kind, request: Request) -> Vec<Request> {
+    if kind.streams_requests() {
+        vec![request, Request::default()]
+    } else {
+        vec![request]
+    }
+}
+
+/// Request metadata (text, `-bin`, repeated names) reaches the handler, in
+/// every pattern.
+fn request_metadata(p: Pairing) {
+    let md = sample_metadata();
+    for kind in Kind::ALL {
+        let call = Call::to(kind, one_request(kind, req("m"))).metadata(md.clone());
+        let replies = p.call::<_, Reply>(call).ok();
+        assert!(!replies.is_empty(), "{p} {kind:?}");
+        for r in &replies {
+            assert_md(
+                &received(r),
+                &md,
+                &format!("{p} {kind:?}: metadata the server saw"),
+            );
+        }
+    }
+}
+
+/// Unusual but valid values: empty, every printable ASCII character, long.
+fn metadata_edge_values(p: Pairing) {
+    let printable: String = (0x21u8..=0x7e).map(char::from).collect();
+    let md: MdList = vec![
+        ("x-empty".into(), Md::Text(String::new())),
+        ("x-empty-bin".into(), Md::Bin(Vec::new())),
+        (
+            "x-printable".into(),
+            Md::Text(format!("{printable} with spaces inside")),
+        ),
+        ("x-long".into(), Md::Text("L".repeat(1000))),
+        ("x-long-bin".into(), Md::Bin(pattern(600))),
+        ("x-digits-0123456789_.-name".into(), Md::Text("v".into())),
+    ];
+    for kind in [Kind::UnaryUnary, Kind::StreamStream] {
+        let request = Request {
+            echo_initial: true,
+            echo_trailing: true,
+            ..req("e")
+        };
+        let out = p.call::<_, Reply>(Call::to(kind, vec![request]).metadata(md.clone()));
+        let what = format!("{p} {kind:?}");
+        assert_md(&out.headers, &md, &format!("{what}: headers"));
+        assert_md(&out.trailers, &md, &format!("{what}: trailers"));
+        let replies = out.ok();
+        assert_md(
+            &received(&replies[0]),
+            &md,
+            &format!("{what}: metadata the server saw"),
+        );
+    }
+}
+
+fn echo(kind: Kind, p: Pairing, initial: bool, trailing: bool) -> Outcome<Reply> {
+    let request = Request {
+        echo_initial: initial,
+        echo_trailing: trailing,
+        ..req("m")
+    };
+    let out =
+        p.call::<_, Reply>(Call::to(kind, one_request(kind, request)).metadata(sample_metadata()));
+    assert_eq!(out.code, Code::Ok, "{p} {kind:?}: {out:?}");
+    out
+}
+
+/// Metadata the handler sends as initial metadata arrives in the headers.
+fn response_initial_metadata(p: Pairing) {
+    for kind in Kind::ALL {
+        let out = echo(kind, p, true, false);
+        assert_md(
+            &out.headers,
+            &sample_metadata(),
+            &format!("{p} {kind:?}: headers"),
+        );
+        assert_md(&out.trailers, &vec![], &format!("{p} {kind:?}: trailers"));
+    }
+}
+
+/// Metadata the handler sets as trailing metadata arrives in the trailers.
+fn response_trailing_metadata(p: Pairing) {
+    for kind in Kind::ALL {
+        let out = echo(kind, p, false, true);
+        assert_md(&out.headers, &vec![], &format!("{p} {kind:?}: headers"));
+        assert_md(
+            &out.trailers,
+            &sample_metadata(),
+            &format!("{p} {kind:?}: trailers"),
+        );
+    }
+}
+
+fn response_initial_and_trailing_metadata(p: Pairing) {
+    for kind in Kind::ALL {
+        let out = echo(kind, p, true, true);
+        assert_md(
+            &out.headers,
+            &sample_metadata(),
+            &format!("{p} {kind:?}: headers"),
+        );
+        assert_md(
+            &out.trailers,
+            &sample_metadata(),
+            &format!("{p} {kind:?}: trailers"),
+        );
+    }
+}
+
+/// Non-ASCII, newlines, tabs and `%` (also as `%41`, which must not decode).
+const TRICKY_MESSAGE: &str = "failed: ünïcödé ✓ 🦀, 100% sure\nsecond line\r\n\ttab %41 %% end";
+
+fn failing(kind: Kind, code: i32, message: &str) -> Vec<Request> {
+    let request = Request {
+        status_code: code,
+        status_message: message.into(),
+        response_count: Some(0),
+        ..req("f")
+    };
+    one_request(kind, request)
+}
+
+/// Every status code (1..=16) a handler returns reaches the client with its
+/// message, in every pattern.
+fn every_error_code(p: Pairing) {
+    for code in 1..=16 {
+        for kind in Kind::ALL {
+            let out = p.run(kind, failing(kind, code, TRICKY_MESSAGE));
+            let what = format!("{p} {kind:?} code {code}");
+            assert_eq!(
+                (out.code.as_i32(), out.message.as_str()),
+                (code, TRICKY_MESSAGE),
+                "{what}: {out:?}"
+            );
+            assert!(out.responses.is_empty(), "{what}: {out:?}");
+        }
+    }
+}
+
+/// Status messages that stress the percent-encoding of `grpc-message`.
+fn error_message_encoding(p: Pairing) {
+    let long: String = "ü%\n".repeat(100);
+    let messages = [
+        "",
+        "plain",
+        "%",
+        "%%",
+        "%zz",
+        "%4",
+        "100%",
+        "\n",
+        " leading and trailing ",
+        "tab\there",
+        "nul \u{0} inside",
+        "日本語のメッセージ",
+        "emoji 🎉🦀",
+        "~!@#$^&*()_+{}|:\"<>?`-=[]\\;',./",
+        long.as_str(),
+    ];
+    for message in messages {
+        for kind in [Kind::UnaryUnary, Kind::StreamStream] {
+            let out = p.run(kind, failing(kind, Code::InvalidArgument.as_i32(), message));
+            out.assert_status(Code::InvalidArgument, message);
+        }
+    }
+}
+
+/// A handler that fails after replying: the client gets the replies, then the
+/// status.
+fn error_after_replies(p: Pairing) {
+    let request = Request {
+        status_code: Code::DataLoss.as_i32(),
+        status_message: "after three".into(),
+        response_count: Some(3),
+        ..req("r")
+    };
+    let out = p.run(Kind::UnaryStream, vec![request]);
+    out.assert_status(Code::DataLoss, "after three");
+    assert_eq!(
+        msgs(&out.responses),
+        vec![("r", 1), ("r", 2), ("r", 3)],
+        "{p}"
+    );
+
+    let fail = Request {
+        status_code: Code::Aborted.as_i32(),
+        status_message: "third".into(),
+        ..req("c")
+    };
+    let out = p.run(Kind::StreamStream, vec![req("a"), req("b"), fail]);
+    out.assert_status(Code::Aborted, "third");
+    assert_eq!(msgs(&out.responses), vec![("a", 1), ("b", 2)], "{p}");
+
+    let fail = Request {
+        status_code: Code::OutOfRange.as_i32(),
+        status_message: "second".into(),
+        ..req("b")
+    };
+    let out = p.run(Kind::StreamUnary, vec![req("a"), fail, req("c")]);
+    out.assert_status(Code::OutOfRange, "second");
+    assert!(out.responses.is_empty(), "{p}");
+}
+
+/// Metadata sent before a failure still reaches the client: initial metadata
+/// in the headers, trailing metadata with the status (also in a
+/// Trailers-Only response).
+fn error_with_metadata(p: Pairing) {
+    let md = sample_metadata();
+    for kind in Kind::ALL {
+        for (initial, trailing) in [(true, true), (false, true), (true, false)] {
+            let request = Request {
+                status_code: Code::FailedPrecondition.as_i32(),
+                status_message: "with metadata".into(),
+                response_count: Some(0),
+                echo_initial: initial,
+                echo_trailing: trailing,
+                ..req("f")
+            };
+            let out =
+                p.call::<_, Reply>(Call::to(kind, one_request(kind, request)).metadata(md.clone()));
+            let what = format!("{p} {kind:?} initial={initial} trailing={trailing}");
+            out.assert_status(Code::FailedPrecondition, "with metadata");
+            let expect = |yes: bool| if yes { md.clone() } else { vec![] };
+            assert_md(&out.headers, &expect(initial), &format!("{what}: headers"));
+            assert_md(
+                &out.trailers,
+                &expect(trailing),
+                &format!("{what}: trailers"),
+            );
+        }
+    }
+}
+
+/// 1 MiB messages each way, in every pattern.
+fn one_mib_messages(p: Pairing) {
+    let big = pattern(MIB);
+    let big_crc = crc32(&big);
+
+    // Client to server.
+    let r = p
+        .run(
+            Kind::UnaryUnary,
+            vec![Request {
+                payload: big.clone(),
+                ..req("up")
+            }],
+        )
+        .single();
+    assert_eq!(
+        (r.payload_len, r.payload_crc32),
+        (MIB as i64, big_crc),
+        "{p}: unary request"
+    );
+    // Server to client.
+    let r = p
+        .run(
+            Kind::UnaryUnary,
+            vec![Request {
+                response_size: MIB as i32,
+                ..req("down")
+            }],
+        )
+        .single();
+    assert!(r.payload == big, "{p}: unary reply payload differs");
+    // Both ways at once.
+    let r = p
+        .run(
+            Kind::UnaryUnary,
+            vec![Request {
+                payload: big.clone(),
+                echo_payload: true,
+                ..req("both")
+            }],
+        )
+        .single();
+    assert!(
+        r.payload == big && r.payload_crc32 == big_crc,
+        "{p}: unary echo"
+    );
+
+    let replies = p
+        .run(
+            Kind::UnaryStream,
+            vec![Request {
+                response_size: MIB as i32,
+                response_count: Some(3),
+                ..req("s")
+            }],
+        )
+        .ok();
+    assert_eq!(replies.len(), 3, "{p}");
+    assert!(
+        replies.iter().all(|r| r.payload == big),
+        "{p}: server-streamed payloads differ"
+    );
+
+    let three: Vec<Request> = (0..3)
+        .map(|_| Request {
+            payload: big.clone(),
+            ..req("c")
+        })
+        .collect();
+    let r = p.run(Kind::StreamUnary, three).single();
+    let crc3 = crc32_update(crc32_update(big_crc, &big), &big);
+    assert_eq!(
+        (r.payload_len, r.payload_crc32),
+        (3 * MIB as i64, crc3),
+        "{p}: client-streamed payloads"
+    );
+
+    let three: Vec<Request> = (0..3)
+        .map(|_| Request {
+            payload: big.clone(),
+            echo_payload: true,
+            ..req("b")
+        })
+        .collect();
+    let replies = p.run(Kind::StreamStream, three).ok();
+    assert_eq!(replies.len(), 3, "{p}");
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.payload == big && r.payload_len == MIB as i64),
+        "{p}: bidi payloads differ"
+    );
+}
+
+/// Messages over the default 4 MiB receive limit fail with
+/// RESOURCE_EXHAUSTED, whichever side receives them.
+fn over_default_size_limit(p: Pairing) {
+    let five = 5 * MIB;
+    let out = p.run(
+        Kind::UnaryUnary,
+        vec![Request {
+            payload: pattern(five),
+            ..req("up")
+        }],
+    );
+    assert_eq!(
+        out.code,
+        Code::ResourceExhausted,
+        "{p}: request over the server's limit: {}",
+        out.message
+    );
+    let out = p.run(
+        Kind::UnaryUnary,
+        vec![Request {
+            response_size: five as i32,
+            ..req("down")
+        }],
+    );
+    assert_eq!(
+        out.code,
+        Code::ResourceExhausted,
+        "{p}: reply over the client's limit: {}",
+        out.message
+    );
+    // The connection is still good.
+    let r = p.run(Kind::UnaryUnary, vec![req("after")]).single();
+    assert_eq!(r.message, "after", "{p}");
+}
+
+/// 50 calls of every pattern at once on one channel: the server's rendezvous
+/// proves all 50 handlers run at the same time.
+fn concurrent_calls(p: Pairing) {
+    const N: usize = 50;
+    let key = unique("concurrent", p);
+    let threads: Vec<_> = (0..N)
+        .map(|i| {
+            let key = key.clone();
+            thread::spawn(move || {
+                let kind = Kind::ALL[i % 4];
+                let value = format!("call{i}");
+                let first = Request {
+                    rendezvous_key: key,
+                    rendezvous_count: N as i32,
+                    payload: pattern(i * 1000),
+                    ..req(&value)
+                };
+                let requests = if kind.streams_requests() {
+                    vec![first, req(&value)]
+                } else {
+                    vec![first]
+                };
+                let md = text_md(&[("x-call", &value)]);
+                let replies = p
+                    .call::<_, Reply>(Call::to(kind, requests).metadata(md.clone()))
+                    .ok();
+                let expected: Vec<(String, i32)> = match kind {
+                    Kind::UnaryUnary => vec![(value.clone(), 0)],
+                    Kind::UnaryStream => vec![(value.clone(), 1), (value.clone(), 2)],
+                    Kind::StreamUnary => vec![(format!("{value},{value}"), 0)],
+                    Kind::StreamStream => vec![(value.clone(), 1), (value.clone(), 2)],
+                };
+                let got: Vec<(String, i32)> = replies
+                    .iter()
+                    .map(|r| (r.message.clone(), r.seqno))
+                    .collect();
+                assert_eq!(got, expected, "{p} call {i}");
+                assert_eq!(
+                    received(&replies[0]),
+                    md,
+                    "{p} call {i}: metadata crossed calls"
+                );
+                assert_eq!(replies[0].payload_len, (i * 1000) as i64, "{p} call {i}");
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for (i, t) in threads.into_iter().enumerate() {
+        if t.join().is_err() {
+            failures.push(i);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{p}: calls {failures:?} failed (see their messages above)"
+    );
+}
+
+fn unknown(p: Pairing, path: &'static str) {
+    let mut messages = BTreeSet::new();
+    for kind in Kind::ALL {
+        let out = p.call::<_, Reply>(Call::new(path, kind, one_request(kind, req("u"))));
+        assert_eq!(
+            out.code,
+            Code::Unimplemented,
+            "{p} {kind:?} {path}: {out:?}"
+        );
+        assert!(out.responses.is_empty(), "{p} {kind:?}");
+        messages.insert(out.message);
+    }
+    // The message is not specified; print it for comparison.
+    eprintln!("{p}: {path} -> UNIMPLEMENTED {messages:?}");
+}
+
+/// A method the service does not have: UNIMPLEMENTED.
+fn unknown_method(p: Pairing) {
+    unknown(p, "/equivalence.Equivalence/no_such_method");
+}
+
+/// A service the server does not have: UNIMPLEMENTED.
+fn unknown_service(p: Pairing) {
+    unknown(p, "/equivalence.NoSuchService/unary_unary");
+    unknown(p, "/nameko.Example/unary_unary");
+}
+
+/// A handler slower than the client's deadline: DEADLINE_EXCEEDED.
+fn deadline_exceeded(p: Pairing) {
+    for kind in [Kind::UnaryUnary, Kind::UnaryStream] {
+        let request = Request {
+            sleep_ms: 5000,
+            ..req("slow")
+        };
+        let out =
+            p.call::<_, Reply>(Call::to(kind, vec![request]).timeout(Duration::from_millis(300)));
+        assert_eq!(out.code, Code::DeadlineExceeded, "{p} {kind:?}: {out:?}");
+        eprintln!("{p} {kind:?}: DEADLINE_EXCEEDED {:?}", out.message);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Not per pairing.
+
+#[test]
+fn crc32_is_zlibs() {
+    assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    assert_eq!(crc32_update(crc32(b"12345"), b"6789"), 0xCBF4_3926);
+    assert_eq!(crc32(b""), 0);
+}
+
+fn check_example_lines(lines: &[serde_json::Value]) {
+    let expected = serde_json::json!([
+        {"method": "unary_unary", "replies": [{"message": "AA", "seqno": 0}]},
+        {"method": "unary_stream", "replies": [{"message": "AA", "seqno": 1}, {"message": "AA", "seqno": 2}]},
+        {"method": "stream_unary", "replies": [{"message": "A,BB", "seqno": 0}]},
+        {"method": "stream_stream", "replies": [{"message": "A", "seqno": 1}, {"message": "BB", "seqno": 2}]},
+    ]);
+    assert_eq!(serde_json::Value::Array(lines.to_vec()), expected);
+}
+
+/// The grpcio example client (`client.py example`, the seeds' calls made with
+/// grpcio's generated stubs) against our example server.
+#[test]
+fn grpcio_example_client_against_our_server() {
+    let lines =
+        grpc_blocking_tests::python::run_example_client(our_server(), Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("{e}"));
+    check_example_lines(&lines);
+}
+
+/// The same client against the grpcio server: the reference output.
+#[test]
+fn grpcio_example_client_against_grpcio_server() {
+    let addr = grpc_blocking_tests::python::GrpcioServer::shared().addr();
+    let lines = grpc_blocking_tests::python::run_example_client(addr, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    check_example_lines(&lines);
+}
+
+/// Our generated client (not the driver's generic calls) against grpcio.
+#[test]
+fn our_generated_client_against_grpcio_server() {
+    let addr = grpc_blocking_tests::python::GrpcioServer::shared().addr();
+    with_watchdog(
+        "generated client calls",
+        Duration::from_secs(120),
+        move || {
+            let uri = format!("http://{addr}");
+            let client = proto::EquivalenceClient::connect(&uri).expect("connect");
+            let r = client
+                .unary_unary(Request {
+                    multiplier: 2,
+                    ..req("g")
+                })
+                .expect("unary_unary");
+            assert_eq!(r.message, "gg");
+            let replies: Vec<Reply> = client
+                .unary_stream(req("s"))
+                .collect::<Result<_, _>>()
+                .expect("unary_stream");
+            assert_eq!(msgs(&replies), vec![("s", 1), ("s", 2)]);
+            let r = client
+                .stream_unary(vec![req("a"), req("b")])
+                .expect("stream_unary");
+            assert_eq!(r.message, "a,b");
+            let replies: Vec<Reply> = client
+                .stream_stream(vec![req("a"), req("b")])
+                .collect::<Result<_, _>>()
+                .expect("stream_stream");
+            assert_eq!(msgs(&replies), vec![("a", 1), ("b", 2)]);
+            let status = client
+                .unary_unary(Request {
+                    status_code: 5,
+                    status_message: TRICKY_MESSAGE.into(),
+                    ..req("e")
+                })
+                .expect_err("must fail");
+            assert_eq!(
+                (status.code(), status.message()),
+                (Code::NotFound, TRICKY_MESSAGE)
+            );
+        },
+    );
+}
