@@ -6,6 +6,17 @@
 //! `a.b.c` is module `a::b::c`), because generated code reaches the messages
 //! of other packages through `super::` paths.
 
+/// Helpers shared by the tests (timeouts, servers, thread counts).
+pub mod support;
+
+/// The grpcio (Python) peers of the equivalence tests: virtualenv, server,
+/// client driver.
+pub mod python;
+
+/// The equivalence tests' service (`proto/equivalence.proto`) implemented
+/// with grpc-blocking, and the driver of the four client/server pairings.
+pub mod equivalence;
+
 /// Protos without a package (`_.rs`): `proto/codegen/noPackage.proto`.
 pub mod no_package {
     grpc_blocking::include_proto!("_");

@@ -1,0 +1,497 @@
+//! The core behaviour of server and client over loopback TCP, through the
+//! code generated for the seeds' `nameko.example` proto: the four patterns,
+//! concurrency, large and long streams, backpressure both ways, metadata,
+//! and errors.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
+use grpc_blocking::{CallOptions, Channel, Code, Metadata, Status};
+use grpc_blocking_examples::nameko::{
+    Example, ExampleClient, ExampleReply, ExampleRequest, ExampleServer,
+};
+use grpc_blocking_examples::ExampleService;
+use grpc_blocking_tests::support::{serve, target, with_timeout};
+use parking_lot::{Condvar, Mutex};
+
+fn req(value: &str, multiplier: i32) -> ExampleRequest {
+    ExampleRequest {
+        value: value.to_owned(),
+        multiplier,
+    }
+}
+
+fn example() -> (grpc_blocking::ServerHandle, ExampleClient) {
+    let server = serve(ExampleServer::new(ExampleService));
+    let client = ExampleClient::connect(&target(&server)).unwrap();
+    (server, client)
+}
+
+#[test]
+fn four_patterns_blocking() {
+    with_timeout(60, || {
+        let (_server, client) = example();
+        assert_eq!(client.unary_unary(req("A", 3)).unwrap().message, "AAA");
+        assert_eq!(client.unary_unary(req("A", 0)).unwrap().message, "A");
+        let replies: Vec<_> = client
+            .unary_stream(req("B", 2))
+            .map(|r| r.map(|r| (r.message, r.seqno)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(replies, vec![("BB".into(), 1), ("BB".into(), 2)]);
+        let reply = client
+            .stream_unary(vec![req("C", 1), req("D", 2), req("E", 0)])
+            .unwrap();
+        assert_eq!(reply.message, "C,DD,E");
+        let replies: Vec<_> = client
+            .stream_stream(vec![req("F", 1), req("G", 2)])
+            .map(|r| r.map(|r| (r.message, r.seqno)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(replies, vec![("F".into(), 1), ("GG".into(), 2)]);
+        // Empty request streams are fine too.
+        assert_eq!(client.stream_unary(Vec::new()).unwrap().message, "");
+        assert_eq!(client.stream_stream(Vec::new()).count(), 0);
+    });
+}
+
+#[test]
+fn four_patterns_non_blocking_with_metadata() {
+    with_timeout(60, || {
+        let (_server, client) = example();
+        // Start all four, then collect: the calls run concurrently.
+        let unary = client.unary_unary_with(req("a", 2), CallOptions::new());
+        let mut server_stream = client.unary_stream_with(req("b", 1), CallOptions::new());
+        let client_stream =
+            client.stream_unary_with(vec![req("c", 1), req("d", 1)], CallOptions::new());
+        let (mut sink, mut bidi) = client.stream_stream_sender(CallOptions::new());
+        sink.send(req("e", 1)).unwrap();
+
+        let unary = unary.wait_response().unwrap();
+        assert_eq!(unary.message.message, "aa");
+        assert!(unary.headers.is_empty() && unary.trailers.is_empty());
+        assert!(server_stream.headers().unwrap().is_empty());
+        assert_eq!(server_stream.by_ref().count(), 2);
+        assert!(server_stream.trailers().unwrap().is_empty());
+        assert_eq!(client_stream.wait().unwrap().message, "c,d");
+        assert_eq!(bidi.next().unwrap().unwrap().message, "e");
+        sink.send(req("f", 2)).unwrap();
+        assert_eq!(bidi.next().unwrap().unwrap().message, "ff");
+        sink.finish();
+        assert!(bidi.next().is_none());
+    });
+}
+
+#[test]
+fn sixteen_threads_share_one_client() {
+    with_timeout(300, || {
+        let (_server, client) = example();
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let client = client.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        let value = format!("{t}-{i}");
+                        let reply = client.unary_unary(req(&value, 1)).unwrap();
+                        assert_eq!(reply.message, value);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn hundred_concurrent_streams_on_one_connection() {
+    with_timeout(120, || {
+        let (_server, client) = example();
+        // Open 100 bidirectional streams and keep them all open at once.
+        let mut calls: Vec<_> = (0..100)
+            .map(|_| client.stream_stream_sender(CallOptions::new()))
+            .collect();
+        for round in 0..3 {
+            for (i, (sink, _)) in calls.iter_mut().enumerate() {
+                sink.send(req(&format!("{i}:{round}"), 1)).unwrap();
+            }
+            for (i, (_, responses)) in calls.iter_mut().enumerate() {
+                let reply = responses.next().unwrap().unwrap();
+                assert_eq!(reply.message, format!("{i}:{round}"));
+                assert_eq!(reply.seqno, round + 1);
+            }
+        }
+        for (sink, mut responses) in calls {
+            sink.finish();
+            assert!(responses.next().is_none());
+        }
+    });
+}
+
+#[test]
+fn one_mib_messages_each_way() {
+    with_timeout(120, || {
+        let (_server, client) = example();
+        let big = "x".repeat(1024 * 1024);
+        let reply = client.unary_unary(req(&big, 1)).unwrap();
+        assert_eq!(reply.message.len(), big.len());
+        let replies: Vec<_> = client
+            .stream_stream((0..8).map(move |i| req(&format!("{i}{}", "y".repeat(1024 * 1024)), 1)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(replies.len(), 8);
+        for (i, r) in replies.iter().enumerate() {
+            assert!(r.message.starts_with(&i.to_string()));
+            assert_eq!(r.message.len(), 1024 * 1024 + 1);
+        }
+        // Over the default 4 MiB receive limit: RESOURCE_EXHAUSTED, and the
+        // connection keeps working.
+        let err = client
+            .unary_unary(req(&"z".repeat(5 * 1024 * 1024), 1))
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        assert_eq!(client.unary_unary(req("ok", 1)).unwrap().message, "ok");
+    });
+}
+
+#[test]
+fn ten_thousand_messages_each_way() {
+    with_timeout(180, || {
+        let (_server, client) = example();
+        let n = 10_000;
+        let mut count = 0;
+        for (i, reply) in client
+            .stream_stream((0..n).map(|i| req(&i.to_string(), 1)))
+            .enumerate()
+        {
+            let reply = reply.unwrap();
+            assert_eq!(reply.message, i.to_string());
+            assert_eq!(reply.seqno as usize, i + 1);
+            count += 1;
+        }
+        assert_eq!(count, n);
+        let reply = client
+            .stream_unary((0..n).map(|_| req("a", 1)))
+            .unwrap();
+        assert_eq!(reply.message.len(), 2 * n - 1);
+    });
+}
+
+/// A gate a handler waits on.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let mut open = self.open.lock();
+        while !*open {
+            self.cv.wait(&mut open);
+        }
+    }
+    fn open(&self) {
+        *self.open.lock() = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Waits until `counter` stops moving (unchanged for 300 ms) and returns it.
+fn settle(counter: &AtomicUsize) -> usize {
+    let mut last = counter.load(Ordering::SeqCst);
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = counter.load(Ordering::SeqCst);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() > Duration::from_millis(300) {
+            return now;
+        }
+    }
+}
+
+/// A service whose handlers stop reading / are counted, for backpressure.
+#[derive(Default)]
+struct Backpressure {
+    gate: Gate,
+    sent_bytes: AtomicUsize,
+}
+
+const CHUNK: usize = 32 * 1024;
+const CHUNKS: usize = 2048; // 64 MiB in all
+/// What may be in flight when one side stops: stream window (1 MiB), the
+/// send queue (64 KiB) and one message; measured: 1,114,112 bytes.
+const BOUND: usize = 4 * 1024 * 1024;
+
+impl Example for Backpressure {
+    fn unary_unary(&self, r: ExampleRequest, _: &ServerContext) -> Result<ExampleReply, Status> {
+        Ok(ExampleReply {
+            message: r.value,
+            seqno: 0,
+        })
+    }
+
+    fn unary_stream(
+        &self,
+        r: ExampleRequest,
+        _: &ServerContext,
+        out: &mut ResponseSink<ExampleReply>,
+    ) -> Result<(), Status> {
+        for i in 0..r.multiplier {
+            out.send(ExampleReply {
+                message: "s".repeat(CHUNK),
+                seqno: i,
+            })?;
+            self.sent_bytes.fetch_add(CHUNK, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn stream_unary(
+        &self,
+        requests: Requests<ExampleRequest>,
+        _: &ServerContext,
+    ) -> Result<ExampleReply, Status> {
+        self.gate.wait();
+        let mut n = 0;
+        for r in requests {
+            assert_eq!(r?.value.len(), CHUNK);
+            n += 1;
+        }
+        Ok(ExampleReply {
+            message: n.to_string(),
+            seqno: 0,
+        })
+    }
+
+    fn stream_stream(
+        &self,
+        _: Requests<ExampleRequest>,
+        _: &ServerContext,
+        _: &mut ResponseSink<ExampleReply>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("not used"))
+    }
+}
+
+#[test]
+fn a_handler_that_stops_reading_blocks_the_client() {
+    with_timeout(180, || {
+        let svc = Arc::new(Backpressure::default());
+        let server = serve(ExampleServer::from_arc(svc.clone()));
+        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let (mut sink, call) = client.stream_unary_sender(CallOptions::new());
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        let sender = std::thread::spawn(move || {
+            for _ in 0..CHUNKS {
+                sink.send(req(&"c".repeat(CHUNK), 1)).unwrap();
+                counter.fetch_add(CHUNK, Ordering::SeqCst);
+            }
+            sink.finish();
+        });
+        let plateau = settle(&sent);
+        eprintln!("client sent {plateau} bytes before blocking");
+        assert!(
+            plateau < BOUND,
+            "the client sent {plateau} bytes to a handler that is not reading"
+        );
+        assert!(!sender.is_finished());
+        svc.gate.open();
+        sender.join().unwrap();
+        assert_eq!(call.wait().unwrap().message, CHUNKS.to_string());
+    });
+}
+
+#[test]
+fn a_client_that_stops_reading_blocks_the_handler() {
+    with_timeout(180, || {
+        let svc = Arc::new(Backpressure::default());
+        let server = serve(ExampleServer::from_arc(svc.clone()));
+        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let mut responses = client.unary_stream(req("", CHUNKS as i32));
+        assert_eq!(responses.next().unwrap().unwrap().seqno, 0);
+        let plateau = settle(&svc.sent_bytes);
+        eprintln!("handler sent {plateau} bytes before blocking");
+        assert!(
+            plateau < BOUND,
+            "the handler sent {plateau} bytes to a client that is not reading"
+        );
+        let rest = responses.map(|r| r.unwrap()).count();
+        assert_eq!(rest, CHUNKS - 1);
+        assert_eq!(svc.sent_bytes.load(Ordering::SeqCst), CHUNKS * CHUNK);
+    });
+}
+
+/// Echoes metadata, fails on request.
+struct Echo;
+
+impl Example for Echo {
+    fn unary_unary(&self, r: ExampleRequest, ctx: &ServerContext) -> Result<ExampleReply, Status> {
+        match r.value.as_str() {
+            "echo" => {
+                let mut initial = Metadata::new();
+                let mut trailing = Metadata::new();
+                for (name, value) in ctx.metadata().iter() {
+                    if !name.starts_with("x-") {
+                        continue;
+                    }
+                    match value {
+                        grpc_blocking::MetadataValue::Ascii(v) => {
+                            initial.insert(&format!("{name}-initial"), v).unwrap();
+                            trailing.insert(&format!("{name}-trailing"), v).unwrap();
+                        }
+                        grpc_blocking::MetadataValue::Binary(b) => {
+                            let base = name.trim_end_matches("-bin");
+                            initial.insert_bin(&format!("{base}-initial-bin"), b).unwrap();
+                            trailing.insert_bin(&format!("{base}-trailing-bin"), b).unwrap();
+                        }
+                    }
+                }
+                ctx.send_initial_metadata(initial)?;
+                ctx.set_trailing_metadata(trailing);
+                Ok(ExampleReply {
+                    message: ctx.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+                    seqno: ctx.metadata().len() as i32,
+                })
+            }
+            "fail" => {
+                let mut status = Status::new(Code::from_i32(r.multiplier), "it failed: 100%\n\u{2603}");
+                status.metadata_mut().insert("x-why", "because").unwrap();
+                Err(status)
+            }
+            "set_code" => {
+                ctx.set_code(Code::AlreadyExists);
+                ctx.set_message("set on the context");
+                Ok(ExampleReply::default())
+            }
+            _ => Ok(ExampleReply::default()),
+        }
+    }
+    fn unary_stream(
+        &self,
+        _: ExampleRequest,
+        _: &ServerContext,
+        out: &mut ResponseSink<ExampleReply>,
+    ) -> Result<(), Status> {
+        out.send(ExampleReply::default())?;
+        Err(Status::aborted("after one message"))
+    }
+    fn stream_unary(&self, _: Requests<ExampleRequest>, _: &ServerContext) -> Result<ExampleReply, Status> {
+        Err(Status::invalid_argument("without reading"))
+    }
+    fn stream_stream(
+        &self,
+        _: Requests<ExampleRequest>,
+        _: &ServerContext,
+        _: &mut ResponseSink<ExampleReply>,
+    ) -> Result<(), Status> {
+        Err(Status::permission_denied("no"))
+    }
+}
+
+#[test]
+fn metadata_round_trips_including_binary() {
+    with_timeout(60, || {
+        let server = serve(ExampleServer::new(Echo));
+        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let mut md = Metadata::new();
+        md.insert("x-text", "hello world").unwrap();
+        md.insert_bin("x-data-bin", &[0, 1, 2, 0xfe, 0xff]).unwrap();
+        md.insert("x-text", "second value").unwrap();
+        let resp = client
+            .unary_unary_with(req("echo", 0), CallOptions::new().metadata(md))
+            .wait_response()
+            .unwrap();
+        assert_eq!(resp.message.message, "127.0.0.1");
+        // user-agent plus our three entries; no reserved headers.
+        assert_eq!(resp.message.seqno, 4);
+        let texts: Vec<_> = resp
+            .headers
+            .get_all("x-text-initial")
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(texts, vec!["hello world", "second value"]);
+        assert_eq!(resp.headers.get_bin("x-data-initial-bin"), Some(&[0, 1, 2, 0xfe, 0xff][..]));
+        assert_eq!(resp.trailers.get("x-text-trailing"), Some("hello world"));
+        assert_eq!(resp.trailers.get_bin("x-data-trailing-bin"), Some(&[0, 1, 2, 0xfe, 0xff][..]));
+        for (name, _) in resp.headers.iter().chain(resp.trailers.iter()) {
+            assert!(!name.starts_with("grpc-") && name != "content-type", "{name}");
+        }
+    });
+}
+
+#[test]
+fn handler_errors_reach_the_client() {
+    with_timeout(60, || {
+        let server = serve(ExampleServer::new(Echo));
+        let client = ExampleClient::connect(&target(&server)).unwrap();
+        for code in 1..=16 {
+            let err = client.unary_unary(req("fail", code)).unwrap_err();
+            assert_eq!(err.code(), Code::from_i32(code));
+            assert_eq!(err.message(), "it failed: 100%\n\u{2603}");
+            assert_eq!(err.metadata().get("x-why"), Some("because"));
+            assert!(!err.is_transport_error());
+        }
+        let err = client.unary_unary(req("set_code", 0)).unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists);
+        assert_eq!(err.message(), "set on the context");
+        // An error after a message: the client gets the message, then the status.
+        let mut stream = client.unary_stream(req("", 0));
+        assert!(stream.next().unwrap().is_ok());
+        assert_eq!(stream.next().unwrap().unwrap_err().code(), Code::Aborted);
+        assert!(stream.next().is_none());
+        let err = client.stream_unary(vec![req("", 0); 3]).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = client.stream_stream(vec![req("", 0)]).next().unwrap().unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+    });
+}
+
+#[test]
+fn unknown_methods_and_services_are_unimplemented() {
+    with_timeout(60, || {
+        let (server, _client) = example();
+        let channel = Channel::connect(&target(&server)).unwrap();
+        for path in ["/nameko.example/nope", "/nameko.nope/unary_unary", "/x/y"] {
+            let err = channel
+                .unary::<_, ExampleReply>(path, req("", 0), CallOptions::new())
+                .wait()
+                .unwrap_err();
+            assert_eq!(err.code(), Code::Unimplemented, "{path}: {err}");
+            assert!(!err.message().is_empty());
+        }
+        // The connection is still good.
+        let client = ExampleClient::new(channel);
+        assert_eq!(client.unary_unary(req("ok", 1)).unwrap().message, "ok");
+    });
+}
+
+#[test]
+fn a_lazy_client_connects_on_first_call_and_reconnects() {
+    with_timeout(60, || {
+        let server = serve(ExampleServer::new(ExampleService));
+        let addr = server.local_addr();
+        let client = ExampleClient::connect_lazy(&target(&server)).unwrap();
+        assert_eq!(client.unary_unary(req("a", 1)).unwrap().message, "a");
+        server.shutdown().unwrap();
+        let err = client.unary_unary(req("a", 1)).unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err}");
+        assert!(err.is_transport_error());
+        // A new server on the same port: the client connects again.
+        let server = grpc_blocking::Server::builder()
+            .add_service(ExampleServer::new(ExampleService))
+            .bind(addr)
+            .unwrap()
+            .spawn()
+            .unwrap();
+        assert_eq!(client.unary_unary(req("b", 1)).unwrap().message, "b");
+        drop(server);
+    });
+}
