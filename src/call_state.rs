@@ -23,6 +23,8 @@ const SEND_QUEUE_LIMIT: usize = 64 * 1024;
 pub(crate) struct CallState {
     cancelled: AtomicBool,
     reason: Mutex<Option<Status>>,
+    /// Whether the last message received on this call was compressed.
+    last_received_compressed: AtomicBool,
     /// Response bytes queued for the connection thread, not yet sent.
     queued: Mutex<usize>,
     room: Condvar,
@@ -33,6 +35,7 @@ impl CallState {
         CallState {
             cancelled: AtomicBool::new(false),
             reason: Mutex::new(None),
+            last_received_compressed: AtomicBool::new(false),
             queued: Mutex::new(0),
             room: Condvar::new(),
         }
@@ -49,6 +52,17 @@ impl CallState {
         self.cancelled.store(true, Ordering::Release);
         let _q = self.queued.lock();
         self.room.notify_all();
+    }
+
+    /// Records whether the message just received was compressed.
+    pub(crate) fn set_received_compressed(&self, compressed: bool) {
+        self.last_received_compressed
+            .store(compressed, Ordering::Relaxed);
+    }
+
+    /// Whether the last message received was compressed.
+    pub(crate) fn received_compressed(&self) -> bool {
+        self.last_received_compressed.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
@@ -87,4 +101,3 @@ impl CallState {
         }
     }
 }
-

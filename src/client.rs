@@ -17,12 +17,13 @@ use prost::Message;
 
 use crate::call_state::CallState;
 use crate::client_call::{CallCore, RequestSink, Streaming, UnaryCall};
-use crate::client_conn::{ClientCmd, ClientConn, ConnSettings};
+use crate::client_conn::{ClientCmd, ClientConn, ConnSettings, StartCall};
 use crate::codec;
 use crate::compression::Encoding;
 use crate::error::TransportError;
-use crate::metadata::Metadata;
+use crate::metadata::{Metadata, MetadataValue};
 use crate::protocol::{self, RequestHead};
+use crate::server::ServerContext;
 use crate::status::Status;
 
 /// Options for one call: metadata, timeout, compression.
@@ -39,6 +40,7 @@ use crate::status::Status;
 pub struct CallOptions {
     metadata: Metadata,
     timeout: Option<Duration>,
+    deadline: Option<Instant>,
     encoding: Option<Encoding>,
 }
 
@@ -59,6 +61,47 @@ impl CallOptions {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// An absolute deadline for the call (combined with
+    /// [`CallOptions::timeout`], the earlier one wins).
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Makes a call from inside a handler inherit the incoming call's
+    /// deadline, so the whole chain of calls gives up together.
+    pub fn inherit_deadline(mut self, ctx: &ServerContext) -> Self {
+        if let Some(d) = ctx.deadline() {
+            self.deadline = Some(self.deadline.map_or(d, |mine| mine.min(d)));
+        }
+        self
+    }
+
+    /// Copies the incoming call's metadata entries named in `names` into
+    /// this call's metadata: context propagation (a call-id stack, a trace
+    /// id) from a handler to the calls it makes.
+    pub fn propagate_metadata(mut self, ctx: &ServerContext, names: &[&str]) -> Self {
+        for (name, value) in ctx.metadata().iter() {
+            if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                // Received metadata was validated on the way in.
+                let _ = match value {
+                    MetadataValue::Ascii(v) => self.metadata.insert(name, v),
+                    MetadataValue::Binary(b) => self.metadata.insert_bin(name, b),
+                };
+            }
+        }
+        self
+    }
+
+    /// The time left for the call, from its timeout and deadline.
+    fn effective_timeout(&self, now: Instant) -> Option<Duration> {
+        let from_deadline = self.deadline.map(|d| d.saturating_duration_since(now));
+        match (self.timeout, from_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Compresses this call's requests with `encoding` (overrides the
@@ -321,21 +364,30 @@ impl Channel {
         body: Option<bytes::Bytes>,
         end: bool,
     ) -> Result<Started, Status> {
-        let encoding = options.encoding.unwrap_or(self.inner.config.default_encoding);
+        let encoding = options
+            .encoding
+            .unwrap_or(self.inner.config.default_encoding);
+        let now = Instant::now();
+        let timeout = options.effective_timeout(now);
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Status::deadline_exceeded(
+                "the call's deadline had passed before it started",
+            ));
+        }
         let request = protocol::request(&RequestHead {
             path,
             authority: &self.inner.target.authority,
             scheme: self.inner.target.scheme,
             metadata: &options.metadata,
-            timeout: options.timeout,
+            timeout,
             encoding,
         })?;
-        let deadline = options.timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.map(|t| now + t);
         let conn = self.inner.connection()?;
         let key = conn.next_key();
         let state = Arc::new(CallState::new());
         let (tx, rx) = crossbeam_channel::unbounded();
-        conn.send(ClientCmd::Start {
+        conn.send(ClientCmd::Start(Box::new(StartCall {
             key,
             request,
             body,
@@ -343,7 +395,7 @@ impl Channel {
             events: tx,
             state: state.clone(),
             deadline,
-        });
+        })));
         conn.wake();
         let core = CallCore::new(
             conn.clone(),
@@ -360,13 +412,24 @@ impl Channel {
         })
     }
 
-    fn encode_for<Req: Message>(&self, request: &Req, options: &CallOptions) -> Result<bytes::Bytes, Status> {
-        let encoding = options.encoding.unwrap_or(self.inner.config.default_encoding);
+    fn encode_for<Req: Message>(
+        &self,
+        request: &Req,
+        options: &CallOptions,
+    ) -> Result<bytes::Bytes, Status> {
+        let encoding = options
+            .encoding
+            .unwrap_or(self.inner.config.default_encoding);
         codec::encode(request, encoding, self.inner.config.max_send_message_size)
     }
 
     /// Starts a unary call; returns at once.
-    pub fn unary<Req, Resp>(&self, path: &'static str, request: Req, options: CallOptions) -> UnaryCall<Resp>
+    pub fn unary<Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Req,
+        options: CallOptions,
+    ) -> UnaryCall<Resp>
     where
         Req: Message + 'static,
         Resp: Message + Default + 'static,
@@ -400,7 +463,11 @@ impl Channel {
         }
     }
 
-    fn sender<Req: Message>(&self, path: &'static str, options: &CallOptions) -> (RequestSink<Req>, CallCore) {
+    fn sender<Req: Message>(
+        &self,
+        path: &'static str,
+        options: &CallOptions,
+    ) -> (RequestSink<Req>, CallCore) {
         match self.start(path, options, None, false) {
             Ok(s) => (
                 RequestSink::new(
@@ -534,7 +601,7 @@ where
         .stack_size(256 * 1024)
         .spawn(move || {
             for request in iter {
-                if sink.send_ref(&request).is_err() {
+                if sink.send_ref(&request, true).is_err() {
                     break;
                 }
             }
@@ -553,12 +620,32 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(parse_target("http://localhost:50051").unwrap().authority, "localhost:50051");
-        assert_eq!(parse_target("127.0.0.1:1").unwrap().authority, "127.0.0.1:1");
-        assert_eq!(parse_target("http://[::1]:8080/").unwrap().authority, "[::1]:8080");
-        for bad in ["", "http://", "localhost", "http://host:port", "ftp://h:1", "http://h:1/x", "https://h:1"] {
+        assert_eq!(
+            parse_target("http://localhost:50051").unwrap().authority,
+            "localhost:50051"
+        );
+        assert_eq!(
+            parse_target("127.0.0.1:1").unwrap().authority,
+            "127.0.0.1:1"
+        );
+        assert_eq!(
+            parse_target("http://[::1]:8080/").unwrap().authority,
+            "[::1]:8080"
+        );
+        for bad in [
+            "",
+            "http://",
+            "localhost",
+            "http://host:port",
+            "ftp://h:1",
+            "http://h:1/x",
+            "https://h:1",
+        ] {
             let err = parse_target(bad).unwrap_err();
-            assert!(matches!(err, TransportError::InvalidUri { .. }), "{bad}: {err}");
+            assert!(
+                matches!(err, TransportError::InvalidUri { .. }),
+                "{bad}: {err}"
+            );
         }
     }
 }

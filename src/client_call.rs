@@ -37,6 +37,8 @@ pub(crate) struct CallCore {
     status: Option<Status>,
     /// A failed status has been handed to the caller.
     reported: bool,
+    /// Whether the last message returned arrived compressed.
+    last_compressed: bool,
     unreleased: usize,
 }
 
@@ -58,6 +60,7 @@ impl CallCore {
             trailers: None,
             status: None,
             reported: false,
+            last_compressed: false,
             unreleased: 0,
         }
     }
@@ -75,6 +78,7 @@ impl CallCore {
             trailers: None,
             status: Some(status),
             reported: false,
+            last_compressed: false,
             unreleased: 0,
         }
     }
@@ -187,6 +191,7 @@ impl CallCore {
         loop {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => {
+                    self.last_compressed = frame.compressed;
                     let result = codec::decode(frame, self.encoding, self.max_receive);
                     if let Err(status) = &result {
                         self.finish_error(status.clone());
@@ -275,6 +280,8 @@ pub struct Response<T> {
     pub message: T,
     /// The trailing metadata.
     pub trailers: Metadata,
+    /// Whether the message arrived compressed (its compressed flag was set).
+    pub compressed: bool,
 }
 
 impl<T> Response<T> {
@@ -315,6 +322,7 @@ impl<Resp: Message + Default> UnaryCall<Resp> {
             headers: self.core.headers.take().unwrap_or_default(),
             message,
             trailers: self.core.trailers.take().unwrap_or_default(),
+            compressed: self.core.last_compressed,
         })
     }
 
@@ -362,6 +370,11 @@ impl<Resp: Message + Default> Streaming<Resp> {
     /// The trailing metadata, once the stream has ended.
     pub fn trailers(&self) -> Option<&Metadata> {
         self.core.trailers()
+    }
+
+    /// Whether the message last returned by `next` arrived compressed.
+    pub fn last_message_compressed(&self) -> bool {
+        self.core.last_compressed
     }
 
     /// Cancels the call (RST_STREAM CANCEL); the server's handler sees it.
@@ -419,19 +432,33 @@ impl<Req: Message> RequestSink<Req> {
         }
     }
 
-    /// Sends one request message; blocks while flow control holds it back.
+    /// Sends one request message, compressed with the call's compression;
+    /// blocks while flow control holds it back.
     pub fn send(&mut self, message: Req) -> Result<(), Status> {
-        self.send_ref(&message)
+        self.send_ref(&message, true)
     }
 
-    pub(crate) fn send_ref(&mut self, message: &Req) -> Result<(), Status> {
+    /// Sends one request message without compressing it, whatever the
+    /// call's compression (its compressed flag stays clear).
+    pub fn send_uncompressed(&mut self, message: Req) -> Result<(), Status> {
+        self.send_ref(&message, false)
+    }
+
+    pub(crate) fn send_ref(&mut self, message: &Req, compress: bool) -> Result<(), Status> {
         if let Some(s) = &self.failed {
             return Err(s.clone());
         }
         let Some(conn) = &self.conn else {
-            return Err(Status::failed_precondition("the request stream is already finished"));
+            return Err(Status::failed_precondition(
+                "the request stream is already finished",
+            ));
         };
-        let frame = codec::encode(message, self.encoding, self.max_send)?;
+        let encoding = if compress {
+            self.encoding
+        } else {
+            Encoding::Identity
+        };
+        let frame = codec::encode(message, encoding, self.max_send)?;
         self.state.reserve(frame.len())?;
         conn.send(ClientCmd::Data(self.key, frame));
         conn.wake();

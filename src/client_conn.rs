@@ -45,15 +45,7 @@ pub(crate) struct ConnSettings {
 /// What a caller asks of the connection.
 pub(crate) enum ClientCmd {
     /// Open a stream; optionally send a first message and end the request.
-    Start {
-        key: u64,
-        request: Request<()>,
-        body: Option<Bytes>,
-        end: bool,
-        events: Sender<CallEvent>,
-        state: Arc<CallState>,
-        deadline: Option<Instant>,
-    },
+    Start(Box<StartCall>),
     /// Send framed message bytes.
     Data(u64, Bytes),
     /// Half-close: the client sends no more.
@@ -64,6 +56,17 @@ pub(crate) enum ClientCmd {
     Release(u64, usize),
     /// The last handle is gone: close the connection.
     Close,
+}
+
+/// A new call: its headers, maybe its first message, and where its events go.
+pub(crate) struct StartCall {
+    pub key: u64,
+    pub request: Request<()>,
+    pub body: Option<Bytes>,
+    pub end: bool,
+    pub events: Sender<CallEvent>,
+    pub state: Arc<CallState>,
+    pub deadline: Option<Instant>,
 }
 
 /// What the connection tells a caller about its call.
@@ -159,9 +162,14 @@ impl Drop for ClientConn {
 }
 
 type HandshakeFuture = Pin<
-    Box<dyn Future<Output = Result<(SendRequest<Bytes>, Connection<Socket, Bytes>), h2::Error>> + Send>,
+    Box<
+        dyn Future<Output = Result<(SendRequest<Bytes>, Connection<Socket, Bytes>), h2::Error>>
+            + Send,
+    >,
 >;
 
+// One per connection, so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Phase {
     Handshaking(HandshakeFuture),
     Open {
@@ -249,15 +257,16 @@ impl Worker {
 
     fn apply(&mut self, cmd: ClientCmd) {
         match cmd {
-            ClientCmd::Start {
-                key,
-                request,
-                body,
-                end,
-                events,
-                state,
-                deadline,
-            } => {
+            ClientCmd::Start(start) => {
+                let StartCall {
+                    key,
+                    request,
+                    body,
+                    end,
+                    events,
+                    state,
+                    deadline,
+                } = *start;
                 let mut out = VecDeque::new();
                 let mut out_bytes = 0;
                 if let Some(b) = body {
@@ -306,7 +315,8 @@ impl Worker {
                     if let Some(send) = &mut s.send {
                         send.send_reset(h2::Reason::CANCEL);
                     }
-                    s.state.cancel(Status::cancelled("the call was cancelled by the client"));
+                    s.state
+                        .cancel(Status::cancelled("the call was cancelled by the client"));
                 }
                 self.waiting.retain(|k| *k != key);
             }
@@ -321,7 +331,8 @@ impl Worker {
                 if let Phase::Open { send_request, .. } = &mut self.phase {
                     // h2 closes the connection once no handle is left.
                     send_request.take();
-                    self.timers.push(Reverse((Instant::now() + CLOSE_TIMEOUT, CONN_KEY)));
+                    self.timers
+                        .push(Reverse((Instant::now() + CLOSE_TIMEOUT, CONN_KEY)));
                     self.conn_waker.wake_by_ref();
                 } else {
                     self.phase = Phase::Done;

@@ -35,7 +35,8 @@ pub(crate) fn encode<M: Message>(
     let mut packed = Vec::with_capacity(plain.len() / 2 + 16);
     compression::compress(encoding, &plain, &mut packed)
         .map_err(|e| Status::internal(format!("{encoding} compression failed: {e}")))?;
-    framing::encode_frame(&packed, true, &mut buf).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+    framing::encode_frame(&packed, true, &mut buf)
+        .map_err(|e| Status::resource_exhausted(e.to_string()))?;
     Ok(buf.freeze())
 }
 

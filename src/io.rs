@@ -273,11 +273,6 @@ impl EventLoop {
         }
         Ok(())
     }
-
-    /// The connected socket (for its addresses).
-    pub(crate) fn stream(&self) -> &TcpStream {
-        &self.stream
-    }
 }
 
 impl Drop for EventLoop {

@@ -33,7 +33,14 @@ impl Service for Echo {
         "test.Echo"
     }
     fn methods(&self) -> &'static [&'static str] {
-        &["Unary", "ServerStream", "ClientStream", "Bidi", "Fail", "Panic"]
+        &[
+            "Unary",
+            "ServerStream",
+            "ClientStream",
+            "Bidi",
+            "Fail",
+            "Panic",
+        ]
     }
     fn call(&self, method: &str, call: ServerCall) {
         match method {
@@ -128,7 +135,10 @@ fn four_patterns_errors_and_metadata() {
             .server_streaming("/test.Echo/ServerStream", req("x", 3), CallOptions::new())
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(replies.iter().map(|r| r.seqno).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            replies.iter().map(|r| r.seqno).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
 
         let r: Reply = ch
             .client_streaming_blocking(
@@ -147,7 +157,10 @@ fn four_patterns_errors_and_metadata() {
             )
             .collect::<Result<_, _>>()
             .unwrap();
-        let got: Vec<_> = replies.iter().map(|r| (r.message.as_str(), r.seqno)).collect();
+        let got: Vec<_> = replies
+            .iter()
+            .map(|r| (r.message.as_str(), r.seqno))
+            .collect();
         assert_eq!(got, vec![("a", 1), ("bb", 2), ("c", 3)]);
 
         // Interleaved bidi through a sender.
@@ -163,7 +176,11 @@ fn four_patterns_errors_and_metadata() {
 
         // Errors: a handler's status, unknown method and service, a panic.
         let err = ch
-            .unary::<_, Reply>("/test.Echo/Fail", req("no 100%\n\u{e9}", 5), CallOptions::new())
+            .unary::<_, Reply>(
+                "/test.Echo/Fail",
+                req("no 100%\n\u{e9}", 5),
+                CallOptions::new(),
+            )
             .wait()
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
@@ -190,7 +207,11 @@ fn four_patterns_errors_and_metadata() {
         let mut md = Metadata::new();
         md.insert("x-echo", "hello").unwrap();
         let resp = ch
-            .unary::<_, Reply>("/test.Echo/Unary", req("a", 1), CallOptions::new().metadata(md))
+            .unary::<_, Reply>(
+                "/test.Echo/Unary",
+                req("a", 1),
+                CallOptions::new().metadata(md),
+            )
             .wait_response()
             .unwrap();
         assert_eq!(resp.headers.get("x-echo"), Some("hello"));
@@ -217,7 +238,10 @@ fn unreachable_server_is_a_transport_error() {
             .unwrap()
             .port();
         let err = Channel::connect(&format!("http://127.0.0.1:{port}")).unwrap_err();
-        assert!(matches!(err, crate::TransportError::Connect { .. }), "{err}");
+        assert!(
+            matches!(err, crate::TransportError::Connect { .. }),
+            "{err}"
+        );
         let ch = Channel::lazy(&format!("http://127.0.0.1:{port}")).unwrap();
         let err = ch
             .unary::<_, Reply>("/test.Echo/Unary", req("", 0), CallOptions::new())

@@ -214,7 +214,10 @@ impl Metadata {
     }
 
     /// Every value for `name`, in order.
-    pub fn get_all<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a MetadataValue> + use<'a, 'n> {
+    pub fn get_all<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a MetadataValue> + use<'a, 'n> {
         self.entries
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
@@ -340,7 +343,14 @@ mod tests {
             Err(MetadataError::InvalidName("bad name".into()))
         );
         assert!(md.insert("", "v").is_err());
-        for reserved in [":path", "content-type", "te", "grpc-status", "grpc-timeout", "connection"] {
+        for reserved in [
+            ":path",
+            "content-type",
+            "te",
+            "grpc-status",
+            "grpc-timeout",
+            "connection",
+        ] {
             assert_eq!(
                 md.insert(reserved, "v"),
                 Err(MetadataError::Reserved(reserved.into()))

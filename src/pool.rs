@@ -102,6 +102,7 @@ impl Pool {
     }
 
     /// Workers currently alive.
+    #[cfg(test)]
     pub(crate) fn threads(&self) -> usize {
         self.shared.threads.load(Ordering::Acquire)
     }
@@ -172,7 +173,10 @@ mod tests {
             .unwrap();
         }
         assert_eq!(pool.threads(), 3);
-        assert!(matches!(pool.execute(Box::new(|| {})), Err(PoolError::Full)));
+        assert!(matches!(
+            pool.execute(Box::new(|| {})),
+            Err(PoolError::Full)
+        ));
         barrier.wait();
         // Idle workers leave after the idle timeout.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -181,7 +185,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         pool.shutdown();
-        assert!(matches!(pool.execute(Box::new(|| {})), Err(PoolError::Closed)));
+        assert!(matches!(
+            pool.execute(Box::new(|| {})),
+            Err(PoolError::Closed)
+        ));
     }
 
     #[test]
@@ -189,7 +196,8 @@ mod tests {
         let pool = Pool::new(8, 64 * 1024, Duration::from_secs(10));
         for _ in 0..50 {
             let (tx, rx) = crossbeam_channel::bounded(1);
-            pool.execute(Box::new(move || tx.send(()).unwrap())).unwrap();
+            pool.execute(Box::new(move || tx.send(()).unwrap()))
+                .unwrap();
             rx.recv_timeout(Duration::from_secs(10)).unwrap();
             // Let the worker mark itself idle again.
             let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -281,23 +281,29 @@ pub(crate) fn parse_trailers(trailers: &HeaderMap) -> Status {
 /// `UNAVAILABLE`.
 pub(crate) fn status_for_h2_error(error: &h2::Error) -> Status {
     use h2::Reason;
-    if error.is_io() || error.is_go_away() && error.is_remote() && error.reason() != Some(Reason::NO_ERROR) {
-        return Status::from_transport(crate::error::TransportError::ConnectionLost(error.to_string()));
+    if error.is_io()
+        || error.is_go_away() && error.is_remote() && error.reason() != Some(Reason::NO_ERROR)
+    {
+        return Status::from_transport(crate::error::TransportError::ConnectionLost(
+            error.to_string(),
+        ));
     }
     match error.reason() {
         Some(Reason::REFUSED_STREAM) => Status::unavailable(format!(
             "the server refused the stream before processing it ({error}); safe to retry"
         )),
         Some(Reason::CANCEL) => Status::cancelled(format!("the call was cancelled ({error})")),
-        Some(Reason::ENHANCE_YOUR_CALM) => Status::resource_exhausted(format!(
-            "the server asked us to calm down: {error}"
-        )),
+        Some(Reason::ENHANCE_YOUR_CALM) => {
+            Status::resource_exhausted(format!("the server asked us to calm down: {error}"))
+        }
         Some(Reason::INADEQUATE_SECURITY) => {
             Status::permission_denied(format!("inadequate security: {error}"))
         }
-        _ if error.is_go_away() => Status::from_transport(
-            crate::error::TransportError::ConnectionLost(format!("the server closed the connection ({error})")),
-        ),
+        _ if error.is_go_away() => {
+            Status::from_transport(crate::error::TransportError::ConnectionLost(format!(
+                "the server closed the connection ({error})"
+            )))
+        }
         _ => Status::internal(format!("HTTP/2 stream error: {error}")),
     }
 }
@@ -369,7 +375,10 @@ mod tests {
                 .header("content-type", "application/grpc")
         };
         let r = parse_request(&parts(base().method(Method::GET).body(()).unwrap()));
-        assert!(matches!(r, Err(Rejection::Http(StatusCode::METHOD_NOT_ALLOWED, _))));
+        assert!(matches!(
+            r,
+            Err(Rejection::Http(StatusCode::METHOD_NOT_ALLOWED, _))
+        ));
         let r = parse_request(&parts(
             Request::builder()
                 .method(Method::POST)
@@ -378,12 +387,19 @@ mod tests {
                 .body(())
                 .unwrap(),
         ));
-        assert!(matches!(r, Err(Rejection::Http(StatusCode::UNSUPPORTED_MEDIA_TYPE, _))));
+        assert!(matches!(
+            r,
+            Err(Rejection::Http(StatusCode::UNSUPPORTED_MEDIA_TYPE, _))
+        ));
         let r = parse_request(&parts(base().uri("http://h/nope").body(()).unwrap()));
         assert!(matches!(r, Err(Rejection::Grpc(s)) if s.code() == Code::Unimplemented));
-        let r = parse_request(&parts(base().header("grpc-timeout", "1x").body(()).unwrap()));
+        let r = parse_request(&parts(
+            base().header("grpc-timeout", "1x").body(()).unwrap(),
+        ));
         assert!(matches!(r, Err(Rejection::Grpc(s)) if s.code() == Code::Internal));
-        let r = parse_request(&parts(base().header("grpc-encoding", "br").body(()).unwrap()));
+        let r = parse_request(&parts(
+            base().header("grpc-encoding", "br").body(()).unwrap(),
+        ));
         match r {
             Err(Rejection::Grpc(s)) => {
                 assert_eq!(s.code(), Code::Unimplemented);
@@ -396,7 +412,10 @@ mod tests {
     #[test]
     fn responses_are_checked() {
         let (p, _) = response(&Metadata::new(), Encoding::Identity).into_parts();
-        assert!(matches!(parse_response(&p), Ok(ResponseHead::Messages { .. })));
+        assert!(matches!(
+            parse_response(&p),
+            Ok(ResponseHead::Messages { .. })
+        ));
         let (p, _) = trailers_only(&Status::not_found("x"), &Metadata::new()).into_parts();
         match parse_response(&p) {
             Ok(ResponseHead::TrailersOnly(s)) => assert_eq!(s.code(), Code::NotFound),
@@ -407,7 +426,8 @@ mod tests {
         let (p, _) = http_error(StatusCode::NOT_FOUND).into_parts();
         assert_eq!(parse_response(&p).unwrap_err().code(), Code::Unimplemented);
         let (mut p, _) = response(&Metadata::new(), Encoding::Identity).into_parts();
-        p.headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        p.headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
         assert_eq!(parse_response(&p).unwrap_err().code(), Code::Unknown);
         assert_eq!(parse_trailers(&HeaderMap::new()).code(), Code::Unknown);
     }

@@ -27,8 +27,8 @@ use crate::pool::Pool;
 use crate::server_conn::{self, ConnCmd, ConnHandle};
 
 pub use crate::server_call::{
-    bidi_streaming, client_streaming, server_streaming, unary, Requests, ResponseSink,
-    ServerCall, ServerContext,
+    bidi_streaming, client_streaming, server_streaming, unary, Requests, ResponseSink, ServerCall,
+    ServerContext,
 };
 
 /// A gRPC service the server can dispatch to. The code generator implements
@@ -190,9 +190,8 @@ impl ServerBuilder {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")
-        }))
+        Err(last
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")))
     }
 }
 
@@ -452,7 +451,11 @@ fn drain(shared: &Arc<ServerShared>) {
     let deadline = Instant::now() + shared.config.shutdown_grace;
     let mut conns = shared.conns.lock();
     while !conns.is_empty() {
-        if shared.conns_done.wait_until(&mut conns, deadline).timed_out() {
+        if shared
+            .conns_done
+            .wait_until(&mut conns, deadline)
+            .timed_out()
+        {
             for c in conns.values() {
                 c.control(ConnCmd::Abort);
             }

@@ -55,6 +55,7 @@ pub struct ServerCall {
     pub(crate) deadline: Option<Instant>,
     pub(crate) request_encoding: Encoding,
     pub(crate) response_encoding: Encoding,
+    pub(crate) accept_encoding: Vec<Encoding>,
     pub(crate) max_receive: usize,
     pub(crate) max_send: usize,
 }
@@ -84,12 +85,16 @@ impl ServerCall {
             conn: self.conn.clone(),
             key: self.key,
             state: self.state.clone(),
-            encoding: self.response_encoding,
+            accept_encoding: self.accept_encoding,
             max_send: self.max_send,
-            inner: Mutex::new(OutState::default()),
+            inner: Mutex::new(OutState {
+                encoding: self.response_encoding,
+                ..OutState::default()
+            }),
         });
         let requests = Requests {
             rx: self.inbound,
+            state: self.state.clone(),
             decoder: FrameDecoder::new(self.max_receive),
             encoding: self.request_encoding,
             max_receive: self.max_receive,
@@ -117,6 +122,8 @@ impl ServerCall {
 
 #[derive(Default)]
 struct OutState {
+    /// The response compression, fixed once the headers are sent.
+    encoding: Encoding,
     headers_sent: bool,
     finished: bool,
     trailing: Metadata,
@@ -129,7 +136,8 @@ struct Outbound {
     conn: Arc<ConnHandle>,
     key: u64,
     state: Arc<CallState>,
-    encoding: Encoding,
+    /// What the client said it can decompress (`grpc-accept-encoding`).
+    accept_encoding: Vec<Encoding>,
     max_send: usize,
     inner: Mutex<OutState>,
 }
@@ -143,7 +151,7 @@ impl Outbound {
     fn ensure_headers(&self, inner: &mut OutState, metadata: Metadata) {
         if !inner.headers_sent {
             inner.headers_sent = true;
-            self.cmd(StreamCmd::Headers(metadata, self.encoding));
+            self.cmd(StreamCmd::Headers(metadata, inner.encoding));
         }
     }
 
@@ -259,6 +267,37 @@ impl ServerContext {
         Ok(())
     }
 
+    /// Whether the most recent request message arrived compressed (for a
+    /// unary handler: its request).
+    pub fn request_compressed(&self) -> bool {
+        self.out.state.received_compressed()
+    }
+
+    /// Chooses the compression of the response messages (by default the
+    /// request's, when the client accepts it, else none). Must be called
+    /// before the response headers are sent, and only with an algorithm the
+    /// client listed in `grpc-accept-encoding` (or identity).
+    pub fn set_compression(&self, encoding: Encoding) -> Result<(), Status> {
+        let mut inner = self.out.inner.lock();
+        if inner.headers_sent {
+            return Err(Status::failed_precondition(
+                "the response compression cannot change after the headers were sent",
+            ));
+        }
+        if encoding != Encoding::Identity && !self.out.accept_encoding.contains(&encoding) {
+            return Err(Status::invalid_argument(format!(
+                "the client does not accept {encoding} compressed responses"
+            )));
+        }
+        inner.encoding = encoding;
+        Ok(())
+    }
+
+    /// The response compression in effect.
+    pub fn compression(&self) -> Encoding {
+        self.out.inner.lock().encoding
+    }
+
     /// Sets metadata to send in the trailers when the call ends (replacing
     /// what was set before).
     pub fn set_trailing_metadata(&self, metadata: Metadata) {
@@ -298,6 +337,7 @@ impl std::fmt::Debug for ServerContext {
 /// cannot be decoded, and then ends.
 pub struct Requests<T> {
     rx: Receiver<Inbound>,
+    state: Arc<CallState>,
     decoder: FrameDecoder,
     encoding: Encoding,
     max_receive: usize,
@@ -334,6 +374,7 @@ impl<T> Requests<T> {
         loop {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => {
+                    self.state.set_received_compressed(frame.compressed);
                     return Some(codec::unpack(frame, self.encoding, self.max_receive));
                 }
                 Ok(None) => {}
@@ -444,16 +485,28 @@ pub struct ResponseSink<T> {
 }
 
 impl<T: Message> ResponseSink<T> {
-    /// Sends one response message.
+    /// Sends one response message, compressed with the call's response
+    /// compression (see [`ServerContext::set_compression`]).
     pub fn send(&mut self, message: T) -> Result<(), Status> {
-        self.send_inner(&message, true)
+        self.send_inner(&message, true, true)
     }
 
-    fn send_inner(&mut self, message: &T, wake: bool) -> Result<(), Status> {
+    /// Sends one response message without compressing it, whatever the
+    /// call's response compression (its compressed flag stays clear).
+    pub fn send_uncompressed(&mut self, message: T) -> Result<(), Status> {
+        self.send_inner(&message, true, false)
+    }
+
+    fn send_inner(&mut self, message: &T, wake: bool, compress: bool) -> Result<(), Status> {
         if self.out.state.is_cancelled() {
             return Err(self.out.state.reason());
         }
-        let frame = codec::encode(message, self.out.encoding, self.out.max_send)?;
+        let encoding = if compress {
+            self.out.inner.lock().encoding
+        } else {
+            Encoding::Identity
+        };
+        let frame = codec::encode(message, encoding, self.out.max_send)?;
         self.out.send_frame(frame, wake)
     }
 }
@@ -495,7 +548,7 @@ where
     let result = requests
         .single()
         .and_then(|req| guarded(|| f(req, &ctx)))
-        .and_then(|resp| sink.send_inner(&resp, false));
+        .and_then(|resp| sink.send_inner(&resp, false, true));
     ctx.out.finish(result);
 }
 
@@ -522,7 +575,7 @@ where
     F: FnOnce(Requests<Req>, &ServerContext) -> Result<Resp, Status>,
 {
     let (ctx, requests, mut sink) = call.split::<Req, Resp>();
-    let result = guarded(|| f(requests, &ctx)).and_then(|resp| sink.send_inner(&resp, false));
+    let result = guarded(|| f(requests, &ctx)).and_then(|resp| sink.send_inner(&resp, false, true));
     ctx.out.finish(result);
 }
 

@@ -20,12 +20,12 @@ use h2::server::{Connection, Handshake, SendResponse};
 use h2::{FlowControl, Reason, RecvStream, SendStream};
 use http::{HeaderMap, Request};
 
+use crate::call_state::CallState;
 use crate::compression::Encoding;
 use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
 use crate::metadata::Metadata;
 use crate::protocol::{self, Rejection};
 use crate::server::ServerShared;
-use crate::call_state::CallState;
 use crate::server_call::{Inbound, ServerCall};
 use crate::status::Status;
 
@@ -319,7 +319,8 @@ impl Conn {
                 return;
             }
             Err(Rejection::Grpc(status)) => {
-                let _ = respond.send_response(protocol::trailers_only(&status, &Metadata::new()), true);
+                let _ =
+                    respond.send_response(protocol::trailers_only(&status, &Metadata::new()), true);
                 return;
             }
         };
@@ -330,12 +331,14 @@ impl Conn {
                     "unknown method {} for service {}",
                     head.method, head.service
                 ));
-                let _ = respond.send_response(protocol::trailers_only(&status, &Metadata::new()), true);
+                let _ =
+                    respond.send_response(protocol::trailers_only(&status, &Metadata::new()), true);
                 return;
             }
             None => {
                 let status = Status::unimplemented(format!("unknown service {}", head.service));
-                let _ = respond.send_response(protocol::trailers_only(&status, &Metadata::new()), true);
+                let _ =
+                    respond.send_response(protocol::trailers_only(&status, &Metadata::new()), true);
                 return;
             }
         };
@@ -365,6 +368,7 @@ impl Conn {
             deadline,
             request_encoding: head.encoding,
             response_encoding,
+            accept_encoding: head.accept_encoding,
             max_receive: cfg.max_receive_message_size,
             max_send: cfg.max_send_message_size,
         };
@@ -376,7 +380,9 @@ impl Conn {
                     "the server is running its maximum of {} handlers; try again later",
                     cfg.max_concurrent_handlers
                 )),
-                crate::pool::PoolError::Closed => Status::unavailable("the server is shutting down"),
+                crate::pool::PoolError::Closed => {
+                    Status::unavailable("the server is shutting down")
+                }
             };
             let _ = respond.send_response(protocol::trailers_only(&status, &Metadata::new()), true);
             return;
@@ -546,7 +552,10 @@ impl Conn {
             self.timers.pop();
             if key == CONN_KEY {
                 if matches!(self.phase, Phase::Handshaking(_)) {
-                    log::debug!("closing connection from {:?}: no HTTP/2 preface in time", self.peer);
+                    log::debug!(
+                        "closing connection from {:?}: no HTTP/2 preface in time",
+                        self.peer
+                    );
                     self.phase = Phase::Done;
                 }
                 continue;

@@ -11,6 +11,8 @@ const PROTOS: &[&str] = &[
     "proto/codegen/two_services.proto",
     "proto/codegen/camel_case.proto",
     "proto/codegen/keywords.proto",
+    // Equivalence with grpcio (tests/equivalence.rs, src/equivalence.rs).
+    "proto/equivalence.proto",
 ];
 
 /// Where imports are looked up: `import "codegen/common.proto";`.

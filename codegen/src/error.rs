@@ -223,13 +223,32 @@ fn diagnose(
             .or(labels.first())
             .map(|label| *label.inner())
     });
-    if let (Some(span), Some(source)) = (span, source) {
-        locate(span, source, &mut location);
+    match (span, source) {
+        (Some(span), Some(source)) => locate(span, source, &mut location),
+        // protox gives "reached end of file" errors no position: the end of
+        // the file is the position.
+        (None, Some(source)) if diagnostic.to_string().contains("end of file") => {
+            locate_end(source, &mut location);
+        }
+        _ => {}
     }
     ProtoDiagnostic {
         location,
         message: diagnostic.to_string(),
         help: diagnostic.help().map(|help| help.to_string()),
+    }
+}
+
+fn locate_end(source: &dyn SourceCode, location: &mut Location) {
+    let start = SourceSpan::new(0.into(), 0);
+    if let Ok(contents) = source.read_span(&start, 0, usize::MAX) {
+        if let Some(name) = contents.name() {
+            location.file = Some(name.to_owned());
+        }
+        let text = String::from_utf8_lossy(contents.data());
+        let last_line = text.rsplit('\n').next().unwrap_or_default();
+        location.line = Some(text.matches('\n').count() + 1);
+        location.column = Some(last_line.chars().count() + 1);
     }
 }
 

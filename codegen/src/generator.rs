@@ -227,6 +227,68 @@ impl<'a> Rpc<'a> {
     }
 }
 
+/// Method names clippy judges by their name alone (`new`, `from_*`,
+/// `into_*`, ... and the methods of std traits): the proto dictates them, so
+/// lints about them are allowed on the items that have such methods.
+const NAME_PREFIXES_CLIPPY_JUDGES: &[&str] = &["as_", "from_", "into_", "is_", "to_"];
+const NAMES_CLIPPY_JUDGES: &[&str] = &[
+    "new",
+    "add",
+    "as_mut",
+    "as_ref",
+    "bitand",
+    "bitor",
+    "bitxor",
+    "borrow",
+    "borrow_mut",
+    "clone",
+    "cmp",
+    "default",
+    "deref",
+    "deref_mut",
+    "div",
+    "drop",
+    "eq",
+    "from_iter",
+    "from_str",
+    "hash",
+    "index",
+    "index_mut",
+    "into_iter",
+    "mul",
+    "neg",
+    "next",
+    "not",
+    "rem",
+    "shl",
+    "shr",
+    "sub",
+];
+
+/// `#[allow]` for the clippy lints on method names, if one of `names` may
+/// trigger them.
+fn allow_name_lints<'a>(names: impl IntoIterator<Item = &'a Ident>) -> TokenStream {
+    let judged = names.into_iter().any(|name| {
+        let name = name.to_string();
+        let name = name.strip_prefix("r#").unwrap_or(&name);
+        NAMES_CLIPPY_JUDGES.contains(&name)
+            || NAME_PREFIXES_CLIPPY_JUDGES
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+    });
+    if judged {
+        quote! {
+            #[allow(
+                clippy::new_ret_no_self,
+                clippy::should_implement_trait,
+                clippy::wrong_self_convention
+            )]
+        }
+    } else {
+        TokenStream::new()
+    }
+}
+
 /// `base_suffix`, without doubling an underscore that sanitizing added.
 fn suffixed(base: &str, suffix: &str) -> String {
     if base.is_empty() || base.ends_with('_') {
@@ -419,8 +481,8 @@ fn server_tokens(
     let server_docs = docs(
         &Comments::default(),
         &[format!(
-            "Serves an [`{trait_name}`] implementation as `{full_name}`: pass it to \
-             `ServerBuilder::add_service`."
+            "The server side of [`{trait_name}`]: serves an implementation as \
+             `{full_name}`; pass it to `ServerBuilder::add_service`."
         )],
     );
     let new_docs = docs(
@@ -485,8 +547,11 @@ fn server_tokens(
         }
     };
 
+    let trait_allow = allow_name_lints(rpcs.iter().map(|rpc| &rpc.trait_fn));
+
     quote! {
         #trait_docs
+        #trait_allow
         pub trait #trait_name: ::core::marker::Send + ::core::marker::Sync + 'static {
             #(#trait_methods)*
         }
@@ -585,6 +650,10 @@ fn client_tokens(
     });
 
     let iter = iter_param(rpcs);
+    let client_allow = allow_name_lints(
+        rpcs.iter()
+            .flat_map(|rpc| [&rpc.client_fn, &rpc.client_with, &rpc.client_sender]),
+    );
     let methods = rpcs.iter().map(|rpc| client_method_tokens(rpc, &iter));
 
     quote! {
@@ -594,6 +663,7 @@ fn client_tokens(
             channel: ::grpc_blocking::Channel,
         }
 
+        #client_allow
         impl #client_name {
             #service_name_docs
             pub const SERVICE_NAME: &'static str = #full_name;

@@ -551,6 +551,8 @@ fn keywords_are_escaped_and_client_names_kept_apart() {
     assert!(trait_fn(&file, "Match", "connect").starts_with("fn connect("));
     assert!(trait_fn(&file, "Match", "new").starts_with("fn new("));
     assert!(trait_fn(&file, "Match", "clone").starts_with("fn clone("));
+    // Names clippy would judge by themselves are the proto's choice.
+    assert!(text.contains("clippy::new_ret_no_self"));
     // Calls through the trait by full path, so that `clone` is no problem.
     assert!(text.contains("T::clone(&self.inner, requests, ctx, responses)"));
 
@@ -826,6 +828,15 @@ fn syntax_error_names_file_and_line() {
 }
 
 #[test]
+fn unexpected_end_of_file_names_the_end() {
+    let proto = "syntax = \"proto3\";\npackage eof;\nservice S {\n  rpc M (A) returns (A);";
+    let err = compile("eof", &[("eof.proto", proto)]).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.starts_with("eof.proto:4:25: "), "{shown}");
+    assert!(shown.contains("end of file"), "{shown}");
+}
+
+#[test]
 fn unknown_type_names_file_and_line() {
     let proto = "syntax = \"proto3\";\npackage bad;\nservice S {\n  rpc M (Missing) returns (Missing);\n}\n";
     let err = compile("unknown_type", &[("unknown.proto", proto)]).unwrap_err();
@@ -840,6 +851,23 @@ fn missing_import_is_reported_clearly() {
     let err = compile("missing_import", &[("imp.proto", proto)]).unwrap_err();
     let shown = err.to_string();
     assert_eq!(shown, "imp.proto:3:1: import 'not/there.proto' not found");
+}
+
+#[test]
+fn proto_outside_the_includes_is_reported() {
+    let tmp = TempDir::new("outside");
+    let outside = tmp.path().join("outside.proto");
+    fs::write(&outside, "syntax = \"proto3\";").unwrap();
+    fs::create_dir_all(tmp.path().join("proto")).unwrap();
+    let err = configure()
+        .out_dir(tmp.path().join("out"))
+        .emit_rerun_if_changed(false)
+        .compile(&[&outside], &[tmp.path().join("proto")])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("is not in any include path"),
+        "{err}"
+    );
 }
 
 #[test]

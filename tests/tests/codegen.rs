@@ -350,6 +350,7 @@ fn client_path_constants() {
 /// Every client function of the four kinds of rpc, named with its exact type
 /// (a compile-time check; the test only makes sure it is built).
 #[test]
+#[allow(clippy::type_complexity)] // Spelling the types out is the point.
 fn client_signatures() {
     use camel::{GreeterClient as C, HelloReply as Reply, HelloRequest as Req};
     type Reqs = Vec<Req>;
@@ -457,9 +458,10 @@ impl TestServer {
             .add_service(keywords::MatchServer::new(Impl::default()))
             .bind("127.0.0.1:0")
             .expect("bind a local port");
-        let uri = format!("http://{}", server.local_addr());
+        let handle = server.spawn().expect("start the server");
+        let uri = format!("http://{}", handle.local_addr());
         TestServer {
-            handle: Some(server.spawn()),
+            handle: Some(handle),
             uri,
         }
     }
@@ -472,7 +474,7 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
-            handle.shutdown();
+            let _ = handle.shutdown();
         }
     }
 }

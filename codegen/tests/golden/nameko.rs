@@ -62,7 +62,7 @@ pub trait Example: ::core::marker::Send + ::core::marker::Sync + 'static {
         responses: &mut ::grpc_blocking::server::ResponseSink<ExampleReply>,
     ) -> ::core::result::Result<(), ::grpc_blocking::Status>;
 }
-/// Serves an [`Example`] implementation as `nameko.example`: pass it to `ServerBuilder::add_service`.
+/// The server side of [`Example`]: serves an implementation as `nameko.example`; pass it to `ServerBuilder::add_service`.
 pub struct ExampleServer<T> {
     inner: ::std::sync::Arc<T>,
 }
