@@ -27,6 +27,8 @@ use crate::call_state::CallState;
 use crate::error::TransportError;
 use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
 use crate::protocol;
+use crate::send_queue::SendQueue;
+use crate::server_conn::small_frame_budget;
 use crate::status::Status;
 
 /// How long a closing connection may take to say goodbye.
@@ -110,6 +112,7 @@ impl ClientConn {
             .initial_connection_window_size(settings.connection_window)
             .max_send_buffer_size(settings.max_send_buffer)
             .max_header_list_size(settings.max_header_list_size)
+            .data_frame_budget(small_frame_budget(settings.connection_window))
             .enable_push(false)
             .handshake::<_, Bytes>(socket);
         let conn_waker = waker(ev.wake_handle(), CONN_KEY);
@@ -192,8 +195,7 @@ struct Stream {
     send: Option<SendStream<Bytes>>,
     recv: Option<RecvStream>,
     flow: Option<FlowControl>,
-    out: VecDeque<Bytes>,
-    out_bytes: usize,
+    out: SendQueue,
     /// End the request once `out` is drained.
     end: bool,
     /// The request side is closed (or was never going to send more).
@@ -267,11 +269,9 @@ impl Worker {
                     state,
                     deadline,
                 } = *start;
-                let mut out = VecDeque::new();
-                let mut out_bytes = 0;
+                let mut out = SendQueue::default();
                 if let Some(b) = body {
-                    out_bytes = b.len();
-                    out.push_back(b);
+                    out.push(b);
                 }
                 self.streams.insert(
                     key,
@@ -285,7 +285,6 @@ impl Worker {
                         recv: None,
                         flow: None,
                         out,
-                        out_bytes,
                         end,
                         send_done: false,
                         recv_done: false,
@@ -299,8 +298,7 @@ impl Worker {
             }
             ClientCmd::Data(key, bytes) => {
                 if let Some(s) = self.streams.get_mut(&key) {
-                    s.out_bytes += bytes.len();
-                    s.out.push_back(bytes);
+                    s.out.push(bytes);
                     self.flush(key);
                 }
             }
@@ -514,48 +512,15 @@ impl Worker {
             return;
         };
         let mut cx = Context::from_waker(&s.waker);
-        let mut sent = 0;
         let mut failed = None;
-        while !s.out.is_empty() {
-            send.reserve_capacity(s.out_bytes);
-            let cap = send.capacity();
-            if cap == 0 {
-                match send.poll_capacity(&mut cx) {
-                    Poll::Ready(Some(Ok(_))) => continue,
-                    Poll::Ready(Some(Err(e))) => {
-                        failed = Some(protocol::status_for_h2_error(&e));
-                        break;
-                    }
-                    Poll::Ready(None) | Poll::Pending => break,
+        match s.out.flush(send, &mut cx, s.end) {
+            Ok(flushed) => {
+                if flushed.sent > 0 {
+                    s.state.sent(flushed.sent);
                 }
+                s.send_done = flushed.ended;
             }
-            let Some(front) = s.out.front_mut() else {
-                break;
-            };
-            let n = cap.min(front.len());
-            let chunk = front.split_to(n);
-            if front.is_empty() {
-                s.out.pop_front();
-            }
-            s.out_bytes -= n;
-            sent += n;
-            let last = s.end && s.out.is_empty();
-            if let Err(e) = send.send_data(chunk, last) {
-                failed = Some(protocol::status_for_h2_error(&e));
-                break;
-            }
-            if last {
-                s.send_done = true;
-            }
-        }
-        if sent > 0 {
-            s.state.sent(sent);
-        }
-        if failed.is_none() && s.out.is_empty() && s.end && !s.send_done {
-            if let Err(e) = send.send_data(Bytes::new(), true) {
-                failed = Some(protocol::status_for_h2_error(&e));
-            }
-            s.send_done = true;
+            Err(e) => failed = Some(protocol::status_for_h2_error(&e)),
         }
         if s.send_done {
             s.send = None;

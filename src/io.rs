@@ -83,26 +83,42 @@ struct Blocked {
     write: AtomicBool,
 }
 
+/// Bytes read from the socket in one round before h2 is made to yield, so
+/// that the thread gets back to its streams (moving data to handlers and
+/// callers) between reads instead of parsing a whole socket buffer at once.
+const READ_ROUND: usize = 64 * 1024;
+
 /// A non-blocking TCP stream as h2 wants it. Records would-block so the event
 /// loop knows which readiness to wait for.
 pub(crate) struct Socket {
     stream: Arc<TcpStream>,
     blocked: Arc<Blocked>,
+    /// Bytes read in the current round.
+    round: usize,
 }
 
 impl AsyncRead for Socket {
     fn poll_read(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.round >= READ_ROUND {
+            // Yield: the connection is polled again on the next turn of the
+            // loop, after the streams have had their turn.
+            self.round = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         loop {
             match (&*self.stream).read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     buf.advance(n);
+                    self.round += n;
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.round = 0;
                     self.blocked.read.store(true, Ordering::Relaxed);
                     return Poll::Pending;
                 }
@@ -201,6 +217,7 @@ impl EventLoop {
         let socket = Socket {
             stream: stream.clone(),
             blocked: blocked.clone(),
+            round: 0,
         };
         Ok((
             EventLoop {

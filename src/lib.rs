@@ -14,6 +14,7 @@ mod io;
 pub mod metadata;
 mod pool;
 mod protocol;
+mod send_queue;
 pub mod server;
 mod server_call;
 mod server_conn;

@@ -8,7 +8,8 @@
 //! timeout is its timer for call deadlines and the handshake timeout.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -25,6 +26,7 @@ use crate::compression::Encoding;
 use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
 use crate::metadata::Metadata;
 use crate::protocol::{self, Rejection};
+use crate::send_queue::SendQueue;
 use crate::server::ServerShared;
 use crate::server_call::{Inbound, ServerCall};
 use crate::status::Status;
@@ -83,8 +85,7 @@ struct Stream {
     recv: Option<RecvStream>,
     flow: FlowControl,
     inbound: Option<Sender<Inbound>>,
-    out: VecDeque<Bytes>,
-    out_bytes: usize,
+    out: SendQueue,
     trailers: Option<HeaderMap>,
     finished: bool,
 }
@@ -131,6 +132,7 @@ pub(crate) fn prepare(
         .max_frame_size(cfg.max_frame_size)
         .max_header_list_size(cfg.max_header_list_size)
         .max_send_buffer_size(cfg.max_send_buffer)
+        .data_frame_budget(small_frame_budget(cfg.connection_window))
         .handshake(socket);
     let conn_waker = waker(ev.wake_handle(), CONN_KEY);
     let mut conn = Conn {
@@ -149,6 +151,18 @@ pub(crate) fn prepare(
     let handshake_deadline = Instant::now() + conn.server.config.handshake_timeout;
     conn.timers.push(Reverse((handshake_deadline, CONN_KEY)));
     Ok((handle, move || conn.run()))
+}
+
+/// h2's budget for buffered small DATA frames: each frame under 256 bytes
+/// costs 256 minus its size until it is read out of h2. gRPC peers send a
+/// DATA frame per small message, so the default (half the connection window)
+/// is exhausted by legitimate bursts of a few thousand small messages read in
+/// one go. Four times the connection window allows ~65,000 buffered tiny
+/// frames per connection (a few MB of bookkeeping), and still stops a flood.
+pub(crate) fn small_frame_budget(connection_window: u32) -> usize {
+    (connection_window as usize)
+        .saturating_mul(4)
+        .max(1024 * 1024)
 }
 
 fn reset_status(reason: Option<Reason>) -> Status {
@@ -242,10 +256,7 @@ impl Conn {
                     }
                 }
             }
-            StreamCmd::Data(bytes) => {
-                s.out_bytes += bytes.len();
-                s.out.push_back(bytes);
-            }
+            StreamCmd::Data(bytes) => s.out.push(bytes),
             StreamCmd::Finish(status) => {
                 if let Some(mut respond) = s.respond.take() {
                     let res = protocol::trailers_only(&status, &Metadata::new());
@@ -401,8 +412,7 @@ impl Conn {
                 recv: Some(body),
                 flow,
                 inbound: Some(in_tx),
-                out: VecDeque::new(),
-                out_bytes: 0,
+                out: SendQueue::default(),
                 trailers: None,
                 finished: false,
             },
@@ -479,50 +489,24 @@ impl Conn {
         };
         if let Some(send) = &mut s.send {
             let mut cx = Context::from_waker(&s.waker);
-            let mut sent = 0;
-            let mut failed = None;
-            while !s.out.is_empty() {
-                send.reserve_capacity(s.out_bytes);
-                let cap = send.capacity();
-                if cap == 0 {
-                    match send.poll_capacity(&mut cx) {
-                        Poll::Ready(Some(Ok(_))) => continue,
-                        Poll::Ready(Some(Err(e))) => {
-                            failed = Some(reset_status(e.reason()));
-                            break;
-                        }
-                        Poll::Ready(None) | Poll::Pending => break,
+            match s.out.flush(send, &mut cx, false) {
+                Ok(flushed) => {
+                    if flushed.sent > 0 {
+                        s.state.sent(flushed.sent);
                     }
                 }
-                let Some(front) = s.out.front_mut() else {
-                    break;
-                };
-                let n = cap.min(front.len());
-                let chunk = front.split_to(n);
-                if front.is_empty() {
-                    s.out.pop_front();
-                }
-                s.out_bytes -= n;
-                sent += n;
-                if let Err(e) = send.send_data(chunk, false) {
-                    failed = Some(reset_status(e.reason()));
-                    break;
+                Err(e) => {
+                    self.cancel(key, reset_status(e.reason()));
+                    return;
                 }
             }
-            if sent > 0 {
-                s.state.sent(sent);
-            }
-            if failed.is_none() && s.out.is_empty() {
+            if s.out.is_empty() {
                 if let Some(trailers) = s.trailers.take() {
                     if let Err(e) = send.send_trailers(trailers) {
                         log::debug!("sending trailers failed: {e}");
                     }
                     s.finished = true;
                 }
-            }
-            if let Some(status) = failed {
-                self.cancel(key, status);
-                return;
             }
         }
         if s.finished {
@@ -589,5 +573,3 @@ impl Conn {
         }
     }
 }
-
-use std::future::Future;
