@@ -9,6 +9,8 @@ mod codec;
 pub mod compression;
 pub mod deadline;
 mod error;
+pub mod error_details;
+mod error_policy;
 pub mod framing;
 mod io;
 pub mod metadata;
@@ -31,11 +33,15 @@ pub use status::{Code, Status};
 /// Includes the code generated for a proto package by
 /// `grpc_blocking_codegen::compile_protos` (from `OUT_DIR`).
 ///
-/// ```ignore
+/// In a crate whose `build.rs` compiled a proto of package `nameko`:
+///
+/// ```text
 /// pub mod nameko {
 ///     grpc_blocking::include_proto!("nameko");
 /// }
 /// ```
+///
+/// (`examples/src/lib.rs` in this repository does exactly that.)
 #[macro_export]
 macro_rules! include_proto {
     ($package:literal) => {

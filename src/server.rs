@@ -23,6 +23,7 @@ use parking_lot::{Condvar, Mutex};
 use polling::{Event, Events, Poller};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::error_policy::ErrorPolicy;
 use crate::pool::Pool;
 use crate::server_conn::{self, ConnCmd, ConnHandle};
 
@@ -105,6 +106,7 @@ impl Default for ServerConfig {
 pub struct ServerBuilder {
     services: HashMap<&'static str, Arc<dyn Service>>,
     config: ServerConfig,
+    errors: ErrorPolicy,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -112,6 +114,7 @@ impl std::fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("services", &self.services.keys().collect::<Vec<_>>())
             .field("config", &self.config)
+            .field("errors", &self.errors)
             .finish()
     }
 }
@@ -121,6 +124,39 @@ impl ServerBuilder {
     /// earlier one.
     pub fn add_service(mut self, service: impl Service) -> Self {
         self.services.insert(service.name(), Arc::new(service));
+        self
+    }
+
+    /// Maps an error type the handlers do not convert themselves to a
+    /// status, server-wide (nameko-grpc's `register_handler`). It applies to
+    /// statuses made with [`Status::from_error`](crate::Status::from_error)
+    /// from an `E`, and to handlers that panic with an `E` payload
+    /// (`std::panic::panic_any`). Without a mapping such failures are
+    /// `UNKNOWN` "Exception calling application: ...".
+    ///
+    /// ```
+    /// use grpc_blocking::{Server, Status};
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("out of tokens")]
+    /// struct NoMoreTokens;
+    /// let builder = Server::builder()
+    ///     .map_error(|_: &NoMoreTokens| Status::resource_exhausted("Out of tokens!"));
+    /// # drop(builder);
+    /// ```
+    pub fn map_error<E, F>(mut self, map: F) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        F: Fn(&E) -> crate::Status + Send + Sync + 'static,
+    {
+        self.errors.add(map);
+        self
+    }
+
+    /// With `true`, unmapped handler failures carry a `google.rpc.DebugInfo`
+    /// detail: a panic's backtrace, or an error's chain of causes (default
+    /// off: it tells clients about the server's internals).
+    pub fn debug(mut self, debug: bool) -> Self {
+        self.errors.debug = debug;
         self
     }
 
@@ -207,6 +243,7 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 /// What connection threads and the acceptor share.
 pub(crate) struct ServerShared {
     pub services: HashMap<&'static str, Arc<dyn Service>>,
+    pub errors: Arc<ErrorPolicy>,
     pub config: ServerConfig,
     pub pool: Pool,
     conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
@@ -248,6 +285,7 @@ impl Server {
             listener,
             shared: Arc::new(ServerShared {
                 services: builder.services,
+                errors: Arc::new(builder.errors),
                 config,
                 pool,
                 conns: Mutex::new(HashMap::new()),

@@ -6,10 +6,8 @@
 //! connection thread; what they send goes back as commands on the
 //! connection's channel, followed by a wake-up.
 
-use std::any::Any;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +19,7 @@ use prost::Message;
 use crate::call_state::CallState;
 use crate::codec;
 use crate::compression::Encoding;
+use crate::error_policy::ErrorPolicy;
 use crate::framing::FrameDecoder;
 use crate::metadata::Metadata;
 use crate::server_conn::{ConnHandle, StreamCmd};
@@ -56,6 +55,7 @@ pub struct ServerCall {
     pub(crate) request_encoding: Encoding,
     pub(crate) response_encoding: Encoding,
     pub(crate) accept_encoding: Vec<Encoding>,
+    pub(crate) policy: Arc<ErrorPolicy>,
     pub(crate) max_receive: usize,
     pub(crate) max_send: usize,
 }
@@ -85,6 +85,7 @@ impl ServerCall {
             conn: self.conn.clone(),
             key: self.key,
             state: self.state.clone(),
+            policy: self.policy,
             accept_encoding: self.accept_encoding,
             max_send: self.max_send,
             inner: Mutex::new(OutState {
@@ -136,6 +137,7 @@ struct Outbound {
     conn: Arc<ConnHandle>,
     key: u64,
     state: Arc<CallState>,
+    policy: Arc<ErrorPolicy>,
     /// What the client said it can decompress (`grpc-accept-encoding`).
     accept_encoding: Vec<Encoding>,
     max_send: usize,
@@ -186,7 +188,7 @@ impl Outbound {
                 inner.code.unwrap_or(Code::Ok),
                 inner.message.take().unwrap_or_default(),
             ),
-            Err(status) => status,
+            Err(status) => self.policy.map(status),
         };
         let mut trailing = std::mem::take(&mut inner.trailing);
         trailing.extend(std::mem::take(status.metadata_mut()));
@@ -517,26 +519,6 @@ impl<T> std::fmt::Debug for ResponseSink<T> {
     }
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "the handler panicked".to_owned()
-    }
-}
-
-/// Runs a handler, turning a panic into `UNKNOWN` as grpcio does.
-fn guarded<T>(f: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        Err(Status::unknown(format!(
-            "Exception calling application: {}",
-            panic_message(&*payload)
-        )))
-    })
-}
-
 /// Runs a unary handler: one request in, one response out.
 pub fn unary<Req, Resp, F>(call: ServerCall, f: F)
 where
@@ -547,7 +529,7 @@ where
     let (ctx, mut requests, mut sink) = call.split::<Req, Resp>();
     let result = requests
         .single()
-        .and_then(|req| guarded(|| f(req, &ctx)))
+        .and_then(|req| ctx.out.policy.run(|| f(req, &ctx)))
         .and_then(|resp| sink.send_inner(&resp, false, true));
     ctx.out.finish(result);
 }
@@ -563,7 +545,7 @@ where
     let (ctx, mut requests, mut sink) = call.split::<Req, Resp>();
     let result = requests
         .single()
-        .and_then(|req| guarded(|| f(req, &ctx, &mut sink)));
+        .and_then(|req| ctx.out.policy.run(|| f(req, &ctx, &mut sink)));
     ctx.out.finish(result);
 }
 
@@ -575,7 +557,11 @@ where
     F: FnOnce(Requests<Req>, &ServerContext) -> Result<Resp, Status>,
 {
     let (ctx, requests, mut sink) = call.split::<Req, Resp>();
-    let result = guarded(|| f(requests, &ctx)).and_then(|resp| sink.send_inner(&resp, false, true));
+    let result = ctx
+        .out
+        .policy
+        .run(|| f(requests, &ctx))
+        .and_then(|resp| sink.send_inner(&resp, false, true));
     ctx.out.finish(result);
 }
 
@@ -587,6 +573,6 @@ where
     F: FnOnce(Requests<Req>, &ServerContext, &mut ResponseSink<Resp>) -> Result<(), Status>,
 {
     let (ctx, requests, mut sink) = call.split::<Req, Resp>();
-    let result = guarded(|| f(requests, &ctx, &mut sink));
+    let result = ctx.out.policy.run(|| f(requests, &ctx, &mut sink));
     ctx.out.finish(result);
 }

@@ -380,6 +380,7 @@ impl Conn {
             request_encoding: head.encoding,
             response_encoding,
             accept_encoding: head.accept_encoding,
+            policy: self.server.errors.clone(),
             max_receive: cfg.max_receive_message_size,
             max_send: cfg.max_send_message_size,
         };

@@ -161,7 +161,9 @@ pub struct Status {
     message: String,
     details: Bytes,
     metadata: Metadata,
-    transport: Option<Arc<TransportError>>,
+    /// The error this status was made from, if any (a transport failure, or
+    /// an application error given to [`Status::from_error`]).
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 macro_rules! status_ctor {
@@ -183,7 +185,7 @@ impl Status {
             message: message.into(),
             details: Bytes::new(),
             metadata: Metadata::new(),
-            transport: None,
+            source: None,
         }
     }
 
@@ -199,8 +201,48 @@ impl Status {
     pub fn from_transport(error: TransportError) -> Status {
         let code = error.code();
         let mut status = Status::new(code, error.to_string());
-        status.transport = Some(Arc::new(error));
+        status.source = Some(Arc::new(error));
         status
+    }
+
+    /// The status for an application error a handler did not convert
+    /// itself: `UNKNOWN` with "Exception calling application: <error>", as
+    /// grpcio reports unhandled exceptions. The error is kept as the
+    /// status's source, so the server's error mappings
+    /// (`ServerBuilder::map_error`) can turn it into a better status.
+    ///
+    /// ```
+    /// use grpc_blocking::{Code, Status};
+    /// fn handler() -> Result<(), Status> {
+    ///     std::fs::read("/definitely/not/here").map_err(Status::from_error)?;
+    ///     Ok(())
+    /// }
+    /// let err = handler().unwrap_err();
+    /// assert_eq!(err.code(), Code::Unknown);
+    /// assert!(err.message().starts_with("Exception calling application: "));
+    /// assert!(err.source_error().unwrap().downcast_ref::<std::io::Error>().is_some());
+    /// ```
+    pub fn from_error(
+        error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Status {
+        let error: Box<dyn std::error::Error + Send + Sync + 'static> = error.into();
+        let mut status = Status::new(
+            Code::Unknown,
+            format!("Exception calling application: {error}"),
+        );
+        status.source = Some(Arc::from(error));
+        status
+    }
+
+    /// The error this status was made from, if any.
+    pub fn source_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+
+    /// Keeps `other`'s source error on this status.
+    pub(crate) fn with_source_of(mut self, other: Status) -> Status {
+        self.source = other.source;
+        self
     }
 
     status_ctor! {
@@ -273,12 +315,12 @@ impl Status {
     /// True when this status was made locally from a transport failure rather
     /// than received from the peer.
     pub fn is_transport_error(&self) -> bool {
-        self.transport.is_some()
+        self.transport_error().is_some()
     }
 
     /// The transport failure behind this status, if it was made from one.
     pub fn transport_error(&self) -> Option<&TransportError> {
-        self.transport.as_deref()
+        self.source.as_deref()?.downcast_ref::<TransportError>()
     }
 
     /// Writes `grpc-status`, `grpc-message` and `grpc-status-details-bin` and
@@ -327,8 +369,8 @@ impl fmt::Debug for Status {
         if !self.metadata.is_empty() {
             d.field("metadata", &self.metadata);
         }
-        if let Some(t) = &self.transport {
-            d.field("transport", t);
+        if let Some(t) = &self.source {
+            d.field("source", t);
         }
         d.finish()
     }
@@ -346,7 +388,7 @@ impl fmt::Display for Status {
 
 impl std::error::Error for Status {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.transport
+        self.source
             .as_deref()
             .map(|t| t as &(dyn std::error::Error + 'static))
     }
