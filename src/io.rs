@@ -95,6 +95,38 @@ pub(crate) struct Socket {
     blocked: Arc<Blocked>,
     /// Bytes read in the current round.
     round: usize,
+    /// Bytes already read (while sniffing the protocol) that h2 must see
+    /// first.
+    replay: bytes::Bytes,
+}
+
+impl Socket {
+    /// Reads what is available without h2 (before the handshake); records
+    /// would-block like h2's reads do.
+    pub(crate) fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match (&*self.stream).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked.read.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes a short reply without h2 (best effort: what the socket takes
+    /// at once), then closes the writing side.
+    pub(crate) fn reply_and_close(&mut self, reply: &[u8]) {
+        let _ = (&*self.stream).write(reply);
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Bytes h2 must read before the socket's own.
+    pub(crate) fn set_replay(&mut self, bytes: bytes::Bytes) {
+        self.replay = bytes;
+    }
 }
 
 impl AsyncRead for Socket {
@@ -103,6 +135,12 @@ impl AsyncRead for Socket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            let chunk = self.replay.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
         if self.round >= READ_ROUND {
             // Yield: the connection is polled again on the next turn of the
             // loop, after the streams have had their turn.
@@ -218,6 +256,7 @@ impl EventLoop {
             stream: stream.clone(),
             blocked: blocked.clone(),
             round: 0,
+            replay: bytes::Bytes::new(),
         };
         Ok((
             EventLoop {

@@ -15,6 +15,7 @@ pub mod framing;
 mod io;
 pub mod metadata;
 mod pool;
+mod preface;
 mod protocol;
 mod send_queue;
 pub mod server;

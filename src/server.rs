@@ -12,7 +12,7 @@
 //! slowing other calls down.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,6 +60,15 @@ pub(crate) struct ServerConfig {
     pub max_header_list_size: u32,
     pub max_send_buffer: usize,
     pub handshake_timeout: Duration,
+    pub max_pending_reset_streams: usize,
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    pub keepalive_without_calls: bool,
+    pub idle_timeout: Option<Duration>,
+    pub max_connection_age: Option<Duration>,
+    pub max_connection_age_grace: Duration,
+    pub max_connections: usize,
+    pub max_local_error_resets: usize,
     pub shutdown_grace: Duration,
     pub handler_stack_size: usize,
     pub connection_stack_size: usize,
@@ -79,6 +88,15 @@ impl Default for ServerConfig {
             max_header_list_size: 16 * 1024,
             max_send_buffer: 256 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            max_pending_reset_streams: 20,
+            keepalive_interval: Some(Duration::from_secs(2 * 60 * 60)),
+            keepalive_timeout: Duration::from_secs(20),
+            keepalive_without_calls: true,
+            idle_timeout: None,
+            max_connection_age: None,
+            max_connection_age_grace: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_local_error_resets: 1024,
             shutdown_grace: Duration::from_secs(30),
             handler_stack_size: 2 * 1024 * 1024,
             connection_stack_size: 256 * 1024,
@@ -199,6 +217,46 @@ impl ServerBuilder {
     /// Stack size of handler threads (default 2 MiB, Rust's own default).
     pub fn handler_stack_size(mut self, bytes: usize) -> Self {
         self.config.handler_stack_size = bytes;
+        self
+    }
+
+    /// Sends an HTTP/2 PING on each connection every `interval`, and closes
+    /// the connection (its calls end `UNAVAILABLE`) if the client does not
+    /// answer within `timeout` (default: every 2 hours, 20 s to answer, as
+    /// gRPC servers do). `None` turns keepalive off.
+    pub fn keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.config.keepalive_interval = interval;
+        self.config.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Whether keepalive pings are sent on connections with no call open
+    /// (default true).
+    pub fn keepalive_without_calls(mut self, permit: bool) -> Self {
+        self.config.keepalive_without_calls = permit;
+        self
+    }
+
+    /// Closes a connection (GOAWAY) once it has had no call for this long
+    /// (default: never).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Closes a connection gracefully (GOAWAY) once it is this old, then
+    /// cancels what is still running after `grace` (default: never; grace
+    /// 30 s). Clients reconnect; this spreads load over new servers.
+    pub fn max_connection_age(mut self, age: Option<Duration>, grace: Duration) -> Self {
+        self.config.max_connection_age = age;
+        self.config.max_connection_age_grace = grace;
+        self
+    }
+
+    /// Connections served at once (default 10,000). A connection beyond it
+    /// is answered with an HTTP/2 GOAWAY saying so, and closed.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.config.max_connections = connections;
         self
     }
 
@@ -448,7 +506,36 @@ fn accept_until_stopped(listener: &TcpListener, shared: &Arc<ServerShared>) -> i
     }
 }
 
+/// The bytes a refused connection gets: the server's SETTINGS (an empty
+/// frame), then GOAWAY (last stream 0, REFUSED_STREAM) with a reason.
+fn refusal(reason: &str) -> Vec<u8> {
+    let mut out = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+    let len = 8 + reason.len();
+    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&[0x7, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&7u32.to_be_bytes());
+    out.extend_from_slice(reason.as_bytes());
+    out
+}
+
 fn start_connection(stream: std::net::TcpStream, shared: &Arc<ServerShared>) {
+    if shared.conns.lock().len() >= shared.config.max_connections {
+        let reason = format!(
+            "the server is at its limit of {} connections",
+            shared.config.max_connections
+        );
+        log::warn!("refusing a connection: {reason}");
+        // Best effort, never blocking the acceptor: write the GOAWAY, and
+        // drain what the client sent so far so that closing does not reset
+        // the connection before the client reads it.
+        let _ = stream.set_nonblocking(true);
+        let _ = (&stream).write_all(&refusal(&reason));
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        while matches!((&stream).read(&mut sink), Ok(n) if n > 0) {}
+        return;
+    }
     if let Err(e) = stream.set_nonblocking(false) {
         log::debug!("dropping a new connection: {e}");
         return;

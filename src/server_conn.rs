@@ -25,9 +25,10 @@ use crate::call_state::CallState;
 use crate::compression::Encoding;
 use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
 use crate::metadata::Metadata;
+use crate::preface::{sniff, Sniffed, MAX_SNIFF};
 use crate::protocol::{self, Rejection};
 use crate::send_queue::SendQueue;
-use crate::server::ServerShared;
+use crate::server::{ServerConfig, ServerShared};
 use crate::server_call::{Inbound, ServerCall};
 use crate::status::Status;
 
@@ -91,6 +92,8 @@ struct Stream {
 }
 
 enum Phase {
+    /// Reading the first bytes to tell HTTP/2 from anything else.
+    Sniffing(Socket, Vec<u8>),
     Handshaking(Handshake<Socket, Bytes>),
     Open(Connection<Socket, Bytes>),
     Done,
@@ -108,6 +111,67 @@ struct Conn {
     peer: Option<SocketAddr>,
     server: Arc<ServerShared>,
     shutting_down: bool,
+    keepalive: Keepalive,
+    /// When the last call ended (for the idle timeout).
+    idle_since: Instant,
+}
+
+/// Timer keys of the connection itself (stream keys count up from 0).
+const HANDSHAKE_TIMER: u64 = CONN_KEY;
+const KEEPALIVE_TIMER: u64 = u64::MAX - 1;
+const PONG_TIMER: u64 = u64::MAX - 2;
+const IDLE_TIMER: u64 = u64::MAX - 3;
+const AGE_TIMER: u64 = u64::MAX - 4;
+const AGE_GRACE_TIMER: u64 = u64::MAX - 5;
+
+/// Keepalive pings: sent every interval (when calls are open, or always if
+/// permitted); a ping not answered in time means the peer is gone.
+#[derive(Default)]
+pub(crate) struct Keepalive {
+    ping_pong: Option<h2::PingPong>,
+    awaiting: bool,
+}
+
+impl Keepalive {
+    /// Sends a ping if none is outstanding; returns whether it did.
+    pub(crate) fn ping(&mut self) -> bool {
+        if self.awaiting {
+            return false;
+        }
+        let Some(pp) = &mut self.ping_pong else {
+            return false;
+        };
+        self.awaiting = pp.send_ping(h2::Ping::opaque()).is_ok();
+        self.awaiting
+    }
+
+    /// Polls for the answer to an outstanding ping; returns true when it
+    /// arrived.
+    pub(crate) fn poll_pong(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.awaiting {
+            return false;
+        }
+        match &mut self.ping_pong {
+            Some(pp) => match pp.poll_pong(cx) {
+                Poll::Ready(Ok(_)) => {
+                    self.awaiting = false;
+                    true
+                }
+                Poll::Ready(Err(_)) | Poll::Pending => false,
+            },
+            None => false,
+        }
+    }
+
+    /// Whether a ping is waiting for its answer.
+    pub(crate) fn awaiting(&self) -> bool {
+        self.awaiting
+    }
+
+    /// Takes the connection's ping handle (once, after the handshake).
+    pub(crate) fn set(&mut self, ping_pong: Option<h2::PingPong>) {
+        self.ping_pong = ping_pong;
+    }
 }
 
 /// Sets up a connection: returns the handle other threads use and the
@@ -124,20 +188,10 @@ pub(crate) fn prepare(
         tx,
         wake: ev.wake_handle().clone(),
     });
-    let cfg = &server.config;
-    let handshake = h2::server::Builder::new()
-        .initial_window_size(cfg.stream_window)
-        .initial_connection_window_size(cfg.connection_window)
-        .max_concurrent_streams(cfg.max_concurrent_streams)
-        .max_frame_size(cfg.max_frame_size)
-        .max_header_list_size(cfg.max_header_list_size)
-        .max_send_buffer_size(cfg.max_send_buffer)
-        .data_frame_budget(small_frame_budget(cfg.connection_window))
-        .handshake(socket);
     let conn_waker = waker(ev.wake_handle(), CONN_KEY);
     let mut conn = Conn {
         ev,
-        phase: Phase::Handshaking(handshake),
+        phase: Phase::Sniffing(socket, Vec::new()),
         conn_waker,
         streams: HashMap::new(),
         next_key: 0,
@@ -147,10 +201,26 @@ pub(crate) fn prepare(
         peer,
         server,
         shutting_down: false,
+        keepalive: Keepalive::default(),
+        idle_since: Instant::now(),
     };
     let handshake_deadline = Instant::now() + conn.server.config.handshake_timeout;
     conn.timers.push(Reverse((handshake_deadline, CONN_KEY)));
     Ok((handle, move || conn.run()))
+}
+
+fn handshake(cfg: &ServerConfig, socket: Socket) -> Handshake<Socket, Bytes> {
+    h2::server::Builder::new()
+        .initial_window_size(cfg.stream_window)
+        .initial_connection_window_size(cfg.connection_window)
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .max_frame_size(cfg.max_frame_size)
+        .max_header_list_size(cfg.max_header_list_size)
+        .max_send_buffer_size(cfg.max_send_buffer)
+        .data_frame_budget(small_frame_budget(cfg.connection_window))
+        .max_pending_accept_reset_streams(cfg.max_pending_reset_streams)
+        .max_local_error_reset_streams(Some(cfg.max_local_error_resets))
+        .handshake(socket)
 }
 
 /// h2's budget for buffered small DATA frames: each frame under 256 bytes
@@ -279,15 +349,18 @@ impl Conn {
     fn poll_conn(&mut self) {
         let conn_waker = self.conn_waker.clone();
         let mut cx = Context::from_waker(&conn_waker);
+        if let Phase::Sniffing(..) = self.phase {
+            self.sniff();
+        }
         if let Phase::Handshaking(h) = &mut self.phase {
             match std::pin::Pin::new(h).poll(&mut cx) {
-                Poll::Ready(Ok(c)) => {
-                    self.phase = Phase::Open(c);
+                Poll::Ready(Ok(mut c)) => {
                     if self.shutting_down {
-                        if let Phase::Open(c) = &mut self.phase {
-                            c.graceful_shutdown();
-                        }
+                        c.graceful_shutdown();
                     }
+                    self.keepalive.set(c.ping_pong());
+                    self.phase = Phase::Open(c);
+                    self.opened();
                 }
                 Poll::Ready(Err(e)) => {
                     log::debug!("HTTP/2 handshake with {:?} failed: {e}", self.peer);
@@ -295,6 +368,12 @@ impl Conn {
                     return;
                 }
                 Poll::Pending => return,
+            }
+        }
+        if self.keepalive.poll_pong(&mut cx) {
+            if let Some(every) = self.server.config.keepalive_interval {
+                self.timers
+                    .push(Reverse((Instant::now() + every, KEEPALIVE_TIMER)));
             }
         }
         loop {
@@ -316,6 +395,161 @@ impl Conn {
                     return;
                 }
                 Poll::Pending => return,
+            }
+        }
+    }
+
+    /// The handshake is done: start the connection's timers.
+    fn opened(&mut self) {
+        let cfg = &self.server.config;
+        let now = Instant::now();
+        if let Some(every) = cfg.keepalive_interval {
+            self.timers.push(Reverse((now + every, KEEPALIVE_TIMER)));
+        }
+        if let Some(idle) = cfg.idle_timeout {
+            self.idle_since = now;
+            self.timers.push(Reverse((now + idle, IDLE_TIMER)));
+        }
+        if let Some(age) = cfg.max_connection_age {
+            self.timers.push(Reverse((now + age, AGE_TIMER)));
+        }
+    }
+
+    /// Starts a graceful shutdown of this connection (GOAWAY, in-flight
+    /// calls finish).
+    fn go_away(&mut self) {
+        self.shutting_down = true;
+        if let Phase::Open(c) = &mut self.phase {
+            c.graceful_shutdown();
+            self.conn_waker.wake_by_ref();
+        }
+    }
+
+    fn connection_timer(&mut self, key: u64) {
+        let cfg = &self.server.config;
+        let now = Instant::now();
+        match key {
+            HANDSHAKE_TIMER => {
+                if matches!(self.phase, Phase::Sniffing(..) | Phase::Handshaking(_)) {
+                    log::debug!(
+                        "closing connection from {:?}: no HTTP/2 preface in time",
+                        self.peer
+                    );
+                    self.phase = Phase::Done;
+                }
+            }
+            KEEPALIVE_TIMER => {
+                let Some(every) = cfg.keepalive_interval else {
+                    return;
+                };
+                let wanted = cfg.keepalive_without_calls || !self.streams.is_empty();
+                if wanted && self.keepalive.ping() {
+                    self.timers
+                        .push(Reverse((now + cfg.keepalive_timeout, PONG_TIMER)));
+                    self.conn_waker.wake_by_ref();
+                } else if !self.keepalive.awaiting() {
+                    self.timers.push(Reverse((now + every, KEEPALIVE_TIMER)));
+                }
+            }
+            PONG_TIMER if self.keepalive.awaiting() => {
+                log::debug!(
+                    "closing connection from {:?}: keepalive ping not answered within {:?}",
+                    self.peer,
+                    cfg.keepalive_timeout
+                );
+                self.close_all(Status::unavailable(
+                    "the connection was closed: the client stopped answering keepalive pings",
+                ));
+                self.phase = Phase::Done;
+            }
+            IDLE_TIMER => {
+                let Some(idle) = cfg.idle_timeout else {
+                    return;
+                };
+                if !self.streams.is_empty() {
+                    // Checked again when the last call ends.
+                    return;
+                }
+                let due = self.idle_since + idle;
+                if due <= now {
+                    log::debug!("closing idle connection from {:?}", self.peer);
+                    self.go_away();
+                } else {
+                    self.timers.push(Reverse((due, IDLE_TIMER)));
+                }
+            }
+            AGE_TIMER => {
+                log::debug!("connection from {:?} reached its maximum age", self.peer);
+                let grace = cfg.max_connection_age_grace;
+                self.go_away();
+                self.timers.push(Reverse((now + grace, AGE_GRACE_TIMER)));
+            }
+            AGE_GRACE_TIMER => {
+                self.close_all(Status::unavailable(
+                    "the connection reached its maximum age and its grace period ended",
+                ));
+                self.apply(ConnCmd::Abort);
+            }
+            _ => {}
+        }
+    }
+
+    /// A stream left the map: when it was the last one, the idle clock
+    /// starts.
+    fn stream_removed(&mut self) {
+        if self.streams.is_empty() {
+            self.idle_since = Instant::now();
+            if let Some(idle) = self.server.config.idle_timeout {
+                self.timers
+                    .push(Reverse((self.idle_since + idle, IDLE_TIMER)));
+            }
+        }
+    }
+
+    /// Reads the connection's first bytes: HTTP/2 goes on to the handshake
+    /// (h2 re-reads those bytes), HTTP/1.x gets an error reply, anything
+    /// else is closed.
+    fn sniff(&mut self) {
+        let Phase::Sniffing(socket, buf) = &mut self.phase else {
+            return;
+        };
+        let mut chunk = [0u8; 1024];
+        let verdict = loop {
+            match socket.read_raw(&mut chunk) {
+                Ok(0) => break Sniffed::Garbage,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    match sniff(buf) {
+                        Sniffed::NeedMore if buf.len() < MAX_SNIFF => continue,
+                        Sniffed::NeedMore => break Sniffed::Garbage,
+                        verdict => break verdict,
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => break Sniffed::Garbage,
+            }
+        };
+        let Phase::Sniffing(mut socket, buf) = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return;
+        };
+        match verdict {
+            Sniffed::Http2 => {
+                socket.set_replay(Bytes::from(buf));
+                self.phase = Phase::Handshaking(handshake(&self.server.config, socket));
+            }
+            Sniffed::Http1(reply) => {
+                log::debug!(
+                    "answering an HTTP/1.x request from {:?} with an error",
+                    self.peer
+                );
+                socket.reply_and_close(&reply);
+            }
+            Sniffed::NeedMore | Sniffed::Garbage => {
+                log::debug!(
+                    "closing a connection from {:?} that does not speak HTTP/2",
+                    self.peer
+                );
             }
         }
     }
@@ -514,6 +748,7 @@ impl Conn {
             // Dropping the handles closes the stream; if the client is still
             // sending, h2 resets it with NO_ERROR as the spec asks.
             self.streams.remove(&key);
+            self.stream_removed();
         }
     }
 
@@ -525,6 +760,7 @@ impl Conn {
             if let Some(tx) = &s.inbound {
                 let _ = tx.send(Inbound::Error(status));
             }
+            self.stream_removed();
         }
     }
 
@@ -535,14 +771,8 @@ impl Conn {
                 break;
             }
             self.timers.pop();
-            if key == CONN_KEY {
-                if matches!(self.phase, Phase::Handshaking(_)) {
-                    log::debug!(
-                        "closing connection from {:?}: no HTTP/2 preface in time",
-                        self.peer
-                    );
-                    self.phase = Phase::Done;
-                }
+            if key >= AGE_GRACE_TIMER {
+                self.connection_timer(key);
                 continue;
             }
             self.deadline_exceeded(key);
@@ -563,6 +793,7 @@ impl Conn {
         } else if let Some(send) = &mut s.send {
             let _ = send.send_trailers(protocol::trailers(&status));
         }
+        self.stream_removed();
     }
 
     fn close_all(&mut self, status: Status) {
