@@ -118,6 +118,8 @@ struct ChannelConfig {
     max_receive_message_size: usize,
     max_send_message_size: usize,
     default_encoding: Encoding,
+    backoff_initial: Duration,
+    backoff_max: Duration,
     settings: ConnSettings,
 }
 
@@ -128,12 +130,17 @@ impl Default for ChannelConfig {
             max_receive_message_size: 4 * 1024 * 1024,
             max_send_message_size: usize::MAX,
             default_encoding: Encoding::Identity,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(120),
             settings: ConnSettings {
                 stream_window: 1024 * 1024,
                 connection_window: 4 * 1024 * 1024,
                 max_send_buffer: 256 * 1024,
                 max_header_list_size: 16 * 1024,
                 stack_size: 256 * 1024,
+                keepalive_interval: None,
+                keepalive_timeout: Duration::from_secs(20),
+                keepalive_without_calls: false,
             },
         }
     }
@@ -227,6 +234,34 @@ impl ChannelBuilder {
         self
     }
 
+    /// After a failed connect, calls fail at once (`UNAVAILABLE`, with the
+    /// connect error) until the next attempt is due; the wait starts at
+    /// `initial` and grows 1.6 times per failure up to `max` (defaults 1 s
+    /// and 120 s, as gRPC's connection backoff).
+    pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.backoff_initial = initial;
+        self.config.backoff_max = max.max(initial);
+        self
+    }
+
+    /// Sends an HTTP/2 PING every `interval` and treats the connection as
+    /// dead (its calls end `UNAVAILABLE`) when one is not answered within
+    /// `timeout` (default: off; 20 s when on). By default pings are only
+    /// sent while calls are open; see
+    /// [`ChannelBuilder::keepalive_without_calls`].
+    pub fn keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.config.settings.keepalive_interval = interval;
+        self.config.settings.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Whether keepalive pings go out on a connection with no call open
+    /// (default false).
+    pub fn keepalive_without_calls(mut self, permit: bool) -> Self {
+        self.config.settings.keepalive_without_calls = permit;
+        self
+    }
+
     /// A channel that connects on its first call.
     pub fn lazy(self) -> Result<Channel, TransportError> {
         let target = parse_target(&self.target)?;
@@ -235,6 +270,7 @@ impl ChannelBuilder {
                 target,
                 config: self.config,
                 conn: Mutex::new(None),
+                backoff: Mutex::new(Backoff::default()),
             }),
         })
     }
@@ -251,6 +287,41 @@ struct ChannelInner {
     target: Target,
     config: ChannelConfig,
     conn: Mutex<Option<Arc<ClientConn>>>,
+    backoff: Mutex<Backoff>,
+}
+
+/// Reconnection backoff (grpc/grpc `doc/connection-backoff.md`): after a
+/// failed connect, calls fail fast with that error until the next attempt
+/// is due; the delay grows by 1.6 up to the maximum, with 20% jitter.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    next_attempt: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl Backoff {
+    fn failed(&mut self, config: &ChannelConfig, error: &TransportError) {
+        self.failures = self.failures.saturating_add(1);
+        let base = config.backoff_initial.as_secs_f64()
+            * 1.6f64.powi(self.failures.saturating_sub(1).min(64) as i32);
+        let capped = base.min(config.backoff_max.as_secs_f64());
+        let jittered = capped * (0.8 + 0.4 * random_unit());
+        self.next_attempt = Some(Instant::now() + Duration::from_secs_f64(jittered));
+        self.last_error = Some(error.to_string());
+    }
+
+    fn succeeded(&mut self) {
+        *self = Backoff::default();
+    }
+}
+
+/// A number in [0, 1) that differs between calls (for jitter only).
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl ChannelInner {
@@ -263,10 +334,30 @@ impl ChannelInner {
             }
         }
         *slot = None;
-        let stream = connect_tcp(&self.target.authority, self.config.connect_timeout)?;
-        let conn = ClientConn::start(stream, &self.config.settings)?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+        let mut backoff = self.backoff.lock();
+        if let Some(at) = backoff.next_attempt {
+            let now = Instant::now();
+            if now < at {
+                return Err(TransportError::Backoff {
+                    target: self.target.authority.clone(),
+                    retry_in: at - now,
+                    last_error: backoff.last_error.clone().unwrap_or_default(),
+                });
+            }
+        }
+        let connected = connect_tcp(&self.target.authority, self.config.connect_timeout)
+            .and_then(|stream| ClientConn::start(stream, &self.config.settings));
+        match connected {
+            Ok(conn) => {
+                backoff.succeeded();
+                *slot = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(e) => {
+                backoff.failed(&self.config, &e);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -327,6 +418,15 @@ impl std::fmt::Debug for Channel {
     }
 }
 
+/// A stream opened on a connection thread.
+pub(crate) struct Opened {
+    pub conn: Arc<ClientConn>,
+    pub key: u64,
+    pub state: Arc<CallState>,
+    pub events: crossbeam_channel::Receiver<crate::client_conn::CallEvent>,
+    pub encoding: Encoding,
+}
+
 /// A started call: its connection, key and shared state.
 struct Started {
     conn: Arc<ClientConn>,
@@ -335,6 +435,20 @@ struct Started {
     core: CallCore,
     encoding: Encoding,
 }
+
+/// How a call whose whole request is known is started again when the
+/// server never processed it (GOAWAY, REFUSED_STREAM, a connection that
+/// died before the request left): gRPC's transparent retry.
+pub(crate) struct RetryPlan {
+    pub channel: Channel,
+    pub path: &'static str,
+    pub options: CallOptions,
+    pub body: bytes::Bytes,
+    pub attempts_left: u8,
+}
+
+/// Transparent retries of one call.
+const TRANSPARENT_RETRIES: u8 = 2;
 
 impl Channel {
     /// Connects to `target` (`http://host:port` or `host:port`) now.
@@ -355,8 +469,39 @@ impl Channel {
         }
     }
 
-    /// Opens a stream: queues the request headers (and `body`, if any) on
-    /// the connection thread.
+    /// Starts a call whose request is `body` alone, retried transparently
+    /// if the server never processed it.
+    fn start_retryable(
+        &self,
+        path: &'static str,
+        options: CallOptions,
+        body: bytes::Bytes,
+    ) -> CallCore {
+        // Retries keep the first attempt's deadline.
+        let mut options = options;
+        if let Some(t) = options.effective_timeout(Instant::now()) {
+            options.deadline = Some(Instant::now() + t);
+            options.timeout = None;
+        }
+        match self.open(path, &options, Some(body.clone()), true) {
+            Ok(opened) => CallCore::new(
+                opened.conn,
+                opened.key,
+                opened.events,
+                self.inner.config.max_receive_message_size,
+                Some(RetryPlan {
+                    channel: self.clone(),
+                    path,
+                    options,
+                    body,
+                    attempts_left: TRANSPARENT_RETRIES,
+                }),
+            ),
+            Err(status) => CallCore::failed(status),
+        }
+    }
+
+    /// Opens a stream and wraps it for a caller.
     fn start(
         &self,
         path: &'static str,
@@ -364,6 +509,32 @@ impl Channel {
         body: Option<bytes::Bytes>,
         end: bool,
     ) -> Result<Started, Status> {
+        let opened = self.open(path, options, body, end)?;
+        let core = CallCore::new(
+            opened.conn.clone(),
+            opened.key,
+            opened.events,
+            self.inner.config.max_receive_message_size,
+            None,
+        );
+        Ok(Started {
+            conn: opened.conn,
+            key: opened.key,
+            state: opened.state,
+            core,
+            encoding: opened.encoding,
+        })
+    }
+
+    /// Opens a stream: queues the request headers (and `body`, if any) on
+    /// the connection thread.
+    pub(crate) fn open(
+        &self,
+        path: &'static str,
+        options: &CallOptions,
+        body: Option<bytes::Bytes>,
+        end: bool,
+    ) -> Result<Opened, Status> {
         let encoding = options
             .encoding
             .unwrap_or(self.inner.config.default_encoding);
@@ -397,17 +568,11 @@ impl Channel {
             deadline,
         })));
         conn.wake();
-        let core = CallCore::new(
-            conn.clone(),
-            key,
-            rx,
-            self.inner.config.max_receive_message_size,
-        );
-        Ok(Started {
+        Ok(Opened {
             conn,
             key,
             state,
-            core,
+            events: rx,
             encoding,
         })
     }
@@ -434,11 +599,8 @@ impl Channel {
         Req: Message + 'static,
         Resp: Message + Default + 'static,
     {
-        let started = self
-            .encode_for(&request, &options)
-            .and_then(|body| self.start(path, &options, Some(body), true));
-        match started {
-            Ok(s) => UnaryCall::new(s.core),
+        match self.encode_for(&request, &options) {
+            Ok(body) => UnaryCall::new(self.start_retryable(path, options, body)),
             Err(status) => UnaryCall::new(CallCore::failed(status)),
         }
     }
@@ -454,11 +616,8 @@ impl Channel {
         Req: Message + 'static,
         Resp: Message + Default + 'static,
     {
-        let started = self
-            .encode_for(&request, &options)
-            .and_then(|body| self.start(path, &options, Some(body), true));
-        match started {
-            Ok(s) => Streaming::new(s.core),
+        match self.encode_for(&request, &options) {
+            Ok(body) => Streaming::new(self.start_retryable(path, options, body)),
             Err(status) => Streaming::new(CallCore::failed(status)),
         }
     }

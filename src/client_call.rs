@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use prost::Message;
 
 use crate::call_state::CallState;
+use crate::client::RetryPlan;
 use crate::client_conn::{CallEvent, ClientCmd, ClientConn};
 use crate::codec;
 use crate::compression::Encoding;
@@ -40,6 +41,8 @@ pub(crate) struct CallCore {
     /// Whether the last message returned arrived compressed.
     last_compressed: bool,
     unreleased: usize,
+    /// How to start the call again if the server never processed it.
+    retry: Option<RetryPlan>,
 }
 
 impl CallCore {
@@ -48,8 +51,10 @@ impl CallCore {
         key: u64,
         events: Receiver<CallEvent>,
         max_receive: usize,
+        retry: Option<RetryPlan>,
     ) -> CallCore {
         CallCore {
+            retry,
             conn: Some(conn),
             key,
             events: Some(events),
@@ -80,6 +85,7 @@ impl CallCore {
             reported: false,
             last_compressed: false,
             unreleased: 0,
+            retry: None,
         }
     }
 
@@ -152,8 +158,33 @@ impl CallCore {
                 "the server ended the response without trailers (no grpc-status)",
             )),
             CallEvent::Error(status) => self.end(status),
+            CallEvent::Refused(status) => self.retry_or_end(status),
         }
         true
+    }
+
+    /// The server never processed the call: start it again on a (new)
+    /// connection if it is retryable and has attempts left.
+    fn retry_or_end(&mut self, status: Status) {
+        let Some(plan) = self.retry.as_mut().filter(|p| p.attempts_left > 0) else {
+            return self.end(status);
+        };
+        if self.headers.is_some() {
+            return self.end(status);
+        }
+        plan.attempts_left -= 1;
+        match plan
+            .channel
+            .open(plan.path, &plan.options, Some(plan.body.clone()), true)
+        {
+            Ok(opened) => {
+                self.conn = Some(opened.conn);
+                self.key = opened.key;
+                self.events = Some(opened.events);
+            }
+            // The new attempt's error says more than the refusal did.
+            Err(e) => self.end(e),
+        }
     }
 
     /// Ends the call locally with `status` and resets the stream.

@@ -28,7 +28,7 @@ use crate::error::TransportError;
 use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
 use crate::protocol;
 use crate::send_queue::SendQueue;
-use crate::server_conn::small_frame_budget;
+use crate::server_conn::{small_frame_budget, Keepalive};
 use crate::status::Status;
 
 /// How long a closing connection may take to say goodbye.
@@ -42,7 +42,15 @@ pub(crate) struct ConnSettings {
     pub max_send_buffer: usize,
     pub max_header_list_size: u32,
     pub stack_size: usize,
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    pub keepalive_without_calls: bool,
 }
+
+/// Timer keys of the connection itself (stream keys count up from 0).
+const CLOSE_TIMER: u64 = CONN_KEY;
+const KEEPALIVE_TIMER: u64 = u64::MAX - 1;
+const PONG_TIMER: u64 = u64::MAX - 2;
 
 /// What a caller asks of the connection.
 pub(crate) enum ClientCmd {
@@ -80,6 +88,9 @@ pub(crate) enum CallEvent {
     /// The response body ended without trailers.
     End,
     Error(Status),
+    /// The call failed before the server processed it (never sent, refused,
+    /// or above the last stream of a GOAWAY): safe to try again elsewhere.
+    Refused(Status),
 }
 
 /// A live client connection, shared by the calls on it. Dropping the last
@@ -117,6 +128,8 @@ impl ClientConn {
             .handshake::<_, Bytes>(socket);
         let conn_waker = waker(ev.wake_handle(), CONN_KEY);
         let worker = Worker {
+            settings: settings.clone(),
+            keepalive: Keepalive::default(),
             ev,
             phase: Phase::Handshaking(Box::pin(handshake)),
             conn_waker,
@@ -205,6 +218,8 @@ struct Stream {
 }
 
 struct Worker {
+    settings: ConnSettings,
+    keepalive: Keepalive,
     ev: EventLoop,
     phase: Phase,
     conn_waker: Waker,
@@ -330,7 +345,7 @@ impl Worker {
                     // h2 closes the connection once no handle is left.
                     send_request.take();
                     self.timers
-                        .push(Reverse((Instant::now() + CLOSE_TIMEOUT, CONN_KEY)));
+                        .push(Reverse((Instant::now() + CLOSE_TIMEOUT, CLOSE_TIMER)));
                     self.conn_waker.wake_by_ref();
                 } else {
                     self.phase = Phase::Done;
@@ -361,7 +376,7 @@ impl Worker {
                         self.alive.store(false, Ordering::Release);
                         let status = protocol::status_for_h2_error(&e);
                         for key in std::mem::take(&mut self.waiting) {
-                            failed.push((key, status.clone()));
+                            failed.push((key, status.clone(), true));
                         }
                         break;
                     }
@@ -382,12 +397,12 @@ impl Worker {
                         }
                         started.push(key);
                     }
-                    Err(e) => failed.push((key, protocol::status_for_h2_error(&e))),
+                    Err(e) => failed.push((key, protocol::status_for_h2_error(&e), true)),
                 }
             }
         }
-        for (key, status) in failed {
-            self.fail(key, status);
+        for (key, status, refused) in failed {
+            self.fail_with(key, status, refused);
         }
         for key in started {
             self.poll_stream(key);
@@ -399,7 +414,12 @@ impl Worker {
         let mut cx = Context::from_waker(&conn_waker);
         if let Phase::Handshaking(h) = &mut self.phase {
             match h.as_mut().poll(&mut cx) {
-                Poll::Ready(Ok((send_request, connection))) => {
+                Poll::Ready(Ok((send_request, mut connection))) => {
+                    self.keepalive.set(connection.ping_pong());
+                    if let Some(every) = self.settings.keepalive_interval {
+                        self.timers
+                            .push(Reverse((Instant::now() + every, KEEPALIVE_TIMER)));
+                    }
                     self.phase = Phase::Open {
                         send_request: (!self.closing).then_some(send_request),
                         connection,
@@ -412,6 +432,12 @@ impl Worker {
                     return;
                 }
                 Poll::Pending => return,
+            }
+        }
+        if self.keepalive.poll_pong(&mut cx) {
+            if let Some(every) = self.settings.keepalive_interval {
+                self.timers
+                    .push(Reverse((Instant::now() + every, KEEPALIVE_TIMER)));
             }
         }
         if let Phase::Open { connection, .. } = &mut self.phase {
@@ -444,6 +470,13 @@ impl Worker {
                 }
                 Poll::Ready(Err(e)) => {
                     s.response = None;
+                    if protocol::never_processed(&e) {
+                        // GOAWAY above this stream, or REFUSED_STREAM.
+                        self.alive.store(false, Ordering::Release);
+                        let status = protocol::status_for_h2_error(&e);
+                        self.fail_with(key, status, true);
+                        return;
+                    }
                     error = Some(protocol::status_for_h2_error(&e));
                 }
                 Poll::Pending => {}
@@ -536,9 +569,20 @@ impl Worker {
     }
 
     fn fail(&mut self, key: u64, status: Status) {
+        self.fail_with(key, status, false);
+    }
+
+    /// Ends a call with `status`; `refused` says the server never
+    /// processed it.
+    fn fail_with(&mut self, key: u64, status: Status, refused: bool) {
         if let Some(s) = self.streams.remove(&key) {
             s.state.cancel(status.clone());
-            let _ = s.events.send(CallEvent::Error(status));
+            let event = if refused {
+                CallEvent::Refused(status)
+            } else {
+                CallEvent::Error(status)
+            };
+            let _ = s.events.send(event);
         }
     }
 
@@ -549,10 +593,8 @@ impl Worker {
                 break;
             }
             self.timers.pop();
-            if key == CONN_KEY {
-                if self.closing {
-                    self.phase = Phase::Done;
-                }
+            if key >= PONG_TIMER {
+                self.connection_timer(key);
                 continue;
             }
             if let Some(mut s) = self.streams.remove(&key) {
@@ -567,10 +609,53 @@ impl Worker {
         }
     }
 
+    fn connection_timer(&mut self, key: u64) {
+        match key {
+            CLOSE_TIMER if self.closing => self.phase = Phase::Done,
+            KEEPALIVE_TIMER => {
+                let Some(every) = self.settings.keepalive_interval else {
+                    return;
+                };
+                let wanted = self.settings.keepalive_without_calls || !self.streams.is_empty();
+                if wanted && self.keepalive.ping() {
+                    self.timers.push(Reverse((
+                        Instant::now() + self.settings.keepalive_timeout,
+                        PONG_TIMER,
+                    )));
+                    self.conn_waker.wake_by_ref();
+                } else if !self.keepalive.awaiting() {
+                    self.timers
+                        .push(Reverse((Instant::now() + every, KEEPALIVE_TIMER)));
+                }
+            }
+            PONG_TIMER if self.keepalive.awaiting() => {
+                log::debug!(
+                    "closing the connection: keepalive ping not answered within {:?}",
+                    self.settings.keepalive_timeout
+                );
+                self.alive.store(false, Ordering::Release);
+                self.fail_all(Status::from_transport(TransportError::ConnectionLost(
+                    format!(
+                        "the server did not answer a keepalive ping within {:?}",
+                        self.settings.keepalive_timeout
+                    ),
+                )));
+                self.phase = Phase::Done;
+            }
+            _ => {}
+        }
+    }
+
     fn fail_all(&mut self, status: Status) {
         for (_, s) in self.streams.drain() {
             s.state.cancel(status.clone());
-            let _ = s.events.send(CallEvent::Error(status.clone()));
+            // A call whose headers never left was never processed.
+            let event = if s.start.is_some() {
+                CallEvent::Refused(status.clone())
+            } else {
+                CallEvent::Error(status.clone())
+            };
+            let _ = s.events.send(event);
         }
     }
 }

@@ -50,6 +50,16 @@ pub enum TransportError {
         /// The configured connect timeout.
         timeout: Duration,
     },
+    /// A recent connect failed and the next attempt is not due yet.
+    #[error("not connected to {target}: the last attempt failed ({last_error}); next attempt in {retry_in:?}")]
+    Backoff {
+        /// The target.
+        target: String,
+        /// When the next attempt is allowed.
+        retry_in: Duration,
+        /// The error of the last attempt.
+        last_error: String,
+    },
     /// The connection ended while the call was in flight.
     #[error("connection lost: {0}")]
     ConnectionLost(String),

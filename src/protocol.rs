@@ -276,6 +276,13 @@ pub(crate) fn parse_trailers(trailers: &HeaderMap) -> Status {
     })
 }
 
+/// Whether an h2 error on a client stream means the server never processed
+/// the call: it refused the stream, or its GOAWAY's last stream id is below
+/// ours (h2 fails exactly those streams with the GOAWAY's error).
+pub(crate) fn never_processed(error: &h2::Error) -> bool {
+    error.reason() == Some(h2::Reason::REFUSED_STREAM) || error.is_go_away() && error.is_remote()
+}
+
 /// The status a client reports for an h2 error on its stream: RST_STREAM
 /// codes map as the spec's `doc/PROTOCOL-HTTP2.md` says; a lost connection is
 /// `UNAVAILABLE`.

@@ -501,14 +501,20 @@ fn a_lazy_client_connects_on_first_call_and_reconnects() {
     with_timeout(60, || {
         let server = serve(ExampleServer::new(ExampleService));
         let addr = server.local_addr();
-        let client = ExampleClient::connect_lazy(&target(&server)).unwrap();
+        let channel = Channel::builder(&target(&server))
+            .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(1))
+            .lazy()
+            .unwrap();
+        let client = ExampleClient::new(channel);
         assert_eq!(client.unary_unary(req("a", 1)).unwrap().message, "a");
         server.shutdown().unwrap();
         // Either the connection is gone (a transport error) or the closing
         // server refused the stream: UNAVAILABLE both ways.
         let err = client.unary_unary(req("a", 1)).unwrap_err();
         assert_eq!(err.code(), Code::Unavailable, "{err}");
-        // A new server on the same port: the client connects again.
+        // A new server on the same port: the client connects again (after
+        // its 1 ms backoff).
+        std::thread::sleep(Duration::from_millis(5));
         let server = grpc_blocking::Server::builder()
             .add_service(ExampleServer::new(ExampleService))
             .bind(addr)
@@ -517,5 +523,34 @@ fn a_lazy_client_connects_on_first_call_and_reconnects() {
             .unwrap();
         assert_eq!(client.unary_unary(req("b", 1)).unwrap().message, "b");
         drop(server);
+    });
+}
+
+#[test]
+fn failed_connects_back_off() {
+    with_timeout(60, || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let channel = Channel::builder(&format!("http://127.0.0.1:{port}"))
+            .reconnect_backoff(Duration::from_secs(60), Duration::from_secs(60))
+            .lazy()
+            .unwrap();
+        let client = ExampleClient::new(channel);
+        let first = client.unary_unary(req("a", 1)).unwrap_err();
+        assert!(matches!(
+            first.transport_error(),
+            Some(grpc_blocking::TransportError::Connect { .. })
+        ));
+        // Within the backoff the next call fails at once with the reason.
+        let second = client.unary_unary(req("a", 1)).unwrap_err();
+        assert_eq!(second.code(), Code::Unavailable);
+        assert!(matches!(
+            second.transport_error(),
+            Some(grpc_blocking::TransportError::Backoff { .. })
+        ));
+        assert!(second.message().contains("refused"), "{second}");
     });
 }
