@@ -118,6 +118,15 @@ pub(crate) fn parse_request(parts: &http::request::Parts) -> Result<CallHead, Re
             "content-type must be application/grpc",
         ));
     }
+    let te = parts.headers.get("te").map(|v| v.as_bytes());
+    if te != Some(b"trailers") {
+        // As grpc-java does: a proxy on the way may drop trailers, which
+        // would lose every call's status.
+        return Err(Rejection::Grpc(Status::internal(format!(
+            "expected header te: trailers, got {:?}; an intermediary may not support trailers",
+            te.map(String::from_utf8_lossy).unwrap_or_default()
+        ))));
+    }
     let path = parts.uri.path();
     let Some((service, method)) = split_path(path) else {
         return Err(Rejection::Grpc(Status::unimplemented(format!(
@@ -380,7 +389,17 @@ mod tests {
                 .method(Method::POST)
                 .uri("http://h/svc/m")
                 .header("content-type", "application/grpc")
+                .header("te", "trailers")
         };
+        let r = parse_request(&parts(
+            Request::builder()
+                .method(Method::POST)
+                .uri("http://h/svc/m")
+                .header("content-type", "application/grpc")
+                .body(())
+                .unwrap(),
+        ));
+        assert!(matches!(r, Err(Rejection::Grpc(s)) if s.code() == Code::Internal && s.message().contains("te: trailers")));
         let r = parse_request(&parts(base().method(Method::GET).body(()).unwrap()));
         assert!(matches!(
             r,

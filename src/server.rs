@@ -214,6 +214,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Largest request header block accepted, in bytes as HTTP/2 counts
+    /// them (default 16 KiB); a larger one is refused with HTTP 431.
+    pub fn max_header_list_size(mut self, bytes: u32) -> Self {
+        self.config.max_header_list_size = bytes;
+        self
+    }
+
     /// Stack size of handler threads (default 2 MiB, Rust's own default).
     pub fn handler_stack_size(mut self, bytes: usize) -> Self {
         self.config.handler_stack_size = bytes;
