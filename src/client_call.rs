@@ -266,21 +266,21 @@ impl CallCore {
     pub(crate) fn unary<M: Message + Default>(&mut self) -> Result<M, Status> {
         let message = match self.next_message::<M>() {
             Some(r) => r?,
+            // Cardinality violations are UNIMPLEMENTED (doc/statuscodes.md).
             None => {
-                return Err(Status::internal(
-                    "the server ended the call without a response message",
+                return Err(Status::unimplemented(
+                    "the server ended a unary call without a response message",
                 ))
             }
         };
         match self.next_message::<M>() {
             None => Ok(message),
             Some(Ok(_)) => {
-                self.finish_error(Status::internal(
+                let status = Status::unimplemented(
                     "the server sent more than one response message for a unary call",
-                ));
-                Err(Status::internal(
-                    "the server sent more than one response message for a unary call",
-                ))
+                );
+                self.finish_error(status.clone());
+                Err(status)
             }
             Some(Err(e)) => Err(e),
         }

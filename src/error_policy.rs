@@ -8,7 +8,8 @@
 //!   is one, else `UNKNOWN` "Exception calling application: ...".
 //! - A handler panics: the mapping for the panic's payload type (for
 //!   `std::panic::panic_any(MyError)`), else `UNKNOWN` "Exception calling
-//!   application: <panic message>", as grpcio reports an unhandled
+//!   application: <panic message>" (or "Exception iterating responses: ..."
+//!   for a handler streaming its responses), as grpcio reports an unhandled
 //!   exception. The worker thread survives.
 //! - With the server's debug option on, an unmapped failure carries a
 //!   `google.rpc.DebugInfo` detail: the panic's backtrace, or the error's
@@ -96,8 +97,15 @@ impl ErrorPolicy {
             .push(Box::new(move |p| p.downcast_ref::<E>().map(|e| map(e))));
     }
 
-    /// Runs a handler, turning a panic into a status.
-    pub(crate) fn run<T>(&self, handler: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
+    /// Runs a handler, turning a panic into a status. `streams_responses`
+    /// picks grpcio's wording: a panic while producing a response stream is
+    /// "Exception iterating responses", any other "Exception calling
+    /// application".
+    pub(crate) fn run<T>(
+        &self,
+        streams_responses: bool,
+        handler: impl FnOnce() -> Result<T, Status>,
+    ) -> Result<T, Status> {
         if self.debug {
             install_backtrace_hook();
             CAPTURE.with(|c| c.set(true));
@@ -108,16 +116,21 @@ impl ErrorPolicy {
         }
         match result {
             Ok(r) => r,
-            Err(payload) => Err(self.panic_status(&*payload)),
+            Err(payload) => Err(self.panic_status(&*payload, streams_responses)),
         }
     }
 
-    fn panic_status(&self, payload: &(dyn Any + Send)) -> Status {
+    fn panic_status(&self, payload: &(dyn Any + Send), streams_responses: bool) -> Status {
         if let Some(status) = self.panics.iter().find_map(|m| m(payload)) {
             return status;
         }
         let message = panic_message(payload);
-        let status = Status::unknown(format!("Exception calling application: {message}"));
+        let what = if streams_responses {
+            "Exception iterating responses"
+        } else {
+            "Exception calling application"
+        };
+        let status = Status::unknown(format!("{what}: {message}"));
         if !self.debug {
             return status;
         }
@@ -170,17 +183,19 @@ mod tests {
     #[test]
     fn panics_become_unknown_and_mapped_types_use_their_mapping() {
         let mut policy = ErrorPolicy::default();
-        let err = policy.run::<()>(|| panic!("boom")).unwrap_err();
+        let err = policy.run::<()>(false, || panic!("boom")).unwrap_err();
         assert_eq!(err.code(), Code::Unknown);
         assert_eq!(err.message(), "Exception calling application: boom");
+        let err = policy.run::<()>(true, || panic!("boom")).unwrap_err();
+        assert_eq!(err.message(), "Exception iterating responses: boom");
         assert!(err.details().is_empty());
         policy.add(|_: &NoMoreTokens| Status::resource_exhausted("Out of tokens!"));
         let err = policy
-            .run::<()>(|| std::panic::panic_any(NoMoreTokens))
+            .run::<()>(false, || std::panic::panic_any(NoMoreTokens))
             .unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted);
         let err = policy
-            .run::<()>(|| Err(Status::from_error(NoMoreTokens)))
+            .run::<()>(false, || Err(Status::from_error(NoMoreTokens)))
             .unwrap_err();
         let err = policy.map(err);
         assert_eq!(err.message(), "Out of tokens!");
@@ -195,7 +210,7 @@ mod tests {
             debug: true,
             ..ErrorPolicy::default()
         };
-        let err = policy.run::<()>(|| panic!("with trace")).unwrap_err();
+        let err = policy.run::<()>(true, || panic!("with trace")).unwrap_err();
         let details = err.error_details().unwrap();
         match &details[..] {
             [ErrorDetail::DebugInfo(d)] => {

@@ -399,7 +399,9 @@ mod tests {
                 .body(())
                 .unwrap(),
         ));
-        assert!(matches!(r, Err(Rejection::Grpc(s)) if s.code() == Code::Internal && s.message().contains("te: trailers")));
+        assert!(
+            matches!(r, Err(Rejection::Grpc(s)) if s.code() == Code::Internal && s.message().contains("te: trailers"))
+        );
         let r = parse_request(&parts(base().method(Method::GET).body(()).unwrap()));
         assert!(matches!(
             r,

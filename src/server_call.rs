@@ -430,12 +430,17 @@ impl<T: Message + Default> Requests<T> {
     fn single(&mut self) -> Result<T, Status> {
         let first = match self.next() {
             Some(r) => r?,
-            None => return Err(Status::internal("the client sent no request message")),
+            // A cardinality violation: UNIMPLEMENTED (doc/statuscodes.md).
+            None => {
+                return Err(Status::unimplemented(
+                    "the client sent no request message for a unary request",
+                ))
+            }
         };
         match self.next() {
             None => {}
             Some(Ok(_)) => {
-                return Err(Status::internal(
+                return Err(Status::unimplemented(
                     "the client sent more than one request message for a unary request",
                 ))
             }
@@ -529,7 +534,7 @@ where
     let (ctx, mut requests, mut sink) = call.split::<Req, Resp>();
     let result = requests
         .single()
-        .and_then(|req| ctx.out.policy.run(|| f(req, &ctx)))
+        .and_then(|req| ctx.out.policy.run(false, || f(req, &ctx)))
         .and_then(|resp| sink.send_inner(&resp, false, true));
     ctx.out.finish(result);
 }
@@ -545,7 +550,7 @@ where
     let (ctx, mut requests, mut sink) = call.split::<Req, Resp>();
     let result = requests
         .single()
-        .and_then(|req| ctx.out.policy.run(|| f(req, &ctx, &mut sink)));
+        .and_then(|req| ctx.out.policy.run(true, || f(req, &ctx, &mut sink)));
     ctx.out.finish(result);
 }
 
@@ -560,7 +565,7 @@ where
     let result = ctx
         .out
         .policy
-        .run(|| f(requests, &ctx))
+        .run(false, || f(requests, &ctx))
         .and_then(|resp| sink.send_inner(&resp, false, true));
     ctx.out.finish(result);
 }
@@ -573,6 +578,6 @@ where
     F: FnOnce(Requests<Req>, &ServerContext, &mut ResponseSink<Resp>) -> Result<(), Status>,
 {
     let (ctx, requests, mut sink) = call.split::<Req, Resp>();
-    let result = ctx.out.policy.run(|| f(requests, &ctx, &mut sink));
+    let result = ctx.out.policy.run(true, || f(requests, &ctx, &mut sink));
     ctx.out.finish(result);
 }
