@@ -32,7 +32,7 @@ pub mod proto {
     grpc_blocking::include_proto!("equivalence");
 }
 
-pub use proto::{Metadatum, Reply, Request};
+pub use proto::{Metadatum, Reply, ReplyAsText, Request, RequestAsBytes};
 
 /// Wire paths of the test service.
 pub mod paths {
@@ -64,7 +64,11 @@ const fn crc32_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;
@@ -119,9 +123,14 @@ pub struct EquivalenceService {
 }
 
 fn x_metadata(ctx: &ServerContext) -> Metadata {
+    select_metadata(ctx, false)
+}
+
+/// The invocation metadata: the `x-` entries, or all of them.
+fn select_metadata(ctx: &ServerContext, all: bool) -> Metadata {
     let mut md = Metadata::new();
     for (name, value) in ctx.metadata().iter() {
-        if !name.starts_with("x-") {
+        if !all && !name.starts_with("x-") {
             continue;
         }
         match value {
@@ -134,25 +143,56 @@ fn x_metadata(ctx: &ServerContext) -> Metadata {
 
 fn as_metadata_list(md: &Metadata) -> Vec<Metadatum> {
     md.iter()
-        .map(|(name, value)| Metadatum { name: name.to_string(), value: value.as_bytes().to_vec() })
+        .map(|(name, value)| Metadatum {
+            name: name.to_string(),
+            value: value.as_bytes().to_vec(),
+        })
         .collect()
 }
 
 fn message_of(request: &Request) -> String {
-    let times = if request.multiplier == 0 { 1 } else { request.multiplier };
+    let times = if request.multiplier == 0 {
+        1
+    } else {
+        request.multiplier
+    };
     request.value.repeat(times.max(0) as usize)
 }
 
 fn fail_if_asked(request: &Request) -> Result<(), Status> {
+    if !request.raise_message.is_empty() {
+        panic!("{}", request.raise_message);
+    }
     if request.status_code != 0 {
-        return Err(Status::new(Code::from_i32(request.status_code), request.status_message.clone()));
+        return Err(Status::new(
+            Code::from_i32(request.status_code),
+            request.status_message.clone(),
+        ));
     }
     Ok(())
 }
 
-fn reply(request: &Request, md: &Metadata, message: String, seqno: i32, payload_len: usize, crc: u32) -> Reply {
-    let payload =
-        if request.echo_payload { request.payload.clone() } else { pattern(request.response_size.max(0) as usize) };
+fn reply(
+    request: &Request,
+    ctx: &ServerContext,
+    md: &Metadata,
+    message: String,
+    seqno: i32,
+    payload_len: usize,
+    crc: u32,
+) -> Reply {
+    let payload = if request.echo_payload {
+        request.payload.clone()
+    } else {
+        pattern(request.response_size.max(0) as usize)
+    };
+    let all;
+    let md = if request.all_metadata {
+        all = select_metadata(ctx, true);
+        &all
+    } else {
+        md
+    };
     Reply {
         message,
         seqno,
@@ -165,10 +205,17 @@ fn reply(request: &Request, md: &Metadata, message: String, seqno: i32, payload_
 
 impl EquivalenceService {
     /// Steps 1 to 4 of the proto's description; returns the `x-` metadata.
-    fn prepare(&self, request: &Request, ctx: &ServerContext, first: bool) -> Result<Metadata, Status> {
+    fn prepare(
+        &self,
+        request: &Request,
+        ctx: &ServerContext,
+        first: bool,
+    ) -> Result<Metadata, Status> {
         let md = x_metadata(ctx);
         if request.rendezvous_count > 0
-            && !self.rendezvous.wait(&request.rendezvous_key, request.rendezvous_count as usize)
+            && !self
+                .rendezvous
+                .wait(&request.rendezvous_key, request.rendezvous_count as usize)
         {
             return Err(Status::aborted("rendezvous timed out"));
         }
@@ -192,7 +239,15 @@ impl proto::Equivalence for EquivalenceService {
         let md = self.prepare(&request, ctx, true)?;
         fail_if_asked(&request)?;
         let message = message_of(&request);
-        Ok(reply(&request, &md, message, 0, request.payload.len(), crc32(&request.payload)))
+        Ok(reply(
+            &request,
+            ctx,
+            &md,
+            message,
+            0,
+            request.payload.len(),
+            crc32(&request.payload),
+        ))
     }
 
     fn unary_stream(
@@ -205,13 +260,25 @@ impl proto::Equivalence for EquivalenceService {
         let count = request.response_count.unwrap_or(2);
         let message = message_of(&request);
         for i in 0..count {
-            let r = reply(&request, &md, message.clone(), i + 1, request.payload.len(), crc32(&request.payload));
+            let r = reply(
+                &request,
+                ctx,
+                &md,
+                message.clone(),
+                i + 1,
+                request.payload.len(),
+                crc32(&request.payload),
+            );
             responses.send(r)?;
         }
         fail_if_asked(&request)
     }
 
-    fn stream_unary(&self, requests: Requests<Request>, ctx: &ServerContext) -> Result<Reply, Status> {
+    fn stream_unary(
+        &self,
+        requests: Requests<Request>,
+        ctx: &ServerContext,
+    ) -> Result<Reply, Status> {
         let mut messages = Vec::new();
         let mut payload_len = 0;
         let mut crc = 0;
@@ -226,7 +293,15 @@ impl proto::Equivalence for EquivalenceService {
             crc = crc32_update(crc, &request.payload);
             last = request;
         }
-        Ok(reply(&last, &md, messages.join(","), 0, payload_len, crc))
+        Ok(reply(
+            &last,
+            ctx,
+            &md,
+            messages.join(","),
+            0,
+            payload_len,
+            crc,
+        ))
     }
 
     fn stream_stream(
@@ -240,7 +315,15 @@ impl proto::Equivalence for EquivalenceService {
             let md = self.prepare(&request, ctx, index == 0)?;
             fail_if_asked(&request)?;
             let message = message_of(&request);
-            let r = reply(&request, &md, message, index as i32 + 1, request.payload.len(), crc32(&request.payload));
+            let r = reply(
+                &request,
+                ctx,
+                &md,
+                message,
+                index as i32 + 1,
+                request.payload.len(),
+                crc32(&request.payload),
+            );
             responses.send(r)?;
         }
         Ok(())
@@ -250,7 +333,11 @@ impl proto::Equivalence for EquivalenceService {
 // ---------------------------------------------------------------------------
 // The seeds' `nameko.example`
 
+use grpc_blocking_examples::nameko::ExampleServer;
 pub use grpc_blocking_examples::nameko::{ExampleReply, ExampleRequest};
+/// The examples crate's server of `nameko.example`: the one the issue asks to
+/// check against grpcio.
+pub use grpc_blocking_examples::ExampleService;
 
 /// Wire paths of the seeds' example service.
 pub mod example_paths {
@@ -266,10 +353,10 @@ pub fn our_server() -> SocketAddr {
     *ADDR.get_or_init(|| {
         let server = grpc_blocking::Server::builder()
             .add_service(proto::EquivalenceServer::new(EquivalenceService::default()))
-            .add_service(grpc_blocking_examples::example_server())
+            .add_service(ExampleServer::new(ExampleService))
             .bind("127.0.0.1:0")
             .expect("bind our server");
-        let handle = server.spawn();
+        let handle = server.spawn().expect("start our server");
         let addr = handle.local_addr();
         // Serves until the test process ends.
         std::mem::forget(handle);
@@ -299,7 +386,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::UnaryUnary, Kind::UnaryStream, Kind::StreamUnary, Kind::StreamStream];
+    pub const ALL: [Kind; 4] = [
+        Kind::UnaryUnary,
+        Kind::UnaryStream,
+        Kind::StreamUnary,
+        Kind::StreamStream,
+    ];
 
     /// grpcio's name for the pattern (also the test service's method name).
     pub fn as_str(self) -> &'static str {
@@ -351,7 +443,10 @@ pub type MdList = Vec<(String, Md)>;
 
 /// ASCII metadata pairs.
 pub fn text_md(pairs: &[(&str, &str)]) -> MdList {
-    pairs.iter().map(|(k, v)| (k.to_string(), Md::Text(v.to_string()))).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Md::Text(v.to_string())))
+        .collect()
 }
 
 /// The `x-` entries of a reply's `received_metadata`, as an [`MdList`].
@@ -371,21 +466,21 @@ pub fn received(reply: &Reply) -> MdList {
 }
 
 fn only_x(md: MdList) -> MdList {
-    md.into_iter().filter(|(name, _)| name.starts_with("x-")).collect()
+    md.into_iter()
+        .filter(|(name, _)| name.starts_with("x-"))
+        .collect()
 }
 
 fn md_from_ours(md: &Metadata) -> MdList {
-    only_x(
-        md.iter()
-            .map(|(name, value)| {
-                let value = match value {
-                    MetadataValue::Ascii(s) => Md::Text(s.clone()),
-                    MetadataValue::Binary(b) => Md::Bin(b.clone()),
-                };
-                (name.to_string(), value)
-            })
-            .collect(),
-    )
+    md.iter()
+        .map(|(name, value)| {
+            let value = match value {
+                MetadataValue::Ascii(s) => Md::Text(s.clone()),
+                MetadataValue::Binary(b) => Md::Bin(b.clone()),
+            };
+            (name.to_string(), value)
+        })
+        .collect()
 }
 
 fn md_to_ours(md: &MdList) -> Metadata {
@@ -416,13 +511,17 @@ fn md_from_json(value: &Value) -> MdList {
     for item in value.as_array().map(|a| a.as_slice()).unwrap_or(&[]) {
         let name = item["name"].as_str().unwrap_or_default().to_string();
         let value = match (item.get("bin"), item.get("text")) {
-            (Some(b), _) => Md::Bin(BASE64.decode(b.as_str().unwrap_or_default()).expect("base64 metadata")),
+            (Some(b), _) => Md::Bin(
+                BASE64
+                    .decode(b.as_str().unwrap_or_default())
+                    .expect("base64 metadata"),
+            ),
             (None, Some(t)) => Md::Text(t.as_str().unwrap_or_default().to_string()),
             (None, None) => panic!("bad metadata item {item}"),
         };
         out.push((name, value));
     }
-    only_x(out)
+    out
 }
 
 /// One call, described independently of the client that makes it.
@@ -435,11 +534,27 @@ pub struct Call<Req> {
     pub timeout: Duration,
     /// stream_stream only: send request i+1 only after reply i arrived.
     pub pingpong: bool,
+    /// grpcio client: send the encoded requests as they are, through a raw
+    /// multi-callable, even to a method of its stubs (our client always
+    /// sends what `Req` encodes to).
+    pub raw: bool,
+    /// grpcio client: the full proto name of `Resp`, when it is not the
+    /// method's reply type (grpcio then parses replies as that type).
+    pub response_type: Option<&'static str>,
 }
 
 impl<Req> Call<Req> {
     pub fn new(path: &'static str, kind: Kind, requests: Vec<Req>) -> Self {
-        Call { path, kind, requests, metadata: Vec::new(), timeout: DEFAULT_TIMEOUT, pingpong: false }
+        Call {
+            path,
+            kind,
+            requests,
+            metadata: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            pingpong: false,
+            raw: false,
+            response_type: None,
+        }
     }
 
     pub fn metadata(mut self, md: MdList) -> Self {
@@ -456,6 +571,18 @@ impl<Req> Call<Req> {
         self.pingpong = true;
         self
     }
+
+    /// See [`Call::raw`].
+    pub fn raw(mut self) -> Self {
+        self.raw = true;
+        self
+    }
+
+    /// See [`Call::response_type`].
+    pub fn response_type(mut self, full_name: &'static str) -> Self {
+        self.response_type = Some(full_name);
+        self
+    }
 }
 
 impl Call<Request> {
@@ -465,22 +592,51 @@ impl Call<Request> {
     }
 }
 
-/// How a call ended, as either client saw it. Metadata lists keep only the
-/// `x-` entries (the ones the tests send), in order.
+/// How a call ended, as either client saw it. `headers` and `trailers` keep
+/// only the `x-` entries (the ones the tests send), in order; `all_headers`
+/// and `all_trailers` are everything the client's API shows.
 #[derive(Clone, Debug)]
 pub struct Outcome<Resp> {
     pub code: Code,
     pub message: String,
     pub headers: MdList,
     pub trailers: MdList,
+    pub all_headers: MdList,
+    pub all_trailers: MdList,
     pub responses: Vec<Resp>,
+}
+
+impl<Resp> Outcome<Resp> {
+    fn new(
+        code: Code,
+        message: String,
+        all_headers: MdList,
+        all_trailers: MdList,
+        responses: Vec<Resp>,
+    ) -> Self {
+        Outcome {
+            code,
+            message,
+            headers: only_x(all_headers.clone()),
+            trailers: only_x(all_trailers.clone()),
+            all_headers,
+            all_trailers,
+            responses,
+        }
+    }
 }
 
 impl<Resp: fmt::Debug> Outcome<Resp> {
     /// The replies of a call that must have succeeded.
     #[track_caller]
     pub fn ok(self) -> Vec<Resp> {
-        assert_eq!(self.code, Code::Ok, "call failed: {} {:?}", self.code, self.message);
+        assert_eq!(
+            self.code,
+            Code::Ok,
+            "call failed: {} {:?}",
+            self.code,
+            self.message
+        );
         self.responses
     }
 
@@ -495,7 +651,11 @@ impl<Resp: fmt::Debug> Outcome<Resp> {
     /// Asserts the call failed with `code` and `message`.
     #[track_caller]
     pub fn assert_status(&self, code: Code, message: &str) {
-        assert_eq!((self.code, self.message.as_str()), (code, message), "status of {self:?}");
+        assert_eq!(
+            (self.code, self.message.as_str()),
+            (code, message),
+            "status of {self:?}"
+        );
     }
 }
 
@@ -509,16 +669,33 @@ pub struct Pairing {
 impl fmt::Display for Pairing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = |p: Peer| if p == Peer::Grpcio { "grpcio" } else { "ours" };
-        write!(f, "{} client -> {} server", name(self.client), name(self.server))
+        write!(
+            f,
+            "{} client -> {} server",
+            name(self.client),
+            name(self.server)
+        )
     }
 }
 
 impl Pairing {
     pub const ALL: [Pairing; 4] = [
-        Pairing { server: Peer::Grpcio, client: Peer::Grpcio },
-        Pairing { server: Peer::Grpcio, client: Peer::Ours },
-        Pairing { server: Peer::Ours, client: Peer::Grpcio },
-        Pairing { server: Peer::Ours, client: Peer::Ours },
+        Pairing {
+            server: Peer::Grpcio,
+            client: Peer::Grpcio,
+        },
+        Pairing {
+            server: Peer::Grpcio,
+            client: Peer::Ours,
+        },
+        Pairing {
+            server: Peer::Ours,
+            client: Peer::Grpcio,
+        },
+        Pairing {
+            server: Peer::Ours,
+            client: Peer::Ours,
+        },
     ];
 
     pub fn new(server: Peer, client: Peer) -> Pairing {
@@ -566,6 +743,8 @@ where
         "metadata": md_to_json(&call.metadata),
         "timeout": call.timeout.as_secs_f64(),
         "pingpong": call.pingpong,
+        "raw": call.raw,
+        "response_type": call.response_type,
     });
     let answer = GrpcioClient::shared()
         .request(command, call.timeout + GrpcioClient::slack())
@@ -575,17 +754,19 @@ where
         .expect("responses")
         .iter()
         .map(|r| {
-            let bytes = BASE64.decode(r.as_str().expect("base64 string")).expect("base64");
+            let bytes = BASE64
+                .decode(r.as_str().expect("base64 string"))
+                .expect("base64");
             Resp::decode(bytes.as_slice()).expect("grpcio client returned a reply we cannot decode")
         })
         .collect();
-    Outcome {
-        code: Code::from_i32(answer["code"].as_i64().expect("code") as i32),
-        message: answer["details"].as_str().unwrap_or_default().to_string(),
-        headers: md_from_json(&answer["headers"]),
-        trailers: md_from_json(&answer["trailers"]),
+    Outcome::new(
+        Code::from_i32(answer["code"].as_i64().expect("code") as i32),
+        answer["details"].as_str().unwrap_or_default().to_string(),
+        md_from_json(&answer["headers"]),
+        md_from_json(&answer["trailers"]),
         responses,
-    }
+    )
 }
 
 /// Our client's channel to `addr`: one per server, shared by all calls (as
@@ -596,14 +777,19 @@ pub fn our_channel(addr: SocketAddr) -> Channel {
     channels
         .entry(addr)
         .or_insert_with(|| {
-            Channel::connect(&format!("http://{addr}")).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+            Channel::connect(&format!("http://{addr}"))
+                .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
         })
         .clone()
 }
 
 /// Runs `f` on its own thread and fails the test if it has not finished
 /// within `timeout` (a hang must fail, not stall the run).
-pub fn with_watchdog<T: Send + 'static>(what: &str, timeout: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn with_watchdog<T: Send + 'static>(
+    what: &str,
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     thread::Builder::new()
         .name(format!("watched: {what}"))
@@ -614,7 +800,9 @@ pub fn with_watchdog<T: Send + 'static>(what: &str, timeout: Duration, f: impl F
     match rx.recv_timeout(timeout) {
         Ok(value) => value,
         Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what} did not finish within {timeout:?}"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked (see its message above)"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("{what} panicked (see its message above)")
+        }
     }
 }
 
@@ -625,17 +813,19 @@ where
 {
     let channel = our_channel(addr);
     let what = format!("our client's {} call to {}", call.kind.as_str(), call.path);
-    with_watchdog(&what, call.timeout + WATCHDOG_SLACK, move || our_call_inner(&channel, call))
+    with_watchdog(&what, call.timeout + WATCHDOG_SLACK, move || {
+        our_call_inner(&channel, call)
+    })
 }
 
-fn failed<Resp>(status: Status, headers: MdList) -> Outcome<Resp> {
-    Outcome {
-        code: status.code(),
-        message: status.message().to_string(),
+fn failed<Resp>(status: Status, headers: MdList, responses: Vec<Resp>) -> Outcome<Resp> {
+    Outcome::new(
+        status.code(),
+        status.message().to_string(),
         headers,
-        trailers: md_from_ours(status.metadata()),
-        responses: Vec::new(),
-    }
+        md_from_ours(status.metadata()),
+        responses,
+    )
 }
 
 fn our_call_inner<Req, Resp>(channel: &Channel, call: Call<Req>) -> Outcome<Resp>
@@ -643,7 +833,9 @@ where
     Req: prost::Message + Clone + Send + 'static,
     Resp: prost::Message + Default + Send + 'static,
 {
-    let options = CallOptions::new().metadata(md_to_ours(&call.metadata)).timeout(call.timeout);
+    let options = CallOptions::new()
+        .metadata(md_to_ours(&call.metadata))
+        .timeout(call.timeout);
     let mut requests = call.requests;
     match call.kind {
         Kind::UnaryUnary | Kind::StreamUnary => {
@@ -653,16 +845,19 @@ where
             } else {
                 channel.client_streaming::<Req, Resp, _>(call.path, requests, options)
             };
-            let headers = pending.headers().map(|md| md_from_ours(&md)).unwrap_or_default();
+            let headers = pending
+                .headers()
+                .map(|md| md_from_ours(&md))
+                .unwrap_or_default();
             match pending.wait_response() {
-                Ok(response) => Outcome {
-                    code: Code::Ok,
-                    message: String::new(),
-                    headers: md_from_ours(&response.headers),
-                    trailers: md_from_ours(&response.trailers),
-                    responses: vec![response.message],
-                },
-                Err(status) => failed(status, headers),
+                Ok(response) => Outcome::new(
+                    Code::Ok,
+                    String::new(),
+                    md_from_ours(&response.headers),
+                    md_from_ours(&response.trailers),
+                    vec![response.message],
+                ),
+                Err(status) => failed(status, headers, Vec::new()),
             }
         }
         Kind::UnaryStream | Kind::StreamStream if !call.pingpong => {
@@ -676,7 +871,8 @@ where
         }
         Kind::UnaryStream => panic!("pingpong is for stream_stream calls"),
         Kind::StreamStream => {
-            let (mut sink, mut stream) = channel.bidi_streaming_sender::<Req, Resp>(call.path, options);
+            let (mut sink, mut stream) =
+                channel.bidi_streaming_sender::<Req, Resp>(call.path, options);
             let mut responses = Vec::new();
             for request in requests {
                 if sink.send(request).is_err() {
@@ -686,10 +882,11 @@ where
                 match stream.next() {
                     Some(Ok(response)) => responses.push(response),
                     Some(Err(status)) => {
-                        let headers = stream.headers().map(|md| md_from_ours(&md)).unwrap_or_default();
-                        let mut outcome = failed(status, headers);
-                        outcome.responses = responses;
-                        return outcome;
+                        let headers = stream
+                            .headers()
+                            .map(|md| md_from_ours(&md))
+                            .unwrap_or_default();
+                        return failed(status, headers, responses);
                     }
                     None => break,
                 }
@@ -701,7 +898,10 @@ where
 }
 
 /// Reads a response stream to its end.
-fn drain<Resp>(mut stream: grpc_blocking::Streaming<Resp>, mut responses: Vec<Resp>) -> Outcome<Resp>
+fn drain<Resp>(
+    mut stream: grpc_blocking::Streaming<Resp>,
+    mut responses: Vec<Resp>,
+) -> Outcome<Resp>
 where
     Resp: prost::Message + Default + Send + 'static,
 {
@@ -721,17 +921,10 @@ where
         Err(status) => (Vec::new(), Some(status)),
     };
     match error.or(header_error) {
-        Some(status) => {
-            let mut outcome = failed(status, headers);
-            outcome.responses = responses;
-            outcome
+        Some(status) => failed(status, headers, responses),
+        None => {
+            let trailers = stream.trailers().map(md_from_ours).unwrap_or_default();
+            Outcome::new(Code::Ok, String::new(), headers, trailers, responses)
         }
-        None => Outcome {
-            code: Code::Ok,
-            message: String::new(),
-            headers,
-            trailers: stream.trailers().map(md_from_ours).unwrap_or_default(),
-            responses,
-        },
     }
 }

@@ -9,6 +9,9 @@
 /// Helpers shared by the tests (timeouts, servers, thread counts).
 pub mod support;
 
+/// A raw HTTP/2 gRPC client, for requests our own client never sends.
+pub mod raw_h2;
+
 /// The grpcio (Python) peers of the equivalence tests: virtualenv, server,
 /// client driver.
 pub mod python;

@@ -43,8 +43,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Extra time a client command may take beyond its call's own deadline.
 const COMMAND_SLACK: Duration = Duration::from_secs(60);
 
-const INSTALL_HINT: &str = "The equivalence tests run the official Python gRPC (grpcio, from PyPI) \
-as a peer. They need Python 3.9 or later with the venv module and pip on PATH as `python3` \
+const INSTALL_HINT: &str =
+    "The equivalence tests run the official Python gRPC (grpcio, from PyPI) \
+as a peer. They need Python 3.10 or later with the venv module and pip on PATH as `python3` \
 (or named by GRPC_BLOCKING_PYTHON) and access to the Python package index. \
 On Debian/Ubuntu: `apt-get install python3 python3-venv python3-pip`.";
 
@@ -108,10 +109,19 @@ impl PythonEnv {
 
     fn command(&self, script: &str) -> Command {
         let mut cmd = Command::new(&self.python);
-        cmd.arg("-u").arg(peers_dir().join(script)).arg("--stubs").arg(&self.stubs);
+        cmd.arg("-u")
+            .arg(peers_dir().join(script))
+            .arg("--stubs")
+            .arg(&self.stubs);
         // grpcio must not route loopback calls through a proxy from the
         // environment, nor print its own noise into our protocol.
-        for var in ["http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+        for var in [
+            "http_proxy",
+            "https_proxy",
+            "grpc_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+        ] {
             cmd.env_remove(var);
         }
         cmd.env("PYTHONDONTWRITEBYTECODE", "1");
@@ -130,7 +140,9 @@ fn provision() -> Result<PythonEnv, String> {
     {
         Ok(status) if status.success() => {}
         Ok(status) => {
-            return Err(format!("`{system_python} --version` failed ({status}). {INSTALL_HINT}"))
+            return Err(format!(
+                "`{system_python} --version` failed ({status}). {INSTALL_HINT}"
+            ))
         }
         Err(e) => return Err(format!("cannot run `{system_python}`: {e}. {INSTALL_HINT}")),
     }
@@ -154,8 +166,12 @@ fn provision() -> Result<PythonEnv, String> {
     for proto in protos() {
         cmd.arg("--proto").arg(proto);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run provision.py: {e}. {INSTALL_HINT}"))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run provision.py: {e}. {INSTALL_HINT}"))?;
     let mut stdout = child.stdout.take().expect("piped stdout");
     let reader = thread::spawn(move || {
         let mut out = String::new();
@@ -287,7 +303,12 @@ impl GrpcioServer {
             .and_then(|v| v["port"].as_u64())
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or_else(|| panic!("the grpcio server printed {line:?}, not its port"));
-        GrpcioServer { child: Mutex::new(child), _stdin: stdin, port, stderr }
+        GrpcioServer {
+            child: Mutex::new(child),
+            _stdin: stdin,
+            port,
+            stderr,
+        }
     }
 
     /// One server shared by all the tests of this process (ends with it).
@@ -361,7 +382,11 @@ impl GrpcioClient {
                     eprintln!("grpcio client answered without an id: {line}");
                     continue;
                 };
-                let waiter = dispatch.lock().unwrap().as_mut().and_then(|m| m.remove(&id));
+                let waiter = dispatch
+                    .lock()
+                    .unwrap()
+                    .as_mut()
+                    .and_then(|m| m.remove(&id));
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(value);
                 }
@@ -379,7 +404,10 @@ impl GrpcioClient {
         let version = client
             .request(json!({"op": "version"}), START_TIMEOUT)
             .unwrap_or_else(|e| panic!("the grpcio client did not start: {e}"));
-        assert!(version["grpcio"].is_string(), "unexpected version answer {version}");
+        assert!(
+            version["grpcio"].is_string(),
+            "unexpected version answer {version}"
+        );
         client
     }
 
@@ -399,7 +427,12 @@ impl GrpcioClient {
             Some(map) => {
                 map.insert(id, tx);
             }
-            None => return Err(format!("the grpcio client has exited; stderr:\n{}", self.stderr.text())),
+            None => {
+                return Err(format!(
+                    "the grpcio client has exited; stderr:\n{}",
+                    self.stderr.text()
+                ))
+            }
         }
         let line = format!("{command}\n");
         let written = {
@@ -407,7 +440,10 @@ impl GrpcioClient {
             stdin.write_all(line.as_bytes()).and_then(|_| stdin.flush())
         };
         if let Err(e) = written {
-            return Err(format!("cannot write to the grpcio client: {e}; stderr:\n{}", self.stderr.text()));
+            return Err(format!(
+                "cannot write to the grpcio client: {e}; stderr:\n{}",
+                self.stderr.text()
+            ));
         }
         match rx.recv_timeout(timeout) {
             Ok(answer) => match answer.get("error") {
@@ -423,9 +459,10 @@ impl GrpcioClient {
                     self.stderr.text()
                 ))
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                Err(format!("the grpcio client exited; stderr:\n{}", self.stderr.text()))
-            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(format!(
+                "the grpcio client exited; stderr:\n{}",
+                self.stderr.text()
+            )),
         }
     }
 
@@ -445,7 +482,10 @@ impl Drop for GrpcioClient {
 
 /// Runs `client.py example --target ADDR` (the seeds' calls to
 /// `nameko.example` made by grpcio) and returns its stdout lines.
-pub fn run_example_client(addr: std::net::SocketAddr, timeout: Duration) -> Result<Vec<Value>, String> {
+pub fn run_example_client(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<Vec<Value>, String> {
     let env = PythonEnv::get();
     let mut child = env
         .command("client.py")
@@ -472,7 +512,13 @@ pub fn run_example_client(addr: std::net::SocketAddr, timeout: Duration) -> Resu
             .lines()
             .map(|l| serde_json::from_str(l).map_err(|e| format!("bad line {l:?}: {e}")))
             .collect(),
-        Some(s) => Err(format!("the grpcio example client failed ({s}); stderr:\n{}", stderr.text())),
-        None => Err(format!("the grpcio example client took over {timeout:?}; stderr:\n{}", stderr.text())),
+        Some(s) => Err(format!(
+            "the grpcio example client failed ({s}); stderr:\n{}",
+            stderr.text()
+        )),
+        None => Err(format!(
+            "the grpcio example client took over {timeout:?}; stderr:\n{}",
+            stderr.text()
+        )),
     }
 }

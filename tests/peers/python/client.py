@@ -25,8 +25,12 @@ Commands of `serve` (every field but "id" and "op" optional unless noted):
              unary requests
      "metadata": [{"name": "x-a", "text": "v"}, {"name": "x-b-bin", "bin": "<base64>"}],
      "timeout": 30.0,                         seconds
-     "pingpong": false}                       stream_stream: send request i+1
+     "pingpong": false,                       stream_stream: send request i+1
                                               only once reply i has arrived
+     "raw": false,                            send the request bytes as given,
+                                              even to a method of the stubs
+     "response_type": "equivalence.ReplyAsText"}  parse replies as this type
+                                              (grpcio's response_deserializer)
         -> {"id": 2, "code": 0, "details": "...",
             "headers": [metadata as above], "trailers": [...],
             "responses": ["<base64 of a serialized reply>", ...]}
@@ -36,8 +40,10 @@ A call the library refuses before it reaches the wire answers
 
 Calls to the methods of the generated stubs (`equivalence.Equivalence`,
 `nameko.example`) go through the stubs: the request is parsed into its message
-type and the stub serializes it again. Other paths (the unknown-method tests)
-go through the channel's raw multi-callables with bytes in and out.
+type and the stub serializes it again. Other paths (the unknown-method tests),
+calls whose "kind" is not the method's (the cardinality tests) and calls with
+"raw" or "response_type" (the parse-error tests) go through the channel's raw
+multi-callables: bytes in, and bytes (or "response_type") out.
 """
 
 import argparse
@@ -129,10 +135,10 @@ class Driver:
                 self.channels[target] = channel
             return channel
 
-    def multi_callable(self, target, path, kind):
+    def multi_callable(self, target, path, kind, raw=False, response_type=None):
         """(multi-callable, kind, request parser) for a path."""
         method = self.methods.get(path)
-        if method is not None:
+        if method is not None and kind in (None, method.kind) and not raw and not response_type:
             key = (target, method.service)
             with self.lock:
                 stub = self.stubs.get(key)
@@ -145,7 +151,13 @@ class Driver:
             raise ValueError(f"{path} is not a method of the stubs: say its kind")
         channel = self.channel(target)
         factory = getattr(channel, kind)
-        return factory(path), kind, lambda data: data
+        deserializer = None
+        if response_type:
+            from google.protobuf import descriptor_pool, message_factory
+
+            descriptor = descriptor_pool.Default().FindMessageTypeByName(response_type)
+            deserializer = message_factory.GetMessageClass(descriptor).FromString
+        return factory(path, response_deserializer=deserializer), kind, lambda data: data
 
     def write(self, obj):
         line = json.dumps(obj)
@@ -172,7 +184,10 @@ class Driver:
 
     def call(self, command):
         grpc = self.grpc
-        mc, kind, parse = self.multi_callable(command["target"], command["path"], command.get("kind"))
+        mc, kind, parse = self.multi_callable(
+            command["target"], command["path"], command.get("kind"), command.get("raw", False),
+            command.get("response_type"),
+        )
         requests = [parse(base64.b64decode(r)) for r in command.get("requests", [])]
         metadata = metadata_from_json(command.get("metadata"))
         timeout = command.get("timeout")
@@ -184,7 +199,9 @@ class Driver:
             argument = requests[0] if kind == "unary_unary" else iter(requests)
             try:
                 response, call = mc.with_call(argument, metadata=metadata, timeout=timeout)
-                responses.append(response)
+                # None: the server ended the call with OK but no reply.
+                if response is not None:
+                    responses.append(response)
             except grpc.RpcError as e:
                 call = e
             if not hasattr(call, "code"):

@@ -128,8 +128,11 @@ def main():
     parser.add_argument("--proto", action="append", default=[])
     args = parser.parse_args()
 
-    if sys.version_info < (3, 9):
-        fail(f"Python >= 3.9 is needed for grpcio 1.85 (this is {sys.version.split()[0]}).")
+    if sys.version_info < (3, 10):
+        fail(
+            f"Python >= 3.10 is needed for grpcio 1.85 (this is {sys.version.split()[0]}): "
+            "install a newer python3, or name one in GRPC_BLOCKING_PYTHON."
+        )
     for path in [args.requirements] + args.proto:
         if not os.path.isfile(path):
             fail(f"missing file: {path}")

@@ -79,11 +79,15 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
             return md
 
         def _fail_if_asked(self, request, context):
+            if request.raise_message:
+                raise RuntimeError(request.raise_message)
             if request.status_code != 0:
                 context.abort(codes[request.status_code], request.status_message)
 
-        def _reply(self, request, md, message, seqno, payload_len, payload_crc32):
+        def _reply(self, request, context, md, message, seqno, payload_len, payload_crc32):
             payload = request.payload if request.echo_payload else pattern(request.response_size)
+            if request.all_metadata:
+                md = [(m.key, m.value) for m in context.invocation_metadata()]
             return pb2.Reply(
                 message=message,
                 seqno=seqno,
@@ -98,7 +102,7 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
             self._fail_if_asked(request, context)
             message = request.value * (request.multiplier or 1)
             return self._reply(
-                request, md, message, 0, len(request.payload), zlib.crc32(request.payload)
+                request, context, md, message, 0, len(request.payload), zlib.crc32(request.payload)
             )
 
         def unary_stream(self, request, context):
@@ -107,7 +111,7 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
             message = request.value * (request.multiplier or 1)
             for i in range(count):
                 yield self._reply(
-                    request, md, message, i + 1, len(request.payload), zlib.crc32(request.payload)
+                    request, context, md, message, i + 1, len(request.payload), zlib.crc32(request.payload)
                 )
             self._fail_if_asked(request, context)
 
@@ -124,7 +128,7 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
                 payload_len += len(request.payload)
                 crc = zlib.crc32(request.payload, crc)
                 last = request
-            return self._reply(last, md, ",".join(messages), 0, payload_len, crc)
+            return self._reply(last, context, md, ",".join(messages), 0, payload_len, crc)
 
         def stream_stream(self, request_iterator, context):
             for index, request in enumerate(request_iterator):
@@ -132,7 +136,7 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
                 self._fail_if_asked(request, context)
                 message = request.value * (request.multiplier or 1)
                 yield self._reply(
-                    request, md, message, index + 1, len(request.payload),
+                    request, context, md, message, index + 1, len(request.payload),
                     zlib.crc32(request.payload),
                 )
 
@@ -211,7 +215,12 @@ def main():
     else:
         for _ in sys.stdin:
             pass
+    # Abort the calls still running and leave at once: a normal interpreter
+    # exit joins the worker threads, which may wait on calls of a client that
+    # is gone.
     server.stop(grace=None)
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
