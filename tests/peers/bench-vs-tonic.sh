@@ -19,6 +19,8 @@
 #   RPCS      rpc kinds for bench (default "unary server_stream client_stream bidi")
 #   LOADS     "connections/concurrency" shapes (default "1/1 1/16 16/16")
 #   PAYLOAD   bytes of each request's value for bench (default 0)
+#   ROUNDS    runs of each load per server, alternating ours and tonic; the
+#             table shows the run with the median calls/s (default 1)
 #   SKIP_BUILD=1  use the binaries already built
 #
 # Exits non-zero if any run reported errors (after printing the table).
@@ -30,9 +32,10 @@ DURATION=${DURATION:-3}
 RPCS=${RPCS:-"unary server_stream client_stream bidi"}
 LOADS=${LOADS:-"1/1 1/16 16/16"}
 PAYLOAD=${PAYLOAD:-0}
+ROUNDS=${ROUNDS:-1}
 
-if ! [[ $DURATION =~ ^[1-9][0-9]*$ ]]; then
-    echo "DURATION must be a whole number of seconds, not '$DURATION'" >&2
+if ! [[ $DURATION =~ ^[1-9][0-9]*$ && $ROUNDS =~ ^[1-9][0-9]*$ ]]; then
+    echo "DURATION and ROUNDS must be whole numbers >= 1 (got '$DURATION', '$ROUNDS')" >&2
     exit 2
 fi
 
@@ -89,14 +92,14 @@ port_open() {
 # SERVER_PID and SERVER_PORT. Retries on another port if the chosen one was
 # taken meanwhile.
 start_server() {
-    local name=$1 bin=$2 attempt port pid i
-    for attempt in 1 2 3 4 5; do
+    local name=$1 bin=$2 port pid
+    for _ in 1 2 3 4 5; do
         port=$((20000 + RANDOM % 40000))
         port_open "$port" && continue
         "$bin" --port "$port" >"$WORK/$name.log" 2>&1 &
         pid=$!
         PIDS+=("$pid")
-        for i in $(seq 1 100); do
+        for _ in $(seq 1 100); do
             if ! kill -0 "$pid" 2>/dev/null; then
                 break
             fi
@@ -121,6 +124,13 @@ OURS_PID=$SERVER_PID OURS_PORT=$SERVER_PORT
 start_server tonic "$TONIC_BIN"
 TONIC_PID=$SERVER_PID TONIC_PORT=$SERVER_PORT
 log "ours (grpc-blocking example-server) on port $OURS_PORT, tonic on port $TONIC_PORT"
+# Other work on the machine skews everything: record how busy it was just
+# before the runs (CPU time not idle over one second, from /proc/stat).
+cpu_times() { awk '/^cpu / { print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6 }' /proc/stat; }
+read -r TOTAL1 IDLE1 <<<"$(cpu_times)"
+sleep 1
+read -r TOTAL2 IDLE2 <<<"$(cpu_times)"
+BUSY_BEFORE=$(((100 * ((TOTAL2 - TOTAL1) - (IDLE2 - IDLE1))) / (TOTAL2 - TOTAL1 > 0 ? TOTAL2 - TOTAL1 : 1)))
 
 # ---------------------------------------------------------------- runs
 FAILED=0
@@ -210,28 +220,49 @@ add_row() { # LABEL OURS_CPS OURS_P99 TONIC_CPS TONIC_P99
     ROWS+=("$(printf '%-30s %12s %12s %10s %11s %11s' "$1" "$2" "$4" "$(ratio "$2" "$4")" "$3" "$5")")
 }
 
+# median RESULTS...: of "cps p99" pairs, the one with the median cps (the
+# lower middle one for an even count; a failed run, ERR, sorts lowest).
+median() {
+    printf '%s\n' "$@" | sort -n -k1,1 | sed -n "$((($# + 1) / 2))p"
+}
+
+# measure LABEL FUNCTION ARGS...: runs FUNCTION PORT ARGS... against both
+# servers ROUNDS times, alternating which goes first, and adds a table row.
+measure() {
+    local label=$1 fn=$2 round ours=() tonic=()
+    shift 2
+    log "$label (${DURATION}s per run, $ROUNDS round(s))"
+    for round in $(seq 1 "$ROUNDS"); do
+        if ((round % 2 == 1)); then
+            "$fn" "$OURS_PORT" "$@"
+            ours+=("$R_CPS $R_P99")
+            "$fn" "$TONIC_PORT" "$@"
+            tonic+=("$R_CPS $R_P99")
+        else
+            "$fn" "$TONIC_PORT" "$@"
+            tonic+=("$R_CPS $R_P99")
+            "$fn" "$OURS_PORT" "$@"
+            ours+=("$R_CPS $R_P99")
+        fi
+    done
+    local o_cps o_p99 t_cps t_p99
+    read -r o_cps o_p99 <<<"$(median "${ours[@]}")"
+    read -r t_cps t_p99 <<<"$(median "${tonic[@]}")"
+    add_row "$label" "$o_cps" "$o_p99" "$t_cps" "$t_p99"
+}
+
 for rpc in $RPCS; do
     for load in $LOADS; do
         conns=${load%/*}
         conc=${load#*/}
-        log "bench $rpc conns=$conns conc=$conc (${DURATION}s each)"
-        bench_run "$OURS_PORT" "$rpc" "$conns" "$conc"
-        o_cps=$R_CPS o_p99=$R_P99
-        bench_run "$TONIC_PORT" "$rpc" "$conns" "$conc"
-        t_cps=$R_CPS t_p99=$R_P99
-        add_row "bench $rpc c=$conns m=$conc" "$o_cps" "$o_p99" "$t_cps" "$t_p99"
+        measure "bench $rpc c=$conns m=$conc" bench_run "$rpc" "$conns" "$conc"
     done
 done
 
 for load in $LOADS; do
     conns=${load%/*}
     conc=${load#*/}
-    log "h2load unary conns=$conns conc=$conc (${DURATION}s each)"
-    h2load_run "$OURS_PORT" "$conns" "$conc"
-    o_cps=$R_CPS o_p99=$R_P99
-    h2load_run "$TONIC_PORT" "$conns" "$conc"
-    t_cps=$R_CPS t_p99=$R_P99
-    add_row "h2load unary c=$conns m=$conc" "$o_cps" "$o_p99" "$t_cps" "$t_p99"
+    measure "h2load unary c=$conns m=$conc" h2load_run "$conns" "$conc"
 done
 
 # A server that died mid-run shows up as errors above; say so plainly.
@@ -245,9 +276,11 @@ done
 # ---------------------------------------------------------------- report
 echo
 echo "grpc-blocking (ours) vs tonic: ${DURATION}s per run after a 0.5s warm-up, payload ${PAYLOAD} B (bench), 'hello' (h2load)"
+echo "Each row: the median (by calls/s) of $ROUNDS run(s) per server, ours and tonic alternating."
 echo "c = connections, m = concurrent calls in total (bench: caller threads; h2load: -c c -m m/c)."
 echo "NOTE: both servers and the load generator share this machine ($(nproc) cores):"
 echo "      the client competes with the server for CPU, so compare the columns, not absolute numbers."
+echo "      Other work kept the CPUs ${BUSY_BEFORE}% busy in the second before the runs."
 echo
 printf '%-30s %12s %12s %10s %11s %11s\n' "load" "ours call/s" "tonic call/s" "ours/tonic" "ours p99us" "tonic p99us"
 printf '%s\n' "${ROWS[@]}"
