@@ -757,7 +757,9 @@ where
     let iter = requests.into_iter();
     let spawned = std::thread::Builder::new()
         .name("grpc-request-feeder".into())
-        .stack_size(256 * 1024)
+        // Encoding (and compressing) happens here: flate2's deflate state is
+        // built on the stack, so this thread gets a normal 2 MiB stack.
+        .stack_size(2 * 1024 * 1024)
         .spawn(move || {
             for request in iter {
                 if sink.send_ref(&request, true).is_err() {

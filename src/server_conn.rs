@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
@@ -81,6 +81,9 @@ impl ConnHandle {
 struct Stream {
     waker: Waker,
     state: Arc<CallState>,
+    /// The call's deadline on this side and the timeout it came from
+    /// (`grpc-timeout`).
+    deadline: Option<(Instant, Duration)>,
     respond: Option<SendResponse<Bytes>>,
     send: Option<SendStream<Bytes>>,
     recv: Option<RecvStream>,
@@ -233,6 +236,25 @@ pub(crate) fn small_frame_budget(connection_window: u32) -> usize {
     (connection_window as usize)
         .saturating_mul(4)
         .max(1024 * 1024)
+}
+
+/// A client resets its stream (CANCEL) when its deadline passes, and its
+/// clock started before ours (we start at the request's arrival), so its
+/// reset usually beats our own timer. A reset that arrives within the last
+/// fifth of the call's time (at most 1 s, at least 50 ms before our
+/// deadline) is reported as the deadline it almost certainly is.
+fn at_deadline(status: Status, deadline: Option<(Instant, Duration)>) -> Status {
+    let Some((deadline, timeout)) = deadline else {
+        return status;
+    };
+    if status.code() != crate::status::Code::Cancelled {
+        return status;
+    }
+    let margin = (timeout / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    if deadline.saturating_duration_since(Instant::now()) <= margin {
+        return Status::deadline_exceeded("the call's deadline passed (the client gave up at it)");
+    }
+    status
 }
 
 fn reset_status(reason: Option<Reason>) -> Status {
@@ -599,6 +621,7 @@ impl Conn {
         self.next_key += 1;
         let state = Arc::new(CallState::new());
         let (in_tx, in_rx) = crossbeam_channel::unbounded();
+        let head_timeout = head.timeout;
         let deadline = head.timeout.map(|t| Instant::now() + t);
         let cfg = &self.server.config;
         let call = ServerCall {
@@ -642,6 +665,7 @@ impl Conn {
             Stream {
                 waker: waker(self.ev.wake_handle(), key),
                 state,
+                deadline: deadline.zip(head_timeout),
                 respond: Some(respond),
                 send: None,
                 recv: Some(body),
@@ -710,6 +734,7 @@ impl Conn {
             }
         }
         if let Some(status) = reset {
+            let status = at_deadline(status, s.deadline);
             self.cancel(key, status);
             return;
         }

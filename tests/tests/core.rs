@@ -321,7 +321,9 @@ fn a_client_that_stops_reading_blocks_the_handler() {
             plateau < BOUND,
             "the handler sent {plateau} bytes to a client that is not reading"
         );
-        let rest = responses.map(|r| r.unwrap()).count();
+        let rest = responses
+            .filter(|r| r.as_ref().is_ok_and(|r| r.message.len() == CHUNK))
+            .count();
         assert_eq!(rest, CHUNKS - 1);
         assert_eq!(svc.sent_bytes.load(Ordering::SeqCst), CHUNKS * CHUNK);
     });
