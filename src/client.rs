@@ -118,6 +118,7 @@ struct ChannelConfig {
     max_receive_message_size: usize,
     max_send_message_size: usize,
     default_encoding: Encoding,
+    authority: Option<String>,
     backoff_initial: Duration,
     backoff_max: Duration,
     settings: ConnSettings,
@@ -130,6 +131,7 @@ impl Default for ChannelConfig {
             max_receive_message_size: 4 * 1024 * 1024,
             max_send_message_size: usize::MAX,
             default_encoding: Encoding::Identity,
+            authority: None,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(120),
             settings: ConnSettings {
@@ -149,8 +151,10 @@ impl Default for ChannelConfig {
 /// Where a channel connects.
 #[derive(Debug, Clone)]
 struct Target {
-    /// `host:port` as given (the `:authority`).
+    /// `host:port` as given: where to connect.
     authority: String,
+    /// What to send as `:authority` (the same, unless overridden).
+    authority_header: String,
     scheme: &'static str,
 }
 
@@ -183,6 +187,7 @@ fn parse_target(target: &str) -> Result<Target, TransportError> {
     }
     Ok(Target {
         authority: authority.to_owned(),
+        authority_header: authority.to_owned(),
         scheme: "http",
     })
 }
@@ -262,9 +267,25 @@ impl ChannelBuilder {
         self
     }
 
+    /// The `:authority` sent with every call instead of the target's
+    /// `host:port` (for virtual hosting, or a test server's expected name).
+    pub fn authority(mut self, authority: &str) -> Self {
+        self.config.authority = Some(authority.to_owned());
+        self
+    }
+
     /// A channel that connects on its first call.
     pub fn lazy(self) -> Result<Channel, TransportError> {
-        let target = parse_target(&self.target)?;
+        let mut target = parse_target(&self.target)?;
+        if let Some(authority) = &self.config.authority {
+            if http::uri::Authority::try_from(authority.as_str()).is_err() {
+                return Err(TransportError::InvalidUri {
+                    target: authority.clone(),
+                    reason: "not a valid :authority".into(),
+                });
+            }
+            target.authority_header = authority.clone();
+        }
         Ok(Channel {
             inner: Arc::new(ChannelInner {
                 target,
@@ -547,7 +568,7 @@ impl Channel {
         }
         let request = protocol::request(&RequestHead {
             path,
-            authority: &self.inner.target.authority,
+            authority: &self.inner.target.authority_header,
             scheme: self.inner.target.scheme,
             metadata: &options.metadata,
             timeout,

@@ -363,7 +363,9 @@ impl<Resp: Message + Default> UnaryCall<Resp> {
     }
 
     /// Cancels the call (RST_STREAM CANCEL); the server's handler sees it.
-    pub fn cancel(mut self) {
+    /// The call then ends with `CANCELLED` (what waiting on it, or reading
+    /// on, returns).
+    pub fn cancel(&mut self) {
         self.core.cancel();
     }
 }
@@ -409,7 +411,9 @@ impl<Resp: Message + Default> Streaming<Resp> {
     }
 
     /// Cancels the call (RST_STREAM CANCEL); the server's handler sees it.
-    pub fn cancel(mut self) {
+    /// The call then ends with `CANCELLED` (what waiting on it, or reading
+    /// on, returns).
+    pub fn cancel(&mut self) {
         self.core.cancel();
     }
 }

@@ -16,6 +16,30 @@ use parking_lot::Mutex;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+thread_local! {
+    /// The pool of the worker running on this thread, while it runs a job.
+    static CURRENT: std::cell::RefCell<Option<Arc<Shared>>> = const { std::cell::RefCell::new(None) };
+    /// The running job already counted its worker as free.
+    static RELEASED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Counts the calling worker as free before its job has quite returned.
+/// A handler calls this just before sending its call's final status, so that
+/// a client that starts its next call the moment it sees that status finds
+/// the worker available (instead of a spurious "all handlers busy").
+/// Outside a pool worker it does nothing.
+pub(crate) fn release_current_worker() {
+    if RELEASED.with(std::cell::Cell::get) {
+        return;
+    }
+    CURRENT.with(|c| {
+        if let Some(shared) = &*c.borrow() {
+            shared.idle.fetch_add(1, Ordering::AcqRel);
+            RELEASED.with(|r| r.set(true));
+        }
+    });
+}
+
 struct Shared {
     jobs: Receiver<Job>,
     /// Workers alive.
@@ -125,15 +149,20 @@ impl Drop for Pool {
 }
 
 fn worker(shared: Arc<Shared>) {
+    CURRENT.with(|c| *c.borrow_mut() = Some(shared.clone()));
     // The job this worker was started (or claimed as idle) for is already
-    // queued; after each job, the worker counts itself idle again.
+    // queued; after each job, the worker counts itself idle again (unless
+    // the job did so already, see `release_current_worker`).
     loop {
         match shared.jobs.recv_timeout(shared.idle_timeout) {
             Ok(job) => {
+                RELEASED.with(|r| r.set(false));
                 // A panic in a job is caught by the job itself (handlers are
                 // wrapped); this guard only keeps the accounting right.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                shared.idle.fetch_add(1, Ordering::AcqRel);
+                if !RELEASED.with(|r| r.replace(false)) {
+                    shared.idle.fetch_add(1, Ordering::AcqRel);
+                }
             }
             Err(RecvTimeoutError::Timeout) => {
                 // Leave only if nobody has claimed us meanwhile.
@@ -153,6 +182,7 @@ fn worker(shared: Arc<Shared>) {
             }
         }
     }
+    CURRENT.with(|c| c.borrow_mut().take());
     shared.threads.fetch_sub(1, Ordering::AcqRel);
 }
 

@@ -194,6 +194,9 @@ impl Outbound {
         trailing.extend(std::mem::take(status.metadata_mut()));
         let status = status.with_metadata(trailing);
         drop(inner);
+        // The handler is done: its worker is free for the next call even
+        // before the status below reaches the client.
+        crate::pool::release_current_worker();
         if self.state.is_cancelled() {
             return;
         }

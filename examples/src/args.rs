@@ -13,10 +13,7 @@ impl Args {
     /// Parses `--name value` and `--name=value` pairs. `allowed` lists the
     /// accepted names (without `--`); anything else is an error naming the
     /// flag, as is a flag without a value.
-    pub fn parse(
-        args: impl IntoIterator<Item = String>,
-        allowed: &[&str],
-    ) -> Result<Args, String> {
+    pub fn parse(args: impl IntoIterator<Item = String>, allowed: &[&str]) -> Result<Args, String> {
         let mut values = HashMap::new();
         let mut it = args.into_iter();
         while let Some(arg) = it.next() {
@@ -26,9 +23,7 @@ impl Args {
             let (name, value) = match flag.split_once('=') {
                 Some((n, v)) => (n.to_owned(), v.to_owned()),
                 None => {
-                    let v = it
-                        .next()
-                        .ok_or_else(|| format!("--{flag} needs a value"))?;
+                    let v = it.next().ok_or_else(|| format!("--{flag} needs a value"))?;
                     (flag.to_owned(), v)
                 }
             };
@@ -64,8 +59,11 @@ impl Args {
 
     /// The value of `--name` parsed as `T`; an error if absent.
     pub fn required<T: std::str::FromStr>(&self, name: &str) -> Result<T, String> {
-        let v = self.get(name).ok_or_else(|| format!("--{name} is required"))?;
-        v.parse().map_err(|_| format!("--{name}: invalid value {v:?}"))
+        let v = self
+            .get(name)
+            .ok_or_else(|| format!("--{name} is required"))?;
+        v.parse()
+            .map_err(|_| format!("--{name}: invalid value {v:?}"))
     }
 }
 

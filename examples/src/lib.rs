@@ -7,7 +7,11 @@
 //! - `example-client --server_host H --server_port N` calls all four methods;
 //! - `demo` does both in one process, on a free port;
 //! - `bench` is a load generator for this service (or any server of the same
-//!   proto, such as the tonic peer under `tests/peers/tonic`).
+//!   proto, such as the tonic peer under `tests/peers/tonic`);
+//! - `interop-server --port N [--host H]` serves the gRPC interop test
+//!   service, and `interop-client --server_host H --server_port N
+//!   --test_case NAME|all` runs the gRPC interop test cases (see
+//!   [`interop`]).
 
 use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
 use grpc_blocking::Status;
@@ -18,6 +22,17 @@ pub mod args;
 pub mod nameko {
     grpc_blocking::include_proto!("nameko");
 }
+
+/// The gRPC interop schema (package `grpc`, only nested packages below it).
+pub mod grpc {
+    /// Package `grpc.testing`: `proto/grpc/testing/*.proto`, the services and
+    /// messages of the gRPC interoperability tests.
+    pub mod testing {
+        grpc_blocking::include_proto!("grpc.testing");
+    }
+}
+
+pub mod interop;
 
 use nameko::{Example, ExampleClient, ExampleReply, ExampleRequest};
 

@@ -33,7 +33,6 @@ import os
 import queue
 import sys
 import threading
-import time
 
 from wiretap import Ledger, Relay
 
@@ -91,7 +90,7 @@ class _UncompressedBytes(bytes):
     """Serialized bytes that carry the mark of an `Uncompressed` message."""
 
 
-def install_no_compress_shim(grpc):
+def install_no_compress_shim():
     """Makes grpcio send `_UncompressedBytes` with the no-compress write
     flag: wraps the `cygrpc` module that grpc._channel uses, changing only
     SendMessageOperation."""
@@ -533,7 +532,7 @@ def main():
     cases = parse_cases(args.test_case)
 
     stubs = import_stubs(args.stubs)
-    install_no_compress_shim(stubs[0])
+    install_no_compress_shim()
     host = args.server_host_override or args.server_host
     authority = f"[{host}]:{args.server_port}" if ":" in host else f"{host}:{args.server_port}"
 
