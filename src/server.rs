@@ -41,8 +41,16 @@ pub trait Service: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The service's method names, exactly as in the proto.
     fn methods(&self) -> &'static [&'static str];
+    /// The methods that are unary-unary (one request, one response). The
+    /// server may run these on the connection thread when
+    /// [`ServerBuilder::run_unary_handlers_inline`] is on. Generated code
+    /// lists them; the default is none.
+    fn unary_methods(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Runs one call of `method` (one of [`Service::methods`]) on the
-    /// calling worker thread.
+    /// calling thread (a worker's, or the connection's for inline unary
+    /// handlers).
     fn call(&self, method: &str, call: ServerCall);
 }
 
@@ -73,6 +81,7 @@ pub(crate) struct ServerConfig {
     pub handler_stack_size: usize,
     pub connection_stack_size: usize,
     pub handler_idle_timeout: Duration,
+    pub inline_unary: bool,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +110,7 @@ impl Default for ServerConfig {
             handler_stack_size: 2 * 1024 * 1024,
             connection_stack_size: 256 * 1024,
             handler_idle_timeout: Duration::from_secs(60),
+            inline_unary: false,
         }
     }
 }
@@ -218,6 +228,18 @@ impl ServerBuilder {
     /// them (default 16 KiB); a larger one is refused with HTTP 431.
     pub fn max_header_list_size(mut self, bytes: u32) -> Self {
         self.config.max_header_list_size = bytes;
+        self
+    }
+
+    /// With `true`, unary-unary handlers run on the connection's own thread
+    /// once their request has fully arrived, instead of being handed to a
+    /// worker (default false). That saves two thread hand-offs per call,
+    /// the largest cost of a small call, but a handler that blocks (on I/O,
+    /// a lock, a sleep, another call) then stalls every call on its
+    /// connection: turn it on only when every unary handler is quick and
+    /// never blocks. Streaming handlers always run on workers.
+    pub fn run_unary_handlers_inline(mut self, inline: bool) -> Self {
+        self.config.inline_unary = inline;
         self
     }
 

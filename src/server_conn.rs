@@ -28,7 +28,7 @@ use crate::metadata::Metadata;
 use crate::preface::{sniff, Sniffed, MAX_SNIFF};
 use crate::protocol::{self, Rejection};
 use crate::send_queue::SendQueue;
-use crate::server::{ServerConfig, ServerShared};
+use crate::server::{ServerConfig, ServerShared, Service};
 use crate::server_call::{Inbound, ServerCall};
 use crate::status::Status;
 
@@ -92,6 +92,8 @@ struct Stream {
     out: SendQueue,
     trailers: Option<HeaderMap>,
     finished: bool,
+    /// A unary call to run on this thread once its request has arrived.
+    inline: Option<Box<(Arc<dyn Service>, ServerCall)>>,
 }
 
 enum Phase {
@@ -641,9 +643,16 @@ impl Conn {
             max_receive: cfg.max_receive_message_size,
             max_send: cfg.max_send_message_size,
         };
-        let method = call.method.clone();
-        let job = Box::new(move || service.call(&method, call));
-        if let Err(e) = self.server.pool.execute(job) {
+        let inline = cfg.inline_unary && service.unary_methods().contains(&call.method.as_str());
+        let mut inline_call = None;
+        if inline {
+            inline_call = Some(Box::new((service, call)));
+        } else if let Err(e) = {
+            let method = call.method.clone();
+            self.server
+                .pool
+                .execute(Box::new(move || service.call(&method, call)))
+        } {
             let status = match e {
                 crate::pool::PoolError::Full => Status::resource_exhausted(format!(
                     "the server is running its maximum of {} handlers; try again later",
@@ -674,6 +683,7 @@ impl Conn {
                 out: SendQueue::default(),
                 trailers: None,
                 finished: false,
+                inline: inline_call,
             },
         );
         self.poll_stream(key);
@@ -686,6 +696,7 @@ impl Conn {
         };
         let mut cx = Context::from_waker(&s.waker);
         let mut reset = None;
+        let mut run_inline = None;
         if let Some(recv) = &mut s.recv {
             loop {
                 match recv.poll_data(&mut cx) {
@@ -710,6 +721,7 @@ impl Conn {
                                 let _ = tx.send(Inbound::End);
                             }
                             s.recv = None;
+                            run_inline = s.inline.take();
                             break;
                         }
                         Poll::Ready(Err(e)) => {
@@ -737,6 +749,14 @@ impl Conn {
             let status = at_deadline(status, s.deadline);
             self.cancel(key, status);
             return;
+        }
+        if let Some(call) = run_inline {
+            // The whole request is here, so the handler does not wait for
+            // this thread; its response commands are applied on the next
+            // turn of the loop.
+            let (service, call) = *call;
+            let method = call.method.clone();
+            service.call(&method, call);
         }
         self.flush(key);
     }

@@ -500,6 +500,10 @@ fn server_tokens(
     let server_name_str = server_name.to_string();
 
     let proto_names = rpcs.iter().map(|rpc| &rpc.method.proto_name);
+    let unary_names = rpcs
+        .iter()
+        .filter(|rpc| rpc.kind == Kind::Unary)
+        .map(|rpc| &rpc.method.proto_name);
     let dispatch = if rpcs.is_empty() {
         quote! {
             let _ = method;
@@ -594,6 +598,10 @@ fn server_tokens(
 
             fn methods(&self) -> &'static [&'static str] {
                 &[#(#proto_names),*]
+            }
+
+            fn unary_methods(&self) -> &'static [&'static str] {
+                &[#(#unary_names),*]
             }
 
             fn call(&self, method: &str, call: ::grpc_blocking::server::ServerCall) {

@@ -103,6 +103,26 @@ fn sixteen_threads_share_one_client() {
         for t in threads {
             t.join().unwrap();
         }
+        // Errors and metadata work the same inline.
+        let echo = grpc_blocking::Server::builder()
+            .add_service(ExampleServer::new(Echo))
+            .run_unary_handlers_inline(true)
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let client = ExampleClient::connect(&target(&echo)).unwrap();
+        let err = client.unary_unary(req("fail", 5)).unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        assert_eq!(err.metadata().get("x-why"), Some("because"));
+        let mut md = Metadata::new();
+        md.insert("x-text", "v").unwrap();
+        let resp = client
+            .unary_unary_with(req("echo", 0), CallOptions::new().metadata(md))
+            .wait_response()
+            .unwrap();
+        assert_eq!(resp.headers.get("x-text-initial"), Some("v"));
+        assert_eq!(resp.trailers.get("x-text-trailing"), Some("v"));
     });
 }
 
@@ -554,5 +574,48 @@ fn failed_connects_back_off() {
             Some(grpc_blocking::TransportError::Backoff { .. })
         ));
         assert!(second.message().contains("refused"), "{second}");
+    });
+}
+
+#[test]
+fn inline_unary_handlers_serve_every_pattern() {
+    with_timeout(120, || {
+        let server = grpc_blocking::Server::builder()
+            .add_service(ExampleServer::new(ExampleService))
+            .run_unary_handlers_inline(true)
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let client = ExampleClient::connect(&target(&server)).unwrap();
+        // Unary on the connection thread, streams on workers, side by side.
+        let (mut sink, mut bidi) = client.stream_stream_sender(CallOptions::new());
+        sink.send(req("x", 2)).unwrap();
+        assert_eq!(client.unary_unary(req("A", 3)).unwrap().message, "AAA");
+        assert_eq!(bidi.next().unwrap().unwrap().message, "xx");
+        assert_eq!(client.unary_stream(req("B", 1)).count(), 2);
+        assert_eq!(
+            client
+                .stream_unary(vec![req("C", 1), req("D", 1)])
+                .unwrap()
+                .message,
+            "C,D"
+        );
+        sink.finish();
+        assert!(bidi.next().is_none());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let client = client.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let v = format!("{t}/{i}");
+                        assert_eq!(client.unary_unary(req(&v, 1)).unwrap().message, v);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
     });
 }

@@ -95,6 +95,9 @@ impl<T: Example> ::grpc_blocking::server::Service for ExampleServer<T> {
     fn methods(&self) -> &'static [&'static str] {
         &["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
     }
+    fn unary_methods(&self) -> &'static [&'static str] {
+        &["unary_unary"]
+    }
     fn call(&self, method: &str, call: ::grpc_blocking::server::ServerCall) {
         match method {
             "unary_unary" => {
