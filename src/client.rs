@@ -444,7 +444,7 @@ pub(crate) struct Opened {
     pub conn: Arc<ClientConn>,
     pub key: u64,
     pub state: Arc<CallState>,
-    pub events: crossbeam_channel::Receiver<crate::client_conn::CallEvent>,
+    pub events: crate::mailbox::Consumer<crate::client_conn::CallEvent>,
     pub encoding: Encoding,
 }
 
@@ -578,7 +578,7 @@ impl Channel {
         let conn = self.inner.connection()?;
         let key = conn.next_key();
         let state = Arc::new(CallState::new());
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crate::mailbox::mailbox();
         conn.send(ClientCmd::Start(Box::new(StartCall {
             key,
             request,

@@ -7,7 +7,6 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, TryRecvError};
 use prost::Message;
 
 use crate::call_state::CallState;
@@ -16,6 +15,7 @@ use crate::client_conn::{CallEvent, ClientCmd, ClientConn};
 use crate::codec;
 use crate::compression::Encoding;
 use crate::framing::FrameDecoder;
+use crate::mailbox::Consumer;
 use crate::metadata::Metadata;
 use crate::protocol::{self, ResponseHead};
 use crate::status::{Code, Status};
@@ -28,7 +28,7 @@ const RELEASE_BATCH: usize = 16 * 1024;
 pub(crate) struct CallCore {
     conn: Option<Arc<ClientConn>>,
     key: u64,
-    events: Option<Receiver<CallEvent>>,
+    events: Option<Consumer<CallEvent>>,
     decoder: FrameDecoder,
     encoding: Encoding,
     max_receive: usize,
@@ -49,7 +49,7 @@ impl CallCore {
     pub(crate) fn new(
         conn: Arc<ClientConn>,
         key: u64,
-        events: Receiver<CallEvent>,
+        events: Consumer<CallEvent>,
         max_receive: usize,
         retry: Option<RetryPlan>,
     ) -> CallCore {
@@ -120,19 +120,17 @@ impl CallCore {
             return false;
         };
         let event = match events.try_recv() {
-            Ok(e) => e,
-            Err(TryRecvError::Empty) => {
+            Ok(Some(e)) => e,
+            Ok(None) => {
                 self.release(true);
                 let Some(events) = &self.events else {
                     return false;
                 };
-                events.recv().unwrap_or_else(|_| {
+                events.recv().unwrap_or_else(|| {
                     CallEvent::Error(Status::unavailable("the connection thread ended"))
                 })
             }
-            Err(TryRecvError::Disconnected) => {
-                CallEvent::Error(Status::unavailable("the connection thread ended"))
-            }
+            Err(()) => CallEvent::Error(Status::unavailable("the connection thread ended")),
         };
         match event {
             CallEvent::Headers(parts) => match protocol::parse_response(&parts) {

@@ -26,6 +26,7 @@ use http::{HeaderMap, Request};
 use crate::call_state::CallState;
 use crate::error::TransportError;
 use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
+use crate::mailbox::Producer;
 use crate::protocol;
 use crate::send_queue::SendQueue;
 use crate::server_conn::{small_frame_budget, Keepalive};
@@ -74,7 +75,7 @@ pub(crate) struct StartCall {
     pub request: Request<()>,
     pub body: Option<Bytes>,
     pub end: bool,
-    pub events: Sender<CallEvent>,
+    pub events: Producer<CallEvent>,
     pub state: Arc<CallState>,
     pub deadline: Option<Instant>,
 }
@@ -202,7 +203,7 @@ struct PendingStart {
 struct Stream {
     waker: Waker,
     state: Arc<CallState>,
-    events: Sender<CallEvent>,
+    events: Producer<CallEvent>,
     start: Option<PendingStart>,
     response: Option<ResponseFuture>,
     send: Option<SendStream<Bytes>>,

@@ -124,6 +124,7 @@ pub mod error_details;
 mod error_policy;
 pub mod framing;
 mod io;
+mod mailbox;
 pub mod metadata;
 mod pool;
 mod preface;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, TryRecvError};
 use parking_lot::Mutex;
 use prost::Message;
 
@@ -21,6 +20,7 @@ use crate::codec;
 use crate::compression::Encoding;
 use crate::error_policy::ErrorPolicy;
 use crate::framing::FrameDecoder;
+use crate::mailbox::Consumer;
 use crate::metadata::Metadata;
 use crate::server_conn::{ConnHandle, StreamCmd};
 use crate::status::{Code, Status};
@@ -46,7 +46,7 @@ pub struct ServerCall {
     pub(crate) key: u64,
     pub(crate) conn: Arc<ConnHandle>,
     pub(crate) state: Arc<CallState>,
-    pub(crate) inbound: Receiver<Inbound>,
+    pub(crate) inbound: Consumer<Inbound>,
     pub(crate) service: String,
     pub(crate) method: String,
     pub(crate) metadata: Metadata,
@@ -341,7 +341,7 @@ impl std::fmt::Debug for ServerContext {
 /// finishes sending; it yields `Err` if the call is cancelled or a message
 /// cannot be decoded, and then ends.
 pub struct Requests<T> {
-    rx: Receiver<Inbound>,
+    rx: Consumer<Inbound>,
     state: Arc<CallState>,
     decoder: FrameDecoder,
     encoding: Encoding,
@@ -396,19 +396,16 @@ impl<T> Requests<T> {
                 return None;
             }
             let item = match self.rx.try_recv() {
-                Ok(item) => item,
-                Err(TryRecvError::Empty) => {
+                Ok(Some(item)) => item,
+                Ok(None) => {
                     // About to block: give back what was consumed first, or
                     // the client may be waiting for exactly that credit.
                     self.release(true);
-                    match self.rx.recv() {
-                        Ok(item) => item,
-                        Err(_) => Inbound::Error(Status::cancelled("the call ended")),
-                    }
+                    self.rx
+                        .recv()
+                        .unwrap_or_else(|| Inbound::Error(Status::cancelled("the call ended")))
                 }
-                Err(TryRecvError::Disconnected) => {
-                    Inbound::Error(Status::cancelled("the call ended"))
-                }
+                Err(()) => Inbound::Error(Status::cancelled("the call ended")),
             };
             match item {
                 Inbound::Data(chunk) => {

@@ -24,6 +24,7 @@ use http::{HeaderMap, Request};
 use crate::call_state::CallState;
 use crate::compression::Encoding;
 use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
+use crate::mailbox::{mailbox, Producer};
 use crate::metadata::Metadata;
 use crate::preface::{sniff, Sniffed, MAX_SNIFF};
 use crate::protocol::{self, Rejection};
@@ -88,7 +89,7 @@ struct Stream {
     send: Option<SendStream<Bytes>>,
     recv: Option<RecvStream>,
     flow: FlowControl,
-    inbound: Option<Sender<Inbound>>,
+    inbound: Option<Producer<Inbound>>,
     out: SendQueue,
     trailers: Option<HeaderMap>,
     finished: bool,
@@ -622,7 +623,7 @@ impl Conn {
         let key = self.next_key;
         self.next_key += 1;
         let state = Arc::new(CallState::new());
-        let (in_tx, in_rx) = crossbeam_channel::unbounded();
+        let (in_tx, in_rx) = mailbox();
         let head_timeout = head.timeout;
         let deadline = head.timeout.map(|t| Instant::now() + t);
         let cfg = &self.server.config;

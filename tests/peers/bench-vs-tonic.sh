@@ -96,7 +96,7 @@ start_server() {
     for _ in 1 2 3 4 5; do
         port=$((20000 + RANDOM % 40000))
         port_open "$port" && continue
-        "$bin" --port "$port" >"$WORK/$name.log" 2>&1 &
+        env ${SERVER_ENV:-} "$bin" --port "$port" >"$WORK/$name.log" 2>&1 &
         pid=$!
         PIDS+=("$pid")
         for _ in $(seq 1 100); do
@@ -119,11 +119,16 @@ start_server() {
     return 1
 }
 
+# Ours twice: unary handlers inline on the connection thread (the example
+# server's default; its handler never blocks), and on the worker pool
+# (EXAMPLE_SERVER_INLINE=0: what a server with blocking handlers uses).
 start_server ours "$OURS_BIN"
 OURS_PID=$SERVER_PID OURS_PORT=$SERVER_PORT
+SERVER_ENV=EXAMPLE_SERVER_INLINE=0 start_server ours-workers "$OURS_BIN"
+WORKERS_PID=$SERVER_PID WORKERS_PORT=$SERVER_PORT
 start_server tonic "$TONIC_BIN"
 TONIC_PID=$SERVER_PID TONIC_PORT=$SERVER_PORT
-log "ours (grpc-blocking example-server) on port $OURS_PORT, tonic on port $TONIC_PORT"
+log "ours (inline unary) on port $OURS_PORT, ours (workers) on port $WORKERS_PORT, tonic on port $TONIC_PORT"
 # Other work on the machine skews everything: record how busy it was just
 # before the runs (CPU time not idle over one second, from /proc/stat).
 cpu_times() { awk '/^cpu / { print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6 }' /proc/stat; }
@@ -199,7 +204,7 @@ h2load_run() {
 
 # h2load cannot see grpc-status (it travels in the trailers): check once per
 # server with nghttp that the body above gets an OK answer.
-for port in "$OURS_PORT" "$TONIC_PORT"; do
+for port in "$OURS_PORT" "$WORKERS_PORT" "$TONIC_PORT"; do
     if ! timeout 10 nghttp -v -d "$BODY" -H 'content-type: application/grpc' -H 'te: trailers' \
         "http://127.0.0.1:$port$UNARY_PATH" 2>&1 | grep -aq 'grpc-status: 0'; then
         echo "unary_unary on port $port did not answer grpc-status 0 to h2load's body" >&2
@@ -216,8 +221,9 @@ ratio() {
     fi
 }
 
-add_row() { # LABEL OURS_CPS OURS_P99 TONIC_CPS TONIC_P99
-    ROWS+=("$(printf '%-30s %12s %12s %10s %11s %11s' "$1" "$2" "$4" "$(ratio "$2" "$4")" "$3" "$5")")
+add_row() { # LABEL OURS_CPS OURS_P99 WORKERS_CPS WORKERS_P99 TONIC_CPS TONIC_P99
+    ROWS+=("$(printf '%-30s %10s %10s %10s %8s %8s %10s %10s %10s' "$1" "$2" "$4" "$6" \
+        "$(ratio "$2" "$6")" "$(ratio "$4" "$6")" "$3" "$5" "$7")")
 }
 
 # median RESULTS...: of "cps p99" pairs, the one with the median cps (the
@@ -229,26 +235,31 @@ median() {
 # measure LABEL FUNCTION ARGS...: runs FUNCTION PORT ARGS... against both
 # servers ROUNDS times, alternating which goes first, and adds a table row.
 measure() {
-    local label=$1 fn=$2 round ours=() tonic=()
+    local label=$1 fn=$2 round ours=() workers=() tonic=()
     shift 2
     log "$label (${DURATION}s per run, $ROUNDS round(s))"
     for round in $(seq 1 "$ROUNDS"); do
         if ((round % 2 == 1)); then
             "$fn" "$OURS_PORT" "$@"
             ours+=("$R_CPS $R_P99")
+            "$fn" "$WORKERS_PORT" "$@"
+            workers+=("$R_CPS $R_P99")
             "$fn" "$TONIC_PORT" "$@"
             tonic+=("$R_CPS $R_P99")
         else
             "$fn" "$TONIC_PORT" "$@"
             tonic+=("$R_CPS $R_P99")
+            "$fn" "$WORKERS_PORT" "$@"
+            workers+=("$R_CPS $R_P99")
             "$fn" "$OURS_PORT" "$@"
             ours+=("$R_CPS $R_P99")
         fi
     done
-    local o_cps o_p99 t_cps t_p99
+    local o_cps o_p99 w_cps w_p99 t_cps t_p99
     read -r o_cps o_p99 <<<"$(median "${ours[@]}")"
+    read -r w_cps w_p99 <<<"$(median "${workers[@]}")"
     read -r t_cps t_p99 <<<"$(median "${tonic[@]}")"
-    add_row "$label" "$o_cps" "$o_p99" "$t_cps" "$t_p99"
+    add_row "$label" "$o_cps" "$o_p99" "$w_cps" "$w_p99" "$t_cps" "$t_p99"
 }
 
 for rpc in $RPCS; do
@@ -266,7 +277,7 @@ for load in $LOADS; do
 done
 
 # A server that died mid-run shows up as errors above; say so plainly.
-for pid in "$OURS_PID" "$TONIC_PID"; do
+for pid in "$OURS_PID" "$WORKERS_PID" "$TONIC_PID"; do
     if ! kill -0 "$pid" 2>/dev/null; then
         echo "a server (pid $pid) exited during the run" >&2
         FAILED=1
@@ -282,7 +293,11 @@ echo "NOTE: both servers and the load generator share this machine ($(nproc) cor
 echo "      the client competes with the server for CPU, so compare the columns, not absolute numbers."
 echo "      Other work kept the CPUs ${BUSY_BEFORE}% busy in the second before the runs."
 echo
-printf '%-30s %12s %12s %10s %11s %11s\n' "load" "ours call/s" "tonic call/s" "ours/tonic" "ours p99us" "tonic p99us"
+echo "'inline' = our example server (unary handlers on the connection thread); 'workers' = the same"
+echo "server with every handler on the worker pool (EXAMPLE_SERVER_INLINE=0). Streaming calls always"
+echo "run on workers, so those two columns differ only for unary."
+printf '%-30s %10s %10s %10s %8s %8s %10s %10s %10s\n' "load" "inline/s" "workers/s" "tonic/s" \
+    "in/tonic" "wk/tonic" "in p99us" "wk p99us" "tonic p99"
 printf '%s\n' "${ROWS[@]}"
 echo
 if [[ $FAILED != 0 ]]; then

@@ -1387,7 +1387,7 @@ fn cancel_mid_call_cancels_the_handler() {
     with_timeout(60, || {
         // UnaryCall::cancel.
         let (_server, client, notes) = single_worker();
-        let call = client.unary_unary_with(req("hold", 0), CallOptions::new());
+        let mut call = client.unary_unary_with(req("hold", 0), CallOptions::new());
         notes.expect(&[Note::Started("unary")]);
         assert_worker_busy(&client);
         call.cancel();
@@ -1428,7 +1428,7 @@ fn cancel_mid_call_cancels_the_handler() {
 
         // A client-streaming call cancelled through its UnaryCall.
         let (_server, client, notes) = single_worker();
-        let (mut sink, call) = client.stream_unary_sender(CallOptions::new());
+        let (mut sink, mut call) = client.stream_unary_sender(CallOptions::new());
         sink.send(req("a", 1)).unwrap();
         notes.expect(&[Note::Started("stream_unary")]);
         assert_worker_busy(&client);

@@ -29,11 +29,25 @@ Commands of `serve` (every field but "id" and "op" optional unless noted):
                                               only once reply i has arrived
      "raw": false,                            send the request bytes as given,
                                               even to a method of the stubs
-     "response_type": "equivalence.ReplyAsText"}  parse replies as this type
+     "response_type": "equivalence.ReplyAsText",  parse replies as this type
                                               (grpcio's response_deserializer)
+     "compression": "gzip",                   the call's compression
+                                              ("identity", "gzip", "deflate")
+     "fresh_channel": false,                  make the call on a channel of
+                                              its own, closed after the call
+     "channel_compression": "deflate",        that channel's default
+                                              compression (implies
+                                              "fresh_channel")
+     "cancel_after": 2}                       cancel the call once this many
+                                              replies arrived (0: once its
+                                              response headers arrived),
+                                              leaving the request stream
+                                              open until then
         -> {"id": 2, "code": 0, "details": "...",
             "headers": [metadata as above], "trailers": [...],
-            "responses": ["<base64 of a serialized reply>", ...]}
+            "responses": ["<base64 of a serialized reply>", ...],
+            "rich_status": "<base64 of the google.rpc.Status that
+                            grpc_status.rpc_status.from_call returns>" | null}
 
 A call the library refuses before it reaches the wire answers
 {"id": N, "error": "..."}; so does a malformed command.
@@ -55,6 +69,8 @@ import sys
 import threading
 
 PINGPONG_WAIT_S = 120.0
+# The longest a request stream stays open waiting for its call's cancel.
+CANCEL_WAIT_S = 120.0
 
 
 def import_stubs(stubs_dir):
@@ -135,10 +151,30 @@ class Driver:
                 self.channels[target] = channel
             return channel
 
-    def multi_callable(self, target, path, kind, raw=False, response_type=None):
-        """(multi-callable, kind, request parser) for a path."""
+    def fresh_channel(self, target, compression):
+        """A channel of its own for one call (the caller closes it)."""
+        return self.grpc.insecure_channel(
+            target, options=[("grpc.enable_http_proxy", 0)],
+            compression=self.compression(compression),
+        )
+
+    def compression(self, name):
+        if name is None:
+            return None
+        return {
+            "identity": self.grpc.Compression.NoCompression,
+            "gzip": self.grpc.Compression.Gzip,
+            "deflate": self.grpc.Compression.Deflate,
+        }[name]
+
+    def multi_callable(self, target, path, kind, raw=False, response_type=None, channel=None):
+        """(multi-callable, kind, request parser) for a path, on `channel` if
+        given, else on the shared channel to `target`."""
         method = self.methods.get(path)
         if method is not None and kind in (None, method.kind) and not raw and not response_type:
+            if channel is not None:
+                stub = method.stub_class(channel)
+                return getattr(stub, method.name), method.kind, method.request_class.FromString
             key = (target, method.service)
             with self.lock:
                 stub = self.stubs.get(key)
@@ -149,7 +185,7 @@ class Driver:
             return getattr(stub, method.name), method.kind, method.request_class.FromString
         if kind is None:
             raise ValueError(f"{path} is not a method of the stubs: say its kind")
-        channel = self.channel(target)
+        channel = channel or self.channel(target)
         factory = getattr(channel, kind)
         deserializer = None
         if response_type:
@@ -183,22 +219,58 @@ class Driver:
         self.write(answer)
 
     def call(self, command):
+        channel = None
+        if command.get("fresh_channel") or command.get("channel_compression"):
+            channel = self.fresh_channel(command["target"], command.get("channel_compression"))
+        try:
+            return self.call_on(command, channel)
+        finally:
+            if channel is not None:
+                channel.close()
+
+    def call_on(self, command, channel):
         grpc = self.grpc
         mc, kind, parse = self.multi_callable(
             command["target"], command["path"], command.get("kind"), command.get("raw", False),
-            command.get("response_type"),
+            command.get("response_type"), channel,
         )
-        requests = [parse(base64.b64decode(r)) for r in command.get("requests", [])]
+        raw_requests = [base64.b64decode(r) for r in command.get("requests", [])]
+        requests = [parse(r) for r in raw_requests]
         metadata = metadata_from_json(command.get("metadata"))
         timeout = command.get("timeout")
+        compression = self.compression(command.get("compression"))
+        if command.get("compression") == "identity":
+            # grpcio asks for a call's compression with this metadata entry,
+            # but skips it for NoCompression (an IntEnum of value 0, hence
+            # falsy, in grpc/_compression.py `augment_metadata`): a call
+            # could not turn off its channel's default compression. Sending
+            # the entry grpcio would send does it.
+            metadata = list(metadata) + [("grpc-internal-encoding-request", "identity")]
         responses = []
         if kind in ("unary_unary", "unary_stream") and len(requests) != 1:
             raise ValueError(f"{kind} takes exactly one request, got {len(requests)}")
 
-        if kind in ("unary_unary", "stream_unary"):
+        if command.get("cancel_after") is not None:
+            if kind == "unary_unary":
+                # grpcio's unary-unary call learns of the response headers
+                # only with the whole response (one batch of operations), so
+                # it cannot wait for them: make the same call (one request,
+                # then the end of the stream: the same bytes on the wire)
+                # through a stream-unary multi-callable, bytes in and out.
+                mc = (channel or self.channel(command["target"])).stream_unary(command["path"])
+                kind, requests = "stream_unary", raw_requests
+                one = True
+            else:
+                one = False
+            call, responses = self.call_and_cancel(
+                mc, kind, requests, metadata, timeout, compression, command["cancel_after"], one
+            )
+        elif kind in ("unary_unary", "stream_unary"):
             argument = requests[0] if kind == "unary_unary" else iter(requests)
             try:
-                response, call = mc.with_call(argument, metadata=metadata, timeout=timeout)
+                response, call = mc.with_call(
+                    argument, metadata=metadata, timeout=timeout, compression=compression
+                )
                 # None: the server ended the call with OK but no reply.
                 if response is not None:
                     responses.append(response)
@@ -220,7 +292,7 @@ class Driver:
                 argument = argument_gen()
             else:
                 argument = iter(requests)
-            call = mc(argument, metadata=metadata, timeout=timeout)
+            call = mc(argument, metadata=metadata, timeout=timeout, compression=compression)
             try:
                 for response in call:
                     responses.append(response)
@@ -231,6 +303,11 @@ class Driver:
                 acked.put(None)
 
         code = call.code()
+        from grpc_status import rpc_status
+
+        # Raises (ValueError) when the details' code or message is not the
+        # call's: the command then answers with that error.
+        rich = rpc_status.from_call(call)
         return {
             "code": code.value[0],
             "details": call.details() or "",
@@ -240,7 +317,43 @@ class Driver:
                 base64.b64encode(r if isinstance(r, bytes) else r.SerializeToString()).decode()
                 for r in responses
             ],
+            "rich_status": None if rich is None else base64.b64encode(rich.SerializeToString()).decode(),
         }
+
+    def call_and_cancel(self, mc, kind, requests, metadata, timeout, compression, after, one):
+        """Starts a call, cancels it once `after` replies arrived (0: once its
+        response headers did) and returns (call, replies). A request stream
+        stays open until the cancel (unless `one`: a unary request)."""
+        cancelled = threading.Event()
+        if kind in ("stream_unary", "stream_stream"):
+            def argument_gen():
+                yield from requests
+                if not one:
+                    cancelled.wait(CANCEL_WAIT_S)
+
+            argument = argument_gen()
+        else:
+            argument = requests[0]
+        if kind in ("unary_unary", "stream_unary"):
+            call = mc.future(argument, metadata=metadata, timeout=timeout, compression=compression)
+        else:
+            call = mc(argument, metadata=metadata, timeout=timeout, compression=compression)
+        responses = []
+        try:
+            if after == 0:
+                call.initial_metadata()
+            else:
+                try:
+                    for response in call:
+                        responses.append(response)
+                        if len(responses) >= after:
+                            break
+                except self.grpc.RpcError:
+                    pass
+            call.cancel()
+        finally:
+            cancelled.set()
+        return call, responses
 
 
 def serve(grpc, modules):

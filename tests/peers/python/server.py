@@ -23,7 +23,17 @@ import time
 import zlib
 from concurrent import futures
 
+# Imported with the stubs (import_stubs).
+rpc_status = status_pb2 = None
+
 RENDEZVOUS_TIMEOUT_S = 30.0
+# How long an observing handler waits for its call to be cancelled.
+OBSERVE_TIMEOUT_S = 30.0
+# The longest an `observed` query waits for its record.
+OBSERVED_WAIT_MAX_S = 60.0
+# grpcio's `time_remaining()` of a call without a deadline is about 9.2e18
+# (seconds), not None: more than this counts as no deadline.
+NO_DEADLINE_S = 365 * 24 * 3600.0
 
 
 def pattern(n):
@@ -48,8 +58,39 @@ class Rendezvous:
             return self._cond.wait_for(lambda: self._arrived[key] >= count, RENDEZVOUS_TIMEOUT_S)
 
 
+class Observations:
+    """What observing handlers recorded, by key (see `observed` in the proto)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._records = {}
+
+    def put(self, key, **fields):
+        with self._cond:
+            self._records.setdefault(key, {}).update(fields)
+            self._cond.notify_all()
+
+    def wait_done(self, key, timeout):
+        with self._cond:
+            self._cond.wait_for(lambda: self._records.get(key, {}).get("done"), timeout)
+            return dict(self._records.get(key, {}))
+
+
+def remaining_ms(context):
+    """The call's time remaining in ms, -1 without a deadline."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > NO_DEADLINE_S:
+        return -1
+    return int(remaining * 1000)
+
+
 def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
     codes = {code.value[0]: code for code in grpc.StatusCode}
+    compressions = {
+        "identity": grpc.Compression.NoCompression,
+        "gzip": grpc.Compression.Gzip,
+        "deflate": grpc.Compression.Deflate,
+    }
 
     def x_metadata(context):
         return [(m.key, m.value) for m in context.invocation_metadata() if m.key.startswith("x-")]
@@ -62,6 +103,7 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
     class Equivalence(pb2_grpc.EquivalenceServicer):
         def __init__(self):
             self.rendezvous = Rendezvous()
+            self.observations = Observations()
 
         def _prepare(self, request, context, first):
             """Steps 1 to 4 of the proto's description; returns the x- metadata."""
@@ -76,11 +118,51 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
                     context.send_initial_metadata(md)
                 if request.echo_trailing:
                     context.set_trailing_metadata(md)
+                if request.response_compression:
+                    context.set_compression(compressions[request.response_compression])
             return md
+
+        def _observe(self, request, context, headers_sent):
+            """Step 6: observe the call's deadline and cancellation."""
+            self._start_observing(request, context, headers_sent)()
+
+        def _start_observing(self, request, context, headers_sent):
+            """Step 6, on a helper thread: records the deadline, sends the
+            headers unless `headers_sent`, then watches for the cancellation.
+            Returns a function that waits for the watching to end.
+
+            A response generator calls this right before yielding the reply
+            to observe after (with `headers_sent`: that reply sends them):
+            grpcio does not resume a generator whose call was cancelled while
+            its yielded reply was being sent, so it could not watch after
+            the yield."""
+            key = request.observe_key
+            if not key:
+                return lambda: None
+            start = remaining_ms(context)
+            self.observations.put(key, found=True, has_deadline=start >= 0, remaining_ms_at_start=start)
+            if not headers_sent:
+                context.send_initial_metadata(())
+
+            def watch():
+                give_up = time.monotonic() + OBSERVE_TIMEOUT_S
+                while context.is_active() and time.monotonic() < give_up:
+                    time.sleep(0.005)
+                cancelled = not context.is_active()
+                self.observations.put(
+                    key, done=True, cancelled=cancelled, remaining_ms_at_cancel=remaining_ms(context)
+                )
+
+            watcher = threading.Thread(target=watch, name=f"observe {key}", daemon=True)
+            watcher.start()
+            return lambda: watcher.join(OBSERVE_TIMEOUT_S + 10)
 
         def _fail_if_asked(self, request, context):
             if request.raise_message:
                 raise RuntimeError(request.raise_message)
+            if request.error_status:
+                status = status_pb2.Status.FromString(request.error_status)
+                context.abort_with_status(rpc_status.to_status(status))
             if request.status_code != 0:
                 context.abort(codes[request.status_code], request.status_message)
 
@@ -88,6 +170,7 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
             payload = request.payload if request.echo_payload else pattern(request.response_size)
             if request.all_metadata:
                 md = [(m.key, m.value) for m in context.invocation_metadata()]
+            # No `request_compressed`: grpcio's API does not show it.
             return pb2.Reply(
                 message=message,
                 seqno=seqno,
@@ -99,6 +182,7 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
 
         def unary_unary(self, request, context):
             md = self._prepare(request, context, True)
+            self._observe(request, context, request.echo_initial)
             self._fail_if_asked(request, context)
             message = request.value * (request.multiplier or 1)
             return self._reply(
@@ -109,10 +193,16 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
             md = self._prepare(request, context, True)
             count = request.response_count if request.HasField("response_count") else 2
             message = request.value * (request.multiplier or 1)
+            observed = None
             for i in range(count):
+                if i == count - 1:
+                    observed = self._start_observing(request, context, True)
                 yield self._reply(
                     request, context, md, message, i + 1, len(request.payload), zlib.crc32(request.payload)
                 )
+            if observed is None:
+                observed = self._start_observing(request, context, request.echo_initial)
+            observed()
             self._fail_if_asked(request, context)
 
         def stream_unary(self, request_iterator, context):
@@ -121,8 +211,12 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
             crc = 0
             last = pb2.Request()
             md = x_metadata(context)
+            headers_sent = False
             for index, request in enumerate(request_iterator):
                 md = self._prepare(request, context, index == 0)
+                headers_sent = headers_sent or (index == 0 and request.echo_initial)
+                self._observe(request, context, headers_sent)
+                headers_sent = headers_sent or bool(request.observe_key)
                 self._fail_if_asked(request, context)
                 messages.append(request.value * (request.multiplier or 1))
                 payload_len += len(request.payload)
@@ -135,10 +229,19 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
                 md = self._prepare(request, context, index == 0)
                 self._fail_if_asked(request, context)
                 message = request.value * (request.multiplier or 1)
+                if request.reply_uncompressed:
+                    context.disable_next_message_compression()
+                observed = self._start_observing(request, context, True)
                 yield self._reply(
                     request, context, md, message, index + 1, len(request.payload),
                     zlib.crc32(request.payload),
                 )
+                observed()
+
+        def observed(self, query, context):
+            wait_s = min(max(query.wait_ms, 0) / 1000.0, OBSERVED_WAIT_MAX_S)
+            record = self.observations.wait_done(query.key, wait_s)
+            return pb2.Observation(**record)
 
     servicers = [(Equivalence(), pb2_grpc.add_EquivalenceServicer_to_server)]
 
@@ -178,6 +281,11 @@ def import_stubs(stubs_dir):
     import grpc
     import equivalence_pb2
     import equivalence_pb2_grpc
+
+    # Rich error details (grpcio-status, googleapis-common-protos).
+    global rpc_status, status_pb2
+    from grpc_status import rpc_status
+    from google.rpc import status_pb2
 
     try:
         import example_pb2

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../examples/proto");
+    // Read at run time: `env!` would bake in wherever the build script was
+    // first compiled, which breaks a copied checkout sharing this target dir.
+    let proto_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../../examples/proto");
     println!(
         "cargo:rerun-if-changed={}",
         proto_dir.join("example.proto").display()
