@@ -132,7 +132,7 @@ pub struct BadRequest {
 /// `google.rpc.BadRequest.FieldViolation`.
 #[derive(Clone, PartialEq, Message)]
 pub struct FieldViolation {
-    /// A path to the field (e.g. "items[2].name").
+    /// A path to the field (e.g. `items[2].name`).
     #[prost(string, tag = "1")]
     pub field: String,
     /// Why it is invalid.

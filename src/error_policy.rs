@@ -7,10 +7,10 @@
 //!   ([`ServerBuilder::map_error`](crate::ServerBuilder::map_error)) if there
 //!   is one, else `UNKNOWN` "Exception calling application: ...".
 //! - A handler panics: the mapping for the panic's payload type (for
-//!   `std::panic::panic_any(MyError)`), else `UNKNOWN` "Exception calling
-//!   application: <panic message>" (or "Exception iterating responses: ..."
-//!   for a handler streaming its responses), as grpcio reports an unhandled
-//!   exception. The worker thread survives.
+//!   `std::panic::panic_any(MyError)`), else `UNKNOWN` with the message
+//!   `Exception calling application: <panic message>` (or `Exception
+//!   iterating responses: ...` for a handler streaming its responses), as
+//!   grpcio reports an unhandled exception. The worker thread survives.
 //! - With the server's debug option on, an unmapped failure carries a
 //!   `google.rpc.DebugInfo` detail: the panic's backtrace, or the error's
 //!   chain of causes. Off by default: backtraces tell a client about the

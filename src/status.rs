@@ -206,7 +206,7 @@ impl Status {
     }
 
     /// The status for an application error a handler did not convert
-    /// itself: `UNKNOWN` with "Exception calling application: <error>", as
+    /// itself: `UNKNOWN` with `Exception calling application: <error>`, as
     /// grpcio reports unhandled exceptions. The error is kept as the
     /// status's source, so the server's error mappings
     /// (`ServerBuilder::map_error`) can turn it into a better status.
