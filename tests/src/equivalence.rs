@@ -14,15 +14,20 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::{mpsc, Condvar, Mutex, OnceLock};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use grpc_blocking::error_details::{ErrorDetail, RpcStatus};
 use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
-use grpc_blocking::{CallOptions, Channel, Code, Metadata, MetadataValue, Status};
+use grpc_blocking::{CallOptions, Channel, Code, Encoding, Metadata, MetadataValue, Status};
+use prost::Message as _;
 use serde_json::{json, Value};
 
 use crate::python::{GrpcioClient, GrpcioServer};
@@ -32,7 +37,9 @@ pub mod proto {
     grpc_blocking::include_proto!("equivalence");
 }
 
-pub use proto::{Metadatum, Reply, ReplyAsText, Request, RequestAsBytes};
+pub use proto::{
+    Metadatum, Observation, ObserveQuery, Reply, ReplyAsText, Request, RequestAsBytes,
+};
 
 /// Wire paths of the test service.
 pub mod paths {
@@ -40,10 +47,15 @@ pub mod paths {
     pub const UNARY_STREAM: &str = "/equivalence.Equivalence/unary_stream";
     pub const STREAM_UNARY: &str = "/equivalence.Equivalence/stream_unary";
     pub const STREAM_STREAM: &str = "/equivalence.Equivalence/stream_stream";
+    pub const OBSERVED: &str = "/equivalence.Equivalence/observed";
 }
 
 /// How long a rendezvous waits for its party.
 const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an observing handler waits for its call to be cancelled.
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest an `observed` query waits for its record.
+const OBSERVED_WAIT_MAX: Duration = Duration::from_secs(60);
 /// The deadline of a call that does not set its own.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long past its deadline our client may take before the test fails.
@@ -116,10 +128,41 @@ impl Rendezvous {
     }
 }
 
+/// What observing handlers recorded, by key (see `observed` in the proto).
+#[derive(Default)]
+struct Observations {
+    records: Mutex<HashMap<String, Observation>>,
+    cond: Condvar,
+}
+
+impl Observations {
+    fn put(&self, key: &str, update: impl FnOnce(&mut Observation)) {
+        let mut records = self.records.lock().unwrap();
+        update(records.entry(key.to_string()).or_default());
+        self.cond.notify_all();
+    }
+
+    fn wait_done(&self, key: &str, timeout: Duration) -> Observation {
+        let records = self.records.lock().unwrap();
+        let (records, _) = self
+            .cond
+            .wait_timeout_while(records, timeout, |r| !r.get(key).is_some_and(|o| o.done))
+            .unwrap();
+        records.get(key).cloned().unwrap_or_default()
+    }
+}
+
+/// The call's time remaining in ms, -1 without a deadline.
+fn remaining_ms(ctx: &ServerContext) -> i64 {
+    ctx.time_remaining()
+        .map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// grpc-blocking's implementation of `equivalence.Equivalence`.
 #[derive(Default)]
 pub struct EquivalenceService {
     rendezvous: Rendezvous,
+    observations: Observations,
 }
 
 fn x_metadata(ctx: &ServerContext) -> Metadata {
@@ -163,6 +206,19 @@ fn fail_if_asked(request: &Request) -> Result<(), Status> {
     if !request.raise_message.is_empty() {
         panic!("{}", request.raise_message);
     }
+    if !request.error_status.is_empty() {
+        let rpc = RpcStatus::decode(request.error_status.as_slice())
+            .expect("error_status is a serialized google.rpc.Status");
+        let details = rpc
+            .details
+            .into_iter()
+            .map(|any| ErrorDetail::from_any(any.clone()).unwrap_or(ErrorDetail::Other(any)));
+        return Err(Status::with_error_details(
+            Code::from_i32(rpc.code),
+            rpc.message,
+            details,
+        ));
+    }
     if request.status_code != 0 {
         return Err(Status::new(
             Code::from_i32(request.status_code),
@@ -200,6 +256,7 @@ fn reply(
         payload_len: payload_len as i64,
         payload_crc32: crc,
         received_metadata: as_metadata_list(md),
+        request_compressed: request.report_compressed.then(|| ctx.request_compressed()),
     }
 }
 
@@ -229,14 +286,49 @@ impl EquivalenceService {
             if request.echo_trailing {
                 ctx.set_trailing_metadata(md.clone());
             }
+            if !request.response_compression.is_empty() {
+                let encoding = Encoding::parse(&request.response_compression)
+                    .expect("response_compression names a known encoding");
+                ctx.set_compression(encoding)?;
+            }
         }
         Ok(md)
+    }
+
+    /// Step 6: observe the call's deadline and cancellation.
+    fn observe(&self, request: &Request, ctx: &ServerContext, headers_sent: bool) {
+        let key = request.observe_key.as_str();
+        if key.is_empty() {
+            return;
+        }
+        let start = remaining_ms(ctx);
+        self.observations.put(key, |o| {
+            o.found = true;
+            o.has_deadline = start >= 0;
+            o.remaining_ms_at_start = start;
+        });
+        if !headers_sent {
+            // Fails only once the call is over, which the loop below sees.
+            let _ = ctx.send_initial_metadata(Metadata::new());
+        }
+        let give_up = Instant::now() + OBSERVE_TIMEOUT;
+        while !ctx.is_cancelled() && Instant::now() < give_up {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let cancelled = ctx.is_cancelled();
+        let at_cancel = remaining_ms(ctx);
+        self.observations.put(key, |o| {
+            o.done = true;
+            o.cancelled = cancelled;
+            o.remaining_ms_at_cancel = at_cancel;
+        });
     }
 }
 
 impl proto::Equivalence for EquivalenceService {
     fn unary_unary(&self, request: Request, ctx: &ServerContext) -> Result<Reply, Status> {
         let md = self.prepare(&request, ctx, true)?;
+        self.observe(&request, ctx, request.echo_initial);
         fail_if_asked(&request)?;
         let message = message_of(&request);
         Ok(reply(
@@ -271,6 +363,7 @@ impl proto::Equivalence for EquivalenceService {
             );
             responses.send(r)?;
         }
+        self.observe(&request, ctx, request.echo_initial || count > 0);
         fail_if_asked(&request)
     }
 
@@ -284,9 +377,13 @@ impl proto::Equivalence for EquivalenceService {
         let mut crc = 0;
         let mut last = Request::default();
         let mut md = x_metadata(ctx);
+        let mut headers_sent = false;
         for (index, request) in requests.enumerate() {
             let request = request?;
             md = self.prepare(&request, ctx, index == 0)?;
+            headers_sent = headers_sent || (index == 0 && request.echo_initial);
+            self.observe(&request, ctx, headers_sent);
+            headers_sent = headers_sent || !request.observe_key.is_empty();
             fail_if_asked(&request)?;
             messages.push(message_of(&request));
             payload_len += request.payload.len();
@@ -324,9 +421,19 @@ impl proto::Equivalence for EquivalenceService {
                 request.payload.len(),
                 crc32(&request.payload),
             );
-            responses.send(r)?;
+            if request.reply_uncompressed {
+                responses.send_uncompressed(r)?;
+            } else {
+                responses.send(r)?;
+            }
+            self.observe(&request, ctx, true);
         }
         Ok(())
+    }
+
+    fn observed(&self, query: ObserveQuery, _ctx: &ServerContext) -> Result<Observation, Status> {
+        let wait = Duration::from_millis(query.wait_ms.max(0) as u64).min(OBSERVED_WAIT_MAX);
+        Ok(self.observations.wait_done(&query.key, wait))
     }
 }
 
@@ -541,6 +648,23 @@ pub struct Call<Req> {
     /// grpcio client: the full proto name of `Resp`, when it is not the
     /// method's reply type (grpcio then parses replies as that type).
     pub response_type: Option<&'static str>,
+    /// Whether the call has a deadline, `timeout` after it starts. Without
+    /// one, `timeout` still bounds how long the test waits for the call.
+    pub deadline: bool,
+    /// The call's compression of its requests (grpcio:
+    /// `compression=` of the call; ours: [`CallOptions::compression`]).
+    pub compression: Option<Encoding>,
+    /// Make the call on a channel of its own whose default compression is
+    /// this (grpcio: `grpc.insecure_channel(..., compression=...)`; ours:
+    /// `ChannelBuilder::default_compression`).
+    pub channel_compression: Option<Encoding>,
+    /// Make the call on a channel of its own through a [`WireTap`], and
+    /// report the bytes that went each way in [`Outcome::wire`].
+    pub count_wire: bool,
+    /// Cancel the call once this many replies arrived (0: once the response
+    /// headers did), its request stream still open (grpcio: `call.cancel()`;
+    /// ours: `UnaryCall::cancel`, `Streaming::cancel`).
+    pub cancel_after: Option<usize>,
 }
 
 impl<Req> Call<Req> {
@@ -554,7 +678,47 @@ impl<Req> Call<Req> {
             pingpong: false,
             raw: false,
             response_type: None,
+            deadline: true,
+            compression: None,
+            channel_compression: None,
+            count_wire: false,
+            cancel_after: None,
         }
+    }
+
+    /// No deadline (see [`Call::deadline`]).
+    pub fn no_deadline(mut self) -> Self {
+        self.deadline = false;
+        self
+    }
+
+    /// See [`Call::compression`].
+    pub fn compression(mut self, encoding: Encoding) -> Self {
+        self.compression = Some(encoding);
+        self
+    }
+
+    /// See [`Call::channel_compression`].
+    pub fn channel_compression(mut self, encoding: Encoding) -> Self {
+        self.channel_compression = Some(encoding);
+        self
+    }
+
+    /// See [`Call::count_wire`].
+    pub fn count_wire(mut self) -> Self {
+        self.count_wire = true;
+        self
+    }
+
+    /// See [`Call::cancel_after`].
+    pub fn cancel_after(mut self, replies: usize) -> Self {
+        self.cancel_after = Some(replies);
+        self
+    }
+
+    /// Whether the call needs a channel of its own.
+    fn own_channel(&self) -> bool {
+        self.count_wire || self.channel_compression.is_some()
     }
 
     pub fn metadata(mut self, md: MdList) -> Self {
@@ -604,6 +768,18 @@ pub struct Outcome<Resp> {
     pub all_headers: MdList,
     pub all_trailers: MdList,
     pub responses: Vec<Resp>,
+    /// Whether each reply arrived with its compressed flag set (ours:
+    /// `Response::compressed`, `Streaming::last_message_compressed`); `None`
+    /// from grpcio, whose API does not show it.
+    pub responses_compressed: Option<Vec<bool>>,
+    /// The `google.rpc.Status` of the status's details (grpcio:
+    /// `grpc_status.rpc_status.from_call`; ours: `Status::rpc_status`).
+    pub rich_status: Option<RpcStatus>,
+    /// Its details, unpacked (ours: `Status::error_details`; grpcio's: the
+    /// `Any`s `from_call` gave, unpacked with `ErrorDetail::from_any`).
+    pub error_details: Vec<ErrorDetail>,
+    /// Bytes on the wire each way, with [`Call::count_wire`].
+    pub wire: Option<WireBytes>,
 }
 
 impl<Resp> Outcome<Resp> {
@@ -622,6 +798,10 @@ impl<Resp> Outcome<Resp> {
             all_headers,
             all_trailers,
             responses,
+            responses_compressed: None,
+            rich_status: None,
+            error_details: Vec::new(),
+            wire: None,
         }
     }
 }
@@ -717,10 +897,31 @@ impl Pairing {
         Resp: prost::Message + Default + Send + 'static,
     {
         let addr = self.server_addr();
-        match self.client {
-            Peer::Grpcio => grpcio_call(addr, call),
-            Peer::Ours => our_call(addr, call),
-        }
+        let tap = call.count_wire.then(|| WireTap::start(addr));
+        let target = tap.as_ref().map_or(addr, |t| t.addr());
+        let mut outcome = match self.client {
+            Peer::Grpcio => grpcio_call(target, call),
+            Peer::Ours => our_call(target, call),
+        };
+        outcome.wire = tap.map(|t| t.bytes());
+        outcome
+    }
+
+    /// What the handler of the call with `observe_key` = `key` observed
+    /// (`observed`, asked through this pairing's client): waits until that
+    /// handler is done observing, up to 40 s (it gives up after 30 s).
+    pub fn observed(&self, key: &str) -> Observation {
+        let query = ObserveQuery {
+            key: key.to_string(),
+            wait_ms: 40_000,
+        };
+        let out =
+            self.call::<_, Observation>(Call::new(paths::OBSERVED, Kind::UnaryUnary, vec![query]));
+        assert_eq!(out.code, Code::Ok, "{self}: observed({key}): {out:?}");
+        out.responses
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("{self}: observed({key}) without a reply"))
     }
 
     /// Shorthand: a call of the test service's method of `kind`.
@@ -741,32 +942,53 @@ where
         "kind": call.kind.as_str(),
         "requests": call.requests.iter().map(|r| BASE64.encode(r.encode_to_vec())).collect::<Vec<_>>(),
         "metadata": md_to_json(&call.metadata),
-        "timeout": call.timeout.as_secs_f64(),
+        "timeout": call.deadline.then_some(call.timeout.as_secs_f64()),
         "pingpong": call.pingpong,
         "raw": call.raw,
         "response_type": call.response_type,
+        "compression": call.compression.map(Encoding::as_str),
+        "fresh_channel": call.own_channel(),
+        "channel_compression": call.channel_compression.map(Encoding::as_str),
+        "cancel_after": call.cancel_after,
     });
     let answer = GrpcioClient::shared()
         .request(command, call.timeout + GrpcioClient::slack())
         .unwrap_or_else(|e| panic!("{e}"));
+    let decode = |value: &Value| -> Vec<u8> {
+        BASE64
+            .decode(value.as_str().expect("base64 string"))
+            .expect("base64")
+    };
     let responses = answer["responses"]
         .as_array()
         .expect("responses")
         .iter()
         .map(|r| {
-            let bytes = BASE64
-                .decode(r.as_str().expect("base64 string"))
-                .expect("base64");
-            Resp::decode(bytes.as_slice()).expect("grpcio client returned a reply we cannot decode")
+            Resp::decode(decode(r).as_slice())
+                .expect("grpcio client returned a reply we cannot decode")
         })
         .collect();
-    Outcome::new(
+    let mut outcome = Outcome::new(
         Code::from_i32(answer["code"].as_i64().expect("code") as i32),
         answer["details"].as_str().unwrap_or_default().to_string(),
         md_from_json(&answer["headers"]),
         md_from_json(&answer["trailers"]),
         responses,
-    )
+    );
+    if !answer["rich_status"].is_null() {
+        let rpc = RpcStatus::decode(decode(&answer["rich_status"]).as_slice())
+            .expect("grpcio's rich status decodes as google.rpc.Status");
+        outcome.error_details = rpc
+            .details
+            .iter()
+            .map(|any| {
+                ErrorDetail::from_any(any.clone())
+                    .unwrap_or_else(|e| panic!("a detail grpcio returned: {any:?}: {e}"))
+            })
+            .collect();
+        outcome.rich_status = Some(rpc);
+    }
+    outcome
 }
 
 /// Our client's channel to `addr`: one per server, shared by all calls (as
@@ -811,21 +1033,39 @@ where
     Req: prost::Message + Clone + Send + 'static,
     Resp: prost::Message + Default + Send + 'static,
 {
-    let channel = our_channel(addr);
     let what = format!("our client's {} call to {}", call.kind.as_str(), call.path);
     with_watchdog(&what, call.timeout + WATCHDOG_SLACK, move || {
+        // A channel of its own is dropped (closed) with this closure.
+        let channel = if call.own_channel() {
+            let mut builder = Channel::builder(&format!("http://{addr}"));
+            if let Some(encoding) = call.channel_compression {
+                builder = builder.default_compression(encoding);
+            }
+            builder
+                .connect()
+                .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+        } else {
+            our_channel(addr)
+        };
         our_call_inner(&channel, call)
     })
 }
 
 fn failed<Resp>(status: Status, headers: MdList, responses: Vec<Resp>) -> Outcome<Resp> {
-    Outcome::new(
+    let mut outcome = Outcome::new(
         status.code(),
         status.message().to_string(),
         headers,
         md_from_ours(status.metadata()),
         responses,
-    )
+    );
+    outcome.rich_status = status
+        .rpc_status()
+        .unwrap_or_else(|e| panic!("our client cannot decode the details of {status:?}: {e}"));
+    outcome.error_details = status
+        .error_details()
+        .unwrap_or_else(|e| panic!("our client cannot unpack the details of {status:?}: {e}"));
+    outcome
 }
 
 fn our_call_inner<Req, Resp>(channel: &Channel, call: Call<Req>) -> Outcome<Resp>
@@ -833,9 +1073,16 @@ where
     Req: prost::Message + Clone + Send + 'static,
     Resp: prost::Message + Default + Send + 'static,
 {
-    let options = CallOptions::new()
-        .metadata(md_to_ours(&call.metadata))
-        .timeout(call.timeout);
+    let mut options = CallOptions::new().metadata(md_to_ours(&call.metadata));
+    if call.deadline {
+        options = options.timeout(call.timeout);
+    }
+    if let Some(encoding) = call.compression {
+        options = options.compression(encoding);
+    }
+    if let Some(after) = call.cancel_after {
+        return our_call_cancelled(channel, call, options, after);
+    }
     let mut requests = call.requests;
     match call.kind {
         Kind::UnaryUnary | Kind::StreamUnary => {
@@ -850,13 +1097,17 @@ where
                 .map(|md| md_from_ours(&md))
                 .unwrap_or_default();
             match pending.wait_response() {
-                Ok(response) => Outcome::new(
-                    Code::Ok,
-                    String::new(),
-                    md_from_ours(&response.headers),
-                    md_from_ours(&response.trailers),
-                    vec![response.message],
-                ),
+                Ok(response) => {
+                    let mut outcome = Outcome::new(
+                        Code::Ok,
+                        String::new(),
+                        md_from_ours(&response.headers),
+                        md_from_ours(&response.trailers),
+                        vec![response.message],
+                    );
+                    outcome.responses_compressed = Some(vec![response.compressed]);
+                    outcome
+                }
                 Err(status) => failed(status, headers, Vec::new()),
             }
         }
@@ -867,20 +1118,24 @@ where
             } else {
                 channel.bidi_streaming::<Req, Resp, _>(call.path, requests, options)
             };
-            drain(stream, Vec::new())
+            drain(stream, Vec::new(), Vec::new())
         }
         Kind::UnaryStream => panic!("pingpong is for stream_stream calls"),
         Kind::StreamStream => {
             let (mut sink, mut stream) =
                 channel.bidi_streaming_sender::<Req, Resp>(call.path, options);
             let mut responses = Vec::new();
+            let mut compressed = Vec::new();
             for request in requests {
                 if sink.send(request).is_err() {
                     // The call is over; the stream says how.
                     break;
                 }
                 match stream.next() {
-                    Some(Ok(response)) => responses.push(response),
+                    Some(Ok(response)) => {
+                        responses.push(response);
+                        compressed.push(stream.last_message_compressed());
+                    }
                     Some(Err(status)) => {
                         let headers = stream
                             .headers()
@@ -892,7 +1147,98 @@ where
                 }
             }
             sink.finish();
-            drain(stream, responses)
+            drain(stream, responses, compressed)
+        }
+    }
+}
+
+/// A call cancelled by our client once `after` replies arrived (0: once the
+/// response headers did), its request stream still open; the outcome is
+/// what the call reports after the cancel.
+fn our_call_cancelled<Req, Resp>(
+    channel: &Channel,
+    call: Call<Req>,
+    options: CallOptions,
+    after: usize,
+) -> Outcome<Resp>
+where
+    Req: prost::Message + Clone + Send + 'static,
+    Resp: prost::Message + Default + Send + 'static,
+{
+    let mut requests = call.requests;
+    match call.kind {
+        Kind::UnaryUnary | Kind::StreamUnary => {
+            assert_eq!(
+                after, 0,
+                "a call with one reply is cancelled after its headers"
+            );
+            let (sink, mut pending) = if call.kind == Kind::UnaryUnary {
+                assert_eq!(requests.len(), 1, "unary_unary takes one request");
+                let pending = channel.unary::<Req, Resp>(call.path, requests.remove(0), options);
+                (None, pending)
+            } else {
+                let (mut sink, pending) =
+                    channel.client_streaming_sender::<Req, Resp>(call.path, options);
+                for request in requests {
+                    if sink.send(request).is_err() {
+                        break;
+                    }
+                }
+                (Some(sink), pending)
+            };
+            let headers = match pending.headers() {
+                Ok(md) => md_from_ours(&md),
+                Err(status) => return failed(status, Vec::new(), Vec::new()),
+            };
+            pending.cancel();
+            drop(sink);
+            match pending.wait_response() {
+                Ok(response) => Outcome::new(
+                    Code::Ok,
+                    String::new(),
+                    md_from_ours(&response.headers),
+                    md_from_ours(&response.trailers),
+                    vec![response.message],
+                ),
+                Err(status) => failed(status, headers, Vec::new()),
+            }
+        }
+        Kind::UnaryStream | Kind::StreamStream => {
+            let (sink, mut stream) = if call.kind == Kind::UnaryStream {
+                assert_eq!(requests.len(), 1, "unary_stream takes one request");
+                let stream =
+                    channel.server_streaming::<Req, Resp>(call.path, requests.remove(0), options);
+                (None, stream)
+            } else {
+                let (mut sink, stream) =
+                    channel.bidi_streaming_sender::<Req, Resp>(call.path, options);
+                for request in requests {
+                    if sink.send(request).is_err() {
+                        break;
+                    }
+                }
+                (Some(sink), stream)
+            };
+            let headers = match stream.headers() {
+                Ok(md) => md_from_ours(&md),
+                Err(status) => return failed(status, Vec::new(), Vec::new()),
+            };
+            let mut responses = Vec::new();
+            let mut compressed = Vec::new();
+            while responses.len() < after {
+                match stream.next() {
+                    Some(Ok(response)) => {
+                        responses.push(response);
+                        compressed.push(stream.last_message_compressed());
+                    }
+                    Some(Err(status)) => return failed(status, headers, responses),
+                    // The call ended before the cancel: drain says how.
+                    None => break,
+                }
+            }
+            stream.cancel();
+            drop(sink);
+            drain(stream, responses, compressed)
         }
     }
 }
@@ -901,15 +1247,19 @@ where
 fn drain<Resp>(
     mut stream: grpc_blocking::Streaming<Resp>,
     mut responses: Vec<Resp>,
+    mut compressed: Vec<bool>,
 ) -> Outcome<Resp>
 where
     Resp: prost::Message + Default + Send + 'static,
 {
     let headers = stream.headers();
     let mut error = None;
-    for item in stream.by_ref() {
+    while let Some(item) = stream.next() {
         match item {
-            Ok(response) => responses.push(response),
+            Ok(response) => {
+                responses.push(response);
+                compressed.push(stream.last_message_compressed());
+            }
             Err(status) => {
                 error = Some(status);
                 break;
@@ -920,11 +1270,147 @@ where
         Ok(md) => (md_from_ours(&md), None),
         Err(status) => (Vec::new(), Some(status)),
     };
-    match error.or(header_error) {
+    let mut outcome = match error.or(header_error) {
         Some(status) => failed(status, headers, responses),
         None => {
             let trailers = stream.trailers().map(md_from_ours).unwrap_or_default();
             Outcome::new(Code::Ok, String::new(), headers, trailers, responses)
+        }
+    };
+    outcome.responses_compressed = Some(compressed);
+    outcome
+}
+
+// ---------------------------------------------------------------------------
+// Bytes on the wire
+
+/// Bytes that went through a [`WireTap`]: `up` from the client to the
+/// server, `down` back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireBytes {
+    pub up: u64,
+    pub down: u64,
+}
+
+/// A TCP proxy in front of a server that counts the bytes each way: the one
+/// view of compression that needs neither side's API (grpcio shows no
+/// compressed flag, on either side). A byte is counted before it is passed
+/// on, so whatever a peer has received is counted.
+pub struct WireTap {
+    addr: SocketAddr,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    sockets: Arc<Mutex<Vec<TcpStream>>>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl WireTap {
+    /// A proxy on a free port of 127.0.0.1 to `target`.
+    pub fn start(target: SocketAddr) -> WireTap {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the wire tap");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let addr = listener.local_addr().expect("the wire tap's address");
+        let up = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sockets = Arc::new(Mutex::new(Vec::new()));
+        let acceptor = {
+            let (up, down, stop, sockets) =
+                (up.clone(), down.clone(), stop.clone(), sockets.clone());
+            thread::Builder::new()
+                .name("wire tap".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        let client = match listener.accept() {
+                            Ok((client, _)) => client,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                thread::sleep(Duration::from_millis(5));
+                                continue;
+                            }
+                            Err(_) => break,
+                        };
+                        let server =
+                            match TcpStream::connect_timeout(&target, Duration::from_secs(20)) {
+                                Ok(server) => server,
+                                Err(_) => continue,
+                            };
+                        let _ = client.set_nonblocking(false);
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
+                        let clones = (client.try_clone(), server.try_clone());
+                        let (Ok(client2), Ok(server2)) = clones else {
+                            continue;
+                        };
+                        {
+                            let mut all = sockets.lock().unwrap();
+                            if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
+                                all.push(c);
+                                all.push(s);
+                            }
+                        }
+                        pump(client, server2, up.clone());
+                        pump(server, client2, down.clone());
+                    }
+                })
+                .expect("spawn the wire tap")
+        };
+        WireTap {
+            addr,
+            up,
+            down,
+            stop,
+            sockets,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bytes so far.
+    pub fn bytes(&self) -> WireBytes {
+        WireBytes {
+            up: self.up.load(Ordering::Acquire),
+            down: self.down.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// Copies `from` to `to`, counting, until either side closes.
+fn pump(mut from: TcpStream, mut to: TcpStream, count: Arc<AtomicU64>) {
+    let spawned = thread::Builder::new()
+        .name("wire tap pump".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                count.fetch_add(n as u64, Ordering::AcqRel);
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(Shutdown::Write);
+            let _ = from.shutdown(Shutdown::Read);
+        });
+    spawned.expect("spawn a wire tap pump");
+}
+
+impl Drop for WireTap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for socket in self.sockets.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
         }
     }
 }
