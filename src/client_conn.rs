@@ -140,6 +140,7 @@ impl ClientConn {
             waiting: VecDeque::new(),
             timers: BinaryHeap::new(),
             closing: false,
+            end_status: None,
         };
         std::thread::Builder::new()
             .name("grpc-client-conn".into())
@@ -231,6 +232,8 @@ struct Worker {
     waiting: VecDeque<u64>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     closing: bool,
+    /// Why the connection ended, when h2 said (a GOAWAY's reason, say).
+    end_status: Option<Status>,
 }
 
 impl Worker {
@@ -268,9 +271,12 @@ impl Worker {
             }
         }
         self.alive.store(false, Ordering::Release);
-        self.fail_all(Status::from_transport(TransportError::ConnectionLost(
-            "the connection closed while the call was in flight".into(),
-        )));
+        let status = self.end_status.take().unwrap_or_else(|| {
+            Status::from_transport(TransportError::ConnectionLost(
+                "the connection closed while the call was in flight".into(),
+            ))
+        });
+        self.fail_all(status);
     }
 
     fn apply(&mut self, cmd: ClientCmd) {
@@ -444,8 +450,16 @@ impl Worker {
         if let Phase::Open { connection, .. } = &mut self.phase {
             match Pin::new(connection).poll(&mut cx) {
                 Poll::Ready(result) => {
+                    // h2 may hold complete responses, or per-stream GOAWAY
+                    // errors, that arrived in this same pass: hand those
+                    // over before failing what is left.
+                    let keys: Vec<u64> = self.streams.keys().copied().collect();
+                    for key in keys {
+                        self.poll_stream(key);
+                    }
                     if let Err(e) = result {
                         log::debug!("client connection ended: {e}");
+                        self.end_status = Some(protocol::status_for_h2_error(&e));
                     }
                     self.phase = Phase::Done;
                 }
@@ -472,8 +486,11 @@ impl Worker {
                 Poll::Ready(Err(e)) => {
                     s.response = None;
                     if protocol::never_processed(&e) {
-                        // GOAWAY above this stream, or REFUSED_STREAM.
-                        self.alive.store(false, Ordering::Release);
+                        // GOAWAY above this stream (the connection takes no
+                        // new calls), or REFUSED_STREAM (it still does).
+                        if e.is_go_away() {
+                            self.alive.store(false, Ordering::Release);
+                        }
                         let status = protocol::status_for_h2_error(&e);
                         self.fail_with(key, status, true);
                         return;

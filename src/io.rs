@@ -18,7 +18,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -81,6 +81,8 @@ pub(crate) fn waker(wake: &Arc<Wake>, key: u64) -> Waker {
 struct Blocked {
     read: AtomicBool,
     write: AtomicBool,
+    /// Bytes read from the socket so far.
+    total_read: AtomicUsize,
 }
 
 /// Bytes read from the socket in one round before h2 is made to yield, so
@@ -105,7 +107,9 @@ impl Socket {
     /// would-block like h2's reads do.
     pub(crate) fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match (&*self.stream).read(buf) {
+            match (&*self.stream).read(buf).inspect(|&n| {
+                self.blocked.total_read.fetch_add(n, Ordering::Relaxed);
+            }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.blocked.read.store(true, Ordering::Relaxed);
                     return Err(e);
@@ -153,6 +157,7 @@ impl AsyncRead for Socket {
                 Ok(n) => {
                     buf.advance(n);
                     self.round += n;
+                    self.blocked.total_read.fetch_add(n, Ordering::Relaxed);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -273,6 +278,11 @@ impl EventLoop {
     /// The shared wake-up handle, for other threads and for wakers.
     pub(crate) fn wake_handle(&self) -> &Arc<Wake> {
         &self.wake
+    }
+
+    /// Bytes read from the socket so far.
+    pub(crate) fn bytes_read(&self) -> usize {
+        self.blocked.total_read.load(Ordering::Relaxed)
     }
 
     /// Moves the dirty keys into `into` (which is cleared first).

@@ -400,8 +400,12 @@ impl Server {
     /// Returns after a graceful shutdown: in-flight calls finished (or were
     /// cancelled after the grace period) and every server thread ended.
     pub fn serve(self) -> io::Result<()> {
-        let result = accept_loop(&self.listener, &self.shared);
-        drain(&self.shared);
+        let Server { listener, shared } = self;
+        let result = accept_loop(&listener, &shared);
+        // New connections are refused from here on (not left in the
+        // backlog while in-flight calls drain).
+        drop(listener);
+        drain(&shared);
         result
     }
 

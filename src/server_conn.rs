@@ -26,7 +26,7 @@ use crate::compression::Encoding;
 use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
 use crate::mailbox::{mailbox, Producer};
 use crate::metadata::Metadata;
-use crate::preface::{sniff, Sniffed, MAX_SNIFF};
+use crate::preface::{sniff, Sniffed, MAX_SNIFF, PREFACE};
 use crate::protocol::{self, Rejection};
 use crate::send_queue::SendQueue;
 use crate::server::{ServerConfig, ServerShared, Service};
@@ -455,7 +455,13 @@ impl Conn {
         let now = Instant::now();
         match key {
             HANDSHAKE_TIMER => {
-                if matches!(self.phase, Phase::Sniffing(..) | Phase::Handshaking(_)) {
+                // The client's preface is the 24-byte string and then a
+                // SETTINGS frame (RFC 9113, 3.4): h2 finishes its handshake
+                // on the string alone, so count the frame's 9-byte header.
+                let incomplete = self.ev.bytes_read() < PREFACE.len() + 9;
+                if matches!(self.phase, Phase::Sniffing(..) | Phase::Handshaking(_))
+                    || matches!(self.phase, Phase::Open(_)) && incomplete
+                {
                     log::debug!(
                         "closing connection from {:?}: no HTTP/2 preface in time",
                         self.peer

@@ -12,6 +12,10 @@ pub mod support;
 /// A raw HTTP/2 gRPC client, for requests our own client never sends.
 pub mod raw_h2;
 
+/// A raw HTTP/2 peer written frame by frame over a TCP socket, for the
+/// hardening tests' malformed, partial and abusive input.
+pub mod raw;
+
 /// The grpcio (Python) peers of the equivalence tests: virtualenv, server,
 /// client driver.
 pub mod python;
