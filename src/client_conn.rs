@@ -646,7 +646,7 @@ impl Worker {
                         .push(Reverse((Instant::now() + every, KEEPALIVE_TIMER)));
                 }
             }
-            PONG_TIMER if self.keepalive.awaiting() => {
+            PONG_TIMER if self.keepalive.overdue(self.settings.keepalive_timeout) => {
                 log::debug!(
                     "closing the connection: keepalive ping not answered within {:?}",
                     self.settings.keepalive_timeout

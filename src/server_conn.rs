@@ -136,6 +136,8 @@ const AGE_GRACE_TIMER: u64 = u64::MAX - 5;
 pub(crate) struct Keepalive {
     ping_pong: Option<h2::PingPong>,
     awaiting: bool,
+    /// When the outstanding ping went out.
+    sent_at: Option<Instant>,
 }
 
 impl Keepalive {
@@ -148,6 +150,7 @@ impl Keepalive {
             return false;
         };
         self.awaiting = pp.send_ping(h2::Ping::opaque()).is_ok();
+        self.sent_at = self.awaiting.then(Instant::now);
         self.awaiting
     }
 
@@ -172,6 +175,12 @@ impl Keepalive {
     /// Whether a ping is waiting for its answer.
     pub(crate) fn awaiting(&self) -> bool {
         self.awaiting
+    }
+
+    /// Whether the outstanding ping has waited `timeout` or longer. (A pong
+    /// deadline timer can outlive its ping: only this decides.)
+    pub(crate) fn overdue(&self, timeout: Duration) -> bool {
+        self.awaiting && self.sent_at.is_some_and(|t| t.elapsed() >= timeout)
     }
 
     /// Takes the connection's ping handle (once, after the handshake).
@@ -482,7 +491,7 @@ impl Conn {
                     self.timers.push(Reverse((now + every, KEEPALIVE_TIMER)));
                 }
             }
-            PONG_TIMER if self.keepalive.awaiting() => {
+            PONG_TIMER if self.keepalive.overdue(cfg.keepalive_timeout) => {
                 log::debug!(
                     "closing connection from {:?}: keepalive ping not answered within {:?}",
                     self.peer,
