@@ -7,8 +7,7 @@
 //! `poll(2)` on the socket and a wake-up; the sleep's timeout is its timer
 //! for call deadlines.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::TcpStream;
 use std::pin::Pin;
@@ -27,6 +26,7 @@ use crate::call_state::CallState;
 use crate::error::TransportError;
 use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
 use crate::mailbox::Producer;
+use crate::timers::Timers;
 use crate::protocol;
 use crate::send_queue::SendQueue;
 use crate::server_conn::{small_frame_budget, Keepalive};
@@ -138,7 +138,7 @@ impl ClientConn {
             alive,
             streams: HashMap::new(),
             waiting: VecDeque::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             closing: false,
             end_status: None,
         };
@@ -204,6 +204,8 @@ struct PendingStart {
 struct Stream {
     waker: Waker,
     state: Arc<CallState>,
+    /// The call's deadline (its timer is removed with the stream).
+    deadline: Option<Instant>,
     events: Producer<CallEvent>,
     start: Option<PendingStart>,
     response: Option<ResponseFuture>,
@@ -230,7 +232,7 @@ struct Worker {
     streams: HashMap<u64, Stream>,
     /// Streams waiting for h2 to accept another request.
     waiting: VecDeque<u64>,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timers: Timers,
     closing: bool,
     /// Why the connection ended, when h2 said (a GOAWAY's reason, say).
     end_status: Option<Status>,
@@ -260,10 +262,7 @@ impl Worker {
             if matches!(self.phase, Phase::Done) {
                 break;
             }
-            let timeout = self
-                .timers
-                .peek()
-                .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+            let timeout = self.timers.next_in(Instant::now());
             let rx = &self.rx;
             if let Err(e) = self.ev.sleep(timeout, || !rx.is_empty()) {
                 log::error!("client connection event loop failed: {e}");
@@ -300,6 +299,7 @@ impl Worker {
                     Stream {
                         waker: waker(self.ev.wake_handle(), key),
                         state,
+                        deadline,
                         events,
                         start: Some(PendingStart { request }),
                         response: None,
@@ -313,7 +313,7 @@ impl Worker {
                     },
                 );
                 if let Some(d) = deadline {
-                    self.timers.push(Reverse((d, key)));
+                    self.timers.add(d, key);
                 }
                 self.waiting.push_back(key);
                 self.start_waiting();
@@ -331,7 +331,7 @@ impl Worker {
                 }
             }
             ClientCmd::Cancel(key) => {
-                if let Some(mut s) = self.streams.remove(&key) {
+                if let Some(mut s) = self.take_stream(key) {
                     if let Some(send) = &mut s.send {
                         send.send_reset(h2::Reason::CANCEL);
                     }
@@ -351,8 +351,7 @@ impl Worker {
                 if let Phase::Open { send_request, .. } = &mut self.phase {
                     // h2 closes the connection once no handle is left.
                     send_request.take();
-                    self.timers
-                        .push(Reverse((Instant::now() + CLOSE_TIMEOUT, CLOSE_TIMER)));
+                    self.timers.add(Instant::now() + CLOSE_TIMEOUT, CLOSE_TIMER);
                     self.conn_waker.wake_by_ref();
                 } else {
                     self.phase = Phase::Done;
@@ -424,8 +423,7 @@ impl Worker {
                 Poll::Ready(Ok((send_request, mut connection))) => {
                     self.keepalive.set(connection.ping_pong());
                     if let Some(every) = self.settings.keepalive_interval {
-                        self.timers
-                            .push(Reverse((Instant::now() + every, KEEPALIVE_TIMER)));
+                        self.timers.add(Instant::now() + every, KEEPALIVE_TIMER);
                     }
                     self.phase = Phase::Open {
                         send_request: (!self.closing).then_some(send_request),
@@ -443,8 +441,7 @@ impl Worker {
         }
         if self.keepalive.poll_pong(&mut cx) {
             if let Some(every) = self.settings.keepalive_interval {
-                self.timers
-                    .push(Reverse((Instant::now() + every, KEEPALIVE_TIMER)));
+                self.timers.add(Instant::now() + every, KEEPALIVE_TIMER);
             }
         }
         if let Phase::Open { connection, .. } = &mut self.phase {
@@ -547,7 +544,7 @@ impl Worker {
             s.state.cancel(Status::failed_precondition(
                 "the server already ended the call; no more requests can be sent",
             ));
-            self.streams.remove(&key);
+            self.take_stream(key);
             return;
         }
         self.flush(key);
@@ -586,6 +583,15 @@ impl Worker {
         }
     }
 
+    /// Takes a stream out of the map, with its deadline timer.
+    fn take_stream(&mut self, key: u64) -> Option<Stream> {
+        let s = self.streams.remove(&key)?;
+        if let Some(at) = s.deadline {
+            self.timers.remove(at, key);
+        }
+        Some(s)
+    }
+
     fn fail(&mut self, key: u64, status: Status) {
         self.fail_with(key, status, false);
     }
@@ -593,7 +599,7 @@ impl Worker {
     /// Ends a call with `status`; `refused` says the server never
     /// processed it.
     fn fail_with(&mut self, key: u64, status: Status, refused: bool) {
-        if let Some(s) = self.streams.remove(&key) {
+        if let Some(s) = self.take_stream(key) {
             s.state.cancel(status.clone());
             let event = if refused {
                 CallEvent::Refused(status)
@@ -606,16 +612,12 @@ impl Worker {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some(key) = self.timers.pop_due(now) {
             if key >= PONG_TIMER {
                 self.connection_timer(key);
                 continue;
             }
-            if let Some(mut s) = self.streams.remove(&key) {
+            if let Some(mut s) = self.take_stream(key) {
                 if let Some(send) = &mut s.send {
                     send.send_reset(h2::Reason::CANCEL);
                 }
@@ -636,14 +638,10 @@ impl Worker {
                 };
                 let wanted = self.settings.keepalive_without_calls || !self.streams.is_empty();
                 if wanted && self.keepalive.ping() {
-                    self.timers.push(Reverse((
-                        Instant::now() + self.settings.keepalive_timeout,
-                        PONG_TIMER,
-                    )));
+                    self.timers.add(Instant::now() + self.settings.keepalive_timeout, PONG_TIMER);
                     self.conn_waker.wake_by_ref();
                 } else if !self.keepalive.awaiting() {
-                    self.timers
-                        .push(Reverse((Instant::now() + every, KEEPALIVE_TIMER)));
+                    self.timers.add(Instant::now() + every, KEEPALIVE_TIMER);
                 }
             }
             PONG_TIMER if self.keepalive.overdue(self.settings.keepalive_timeout) => {

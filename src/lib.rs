@@ -133,6 +133,7 @@ mod send_queue;
 pub mod server;
 mod server_call;
 mod server_conn;
+mod timers;
 pub mod status;
 
 pub use client::{CallOptions, Channel, ChannelBuilder};

@@ -7,8 +7,7 @@
 //! `poll(2)` (via [`EventLoop`]) on the socket and a wake-up, and the sleep's
 //! timeout is its timer for call deadlines and the handshake timeout.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -27,6 +26,7 @@ use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
 use crate::mailbox::{mailbox, Producer};
 use crate::metadata::Metadata;
 use crate::preface::{sniff, Sniffed, MAX_SNIFF, PREFACE};
+use crate::timers::Timers;
 use crate::protocol::{self, Rejection};
 use crate::send_queue::SendQueue;
 use crate::server::{ServerConfig, ServerShared, Service};
@@ -113,7 +113,7 @@ struct Conn {
     next_key: u64,
     rx: Receiver<ConnCmd>,
     handle: Arc<ConnHandle>,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timers: Timers,
     peer: Option<SocketAddr>,
     server: Arc<ServerShared>,
     shutting_down: bool,
@@ -212,7 +212,7 @@ pub(crate) fn prepare(
         next_key: 0,
         rx,
         handle: handle.clone(),
-        timers: BinaryHeap::new(),
+        timers: Timers::default(),
         peer,
         server,
         shutting_down: false,
@@ -220,7 +220,7 @@ pub(crate) fn prepare(
         idle_since: Instant::now(),
     };
     let handshake_deadline = Instant::now() + conn.server.config.handshake_timeout;
-    conn.timers.push(Reverse((handshake_deadline, CONN_KEY)));
+    conn.timers.add(handshake_deadline, CONN_KEY);
     Ok((handle, move || conn.run()))
 }
 
@@ -303,10 +303,7 @@ impl Conn {
             if matches!(self.phase, Phase::Done) {
                 break;
             }
-            let timeout = self
-                .timers
-                .peek()
-                .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+            let timeout = self.timers.next_in(Instant::now());
             let rx = &self.rx;
             if let Err(e) = self.ev.sleep(timeout, || !rx.is_empty()) {
                 log::error!("connection event loop failed: {e}");
@@ -406,8 +403,7 @@ impl Conn {
         }
         if self.keepalive.poll_pong(&mut cx) {
             if let Some(every) = self.server.config.keepalive_interval {
-                self.timers
-                    .push(Reverse((Instant::now() + every, KEEPALIVE_TIMER)));
+                self.timers.add(Instant::now() + every, KEEPALIVE_TIMER);
             }
         }
         loop {
@@ -438,14 +434,14 @@ impl Conn {
         let cfg = &self.server.config;
         let now = Instant::now();
         if let Some(every) = cfg.keepalive_interval {
-            self.timers.push(Reverse((now + every, KEEPALIVE_TIMER)));
+            self.timers.add(now + every, KEEPALIVE_TIMER);
         }
         if let Some(idle) = cfg.idle_timeout {
             self.idle_since = now;
-            self.timers.push(Reverse((now + idle, IDLE_TIMER)));
+            self.timers.add(now + idle, IDLE_TIMER);
         }
         if let Some(age) = cfg.max_connection_age {
-            self.timers.push(Reverse((now + age, AGE_TIMER)));
+            self.timers.add(now + age, AGE_TIMER);
         }
     }
 
@@ -484,11 +480,10 @@ impl Conn {
                 };
                 let wanted = cfg.keepalive_without_calls || !self.streams.is_empty();
                 if wanted && self.keepalive.ping() {
-                    self.timers
-                        .push(Reverse((now + cfg.keepalive_timeout, PONG_TIMER)));
+                    self.timers.add(now + cfg.keepalive_timeout, PONG_TIMER);
                     self.conn_waker.wake_by_ref();
                 } else if !self.keepalive.awaiting() {
-                    self.timers.push(Reverse((now + every, KEEPALIVE_TIMER)));
+                    self.timers.add(now + every, KEEPALIVE_TIMER);
                 }
             }
             PONG_TIMER if self.keepalive.overdue(cfg.keepalive_timeout) => {
@@ -515,14 +510,14 @@ impl Conn {
                     log::debug!("closing idle connection from {:?}", self.peer);
                     self.go_away();
                 } else {
-                    self.timers.push(Reverse((due, IDLE_TIMER)));
+                    self.timers.add(due, IDLE_TIMER);
                 }
             }
             AGE_TIMER => {
                 log::debug!("connection from {:?} reached its maximum age", self.peer);
                 let grace = cfg.max_connection_age_grace;
                 self.go_away();
-                self.timers.push(Reverse((now + grace, AGE_GRACE_TIMER)));
+                self.timers.add(now + grace, AGE_GRACE_TIMER);
             }
             AGE_GRACE_TIMER => {
                 self.close_all(Status::unavailable(
@@ -540,8 +535,7 @@ impl Conn {
         if self.streams.is_empty() {
             self.idle_since = Instant::now();
             if let Some(idle) = self.server.config.idle_timeout {
-                self.timers
-                    .push(Reverse((self.idle_since + idle, IDLE_TIMER)));
+                self.timers.add(self.idle_since + idle, IDLE_TIMER);
             }
         }
     }
@@ -682,7 +676,7 @@ impl Conn {
             return;
         }
         if let Some(d) = deadline {
-            self.timers.push(Reverse((d, key)));
+            self.timers.add(d, key);
         }
         let flow = body.flow_control().clone();
         self.streams.insert(
@@ -808,15 +802,24 @@ impl Conn {
         if s.finished {
             // Dropping the handles closes the stream; if the client is still
             // sending, h2 resets it with NO_ERROR as the spec asks.
-            self.streams.remove(&key);
+            self.take_stream(key);
             self.stream_removed();
         }
+    }
+
+    /// Takes a stream out of the map, with its deadline timer.
+    fn take_stream(&mut self, key: u64) -> Option<Stream> {
+        let s = self.streams.remove(&key)?;
+        if let Some((at, _)) = s.deadline {
+            self.timers.remove(at, key);
+        }
+        Some(s)
     }
 
     /// Ends a call early: tells the handler and drops the stream (h2 resets
     /// it if it is still open).
     fn cancel(&mut self, key: u64, status: Status) {
-        if let Some(s) = self.streams.remove(&key) {
+        if let Some(s) = self.take_stream(key) {
             s.state.cancel(status.clone());
             if let Some(tx) = &s.inbound {
                 let _ = tx.send(Inbound::Error(status));
@@ -827,11 +830,7 @@ impl Conn {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some(key) = self.timers.pop_due(now) {
             if key >= AGE_GRACE_TIMER {
                 self.connection_timer(key);
                 continue;
@@ -841,7 +840,7 @@ impl Conn {
     }
 
     fn deadline_exceeded(&mut self, key: u64) {
-        let Some(mut s) = self.streams.remove(&key) else {
+        let Some(mut s) = self.take_stream(key) else {
             return;
         };
         let status = Status::deadline_exceeded("the call's deadline passed on the server");
