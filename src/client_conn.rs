@@ -24,13 +24,13 @@ use http::{HeaderMap, Request};
 
 use crate::call_state::CallState;
 use crate::error::TransportError;
-use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
+use crate::io::{drive, waker, Driver, EventLoop, Socket, Wake, CONN_KEY};
 use crate::mailbox::Producer;
-use crate::timers::Timers;
 use crate::protocol;
 use crate::send_queue::SendQueue;
 use crate::server_conn::{small_frame_budget, Keepalive};
 use crate::status::Status;
+use crate::timers::Timers;
 
 /// How long a closing connection may take to say goodbye.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -238,36 +238,34 @@ struct Worker {
     end_status: Option<Status>,
 }
 
+impl Driver for Worker {
+    type Cmd = ClientCmd;
+    fn event_loop(&mut self) -> &mut EventLoop {
+        &mut self.ev
+    }
+    fn apply(&mut self, cmd: ClientCmd) {
+        Worker::apply(self, cmd);
+    }
+    fn poll_stream(&mut self, key: u64) {
+        Worker::poll_stream(self, key);
+    }
+    fn poll_conn(&mut self) {
+        Worker::poll_conn(self);
+    }
+    fn fire_timers(&mut self) -> Option<Duration> {
+        self.fire_due_timers();
+        self.timers.next_in(Instant::now())
+    }
+    fn done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+}
+
 impl Worker {
     fn run(mut self) {
-        let mut dirty = Vec::new();
-        let mut conn_dirty = true;
-        loop {
-            while let Ok(cmd) = self.rx.try_recv() {
-                self.apply(cmd);
-            }
-            self.ev.take_dirty(&mut dirty);
-            for &key in &dirty {
-                if key == CONN_KEY {
-                    conn_dirty = true;
-                } else {
-                    self.poll_stream(key);
-                }
-            }
-            if conn_dirty {
-                conn_dirty = false;
-                self.poll_conn();
-            }
-            self.fire_timers();
-            if matches!(self.phase, Phase::Done) {
-                break;
-            }
-            let timeout = self.timers.next_in(Instant::now());
-            let rx = &self.rx;
-            if let Err(e) = self.ev.sleep(timeout, || !rx.is_empty()) {
-                log::error!("client connection event loop failed: {e}");
-                break;
-            }
+        let commands = self.rx.clone();
+        if let Err(e) = drive(&mut self, &commands) {
+            log::error!("client connection event loop failed: {e}");
         }
         self.alive.store(false, Ordering::Release);
         let status = self.end_status.take().unwrap_or_else(|| {
@@ -610,7 +608,7 @@ impl Worker {
         }
     }
 
-    fn fire_timers(&mut self) {
+    fn fire_due_timers(&mut self) {
         let now = Instant::now();
         while let Some(key) = self.timers.pop_due(now) {
             if key >= PONG_TIMER {
@@ -638,7 +636,8 @@ impl Worker {
                 };
                 let wanted = self.settings.keepalive_without_calls || !self.streams.is_empty();
                 if wanted && self.keepalive.ping() {
-                    self.timers.add(Instant::now() + self.settings.keepalive_timeout, PONG_TIMER);
+                    self.timers
+                        .add(Instant::now() + self.settings.keepalive_timeout, PONG_TIMER);
                     self.conn_waker.wake_by_ref();
                 } else if !self.keepalive.awaiting() {
                     self.timers.add(Instant::now() + every, KEEPALIVE_TIMER);

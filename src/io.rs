@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use polling::{Event, Events, Poller};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -338,6 +339,57 @@ impl EventLoop {
             self.wake.dirty.lock().push(CONN_KEY);
         }
         Ok(())
+    }
+}
+
+/// One connection thread's work, as [`drive`] runs it.
+pub(crate) trait Driver {
+    /// What other threads send the connection.
+    type Cmd;
+    /// The connection's event loop.
+    fn event_loop(&mut self) -> &mut EventLoop;
+    /// Applies one command from another thread.
+    fn apply(&mut self, cmd: Self::Cmd);
+    /// Polls one stream whose waker fired.
+    fn poll_stream(&mut self, key: u64);
+    /// Polls the connection itself (socket readiness, or its waker fired).
+    fn poll_conn(&mut self);
+    /// Fires the timers that are due; returns how long until the next.
+    fn fire_timers(&mut self) -> Option<Duration>;
+    /// True once the connection is over.
+    fn done(&self) -> bool;
+}
+
+/// Runs a connection thread's loop until the driver is done: commands from
+/// other threads, then the streams and the connection whose wakers fired,
+/// then timers; then sleep until the socket, a wake-up or the next timer.
+pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> io::Result<()> {
+    let mut dirty = Vec::new();
+    // The first poll starts the handshake.
+    let mut conn_dirty = true;
+    loop {
+        while let Ok(cmd) = commands.try_recv() {
+            driver.apply(cmd);
+        }
+        driver.event_loop().take_dirty(&mut dirty);
+        for &key in &dirty {
+            if key == CONN_KEY {
+                conn_dirty = true;
+            } else {
+                driver.poll_stream(key);
+            }
+        }
+        if conn_dirty {
+            conn_dirty = false;
+            driver.poll_conn();
+        }
+        let timeout = driver.fire_timers();
+        if driver.done() {
+            return Ok(());
+        }
+        driver
+            .event_loop()
+            .sleep(timeout, || !commands.is_empty())?;
     }
 }
 

@@ -133,8 +133,8 @@ mod send_queue;
 pub mod server;
 mod server_call;
 mod server_conn;
-mod timers;
 pub mod status;
+mod timers;
 
 pub use client::{CallOptions, Channel, ChannelBuilder};
 pub use client_call::{RequestSink, Response, Streaming, UnaryCall};

@@ -22,16 +22,16 @@ use http::{HeaderMap, Request};
 
 use crate::call_state::CallState;
 use crate::compression::Encoding;
-use crate::io::{waker, EventLoop, Socket, Wake, CONN_KEY};
+use crate::io::{drive, waker, Driver, EventLoop, Socket, Wake, CONN_KEY};
 use crate::mailbox::{mailbox, Producer};
 use crate::metadata::Metadata;
 use crate::preface::{sniff, Sniffed, MAX_SNIFF, PREFACE};
-use crate::timers::Timers;
 use crate::protocol::{self, Rejection};
 use crate::send_queue::SendQueue;
 use crate::server::{ServerConfig, ServerShared, Service};
 use crate::server_call::{Inbound, ServerCall};
 use crate::status::Status;
+use crate::timers::Timers;
 
 /// What a handler asks of its stream.
 pub(crate) enum StreamCmd {
@@ -250,6 +250,29 @@ pub(crate) fn small_frame_budget(connection_window: u32) -> usize {
         .max(1024 * 1024)
 }
 
+impl Driver for Conn {
+    type Cmd = ConnCmd;
+    fn event_loop(&mut self) -> &mut EventLoop {
+        &mut self.ev
+    }
+    fn apply(&mut self, cmd: ConnCmd) {
+        Conn::apply(self, cmd);
+    }
+    fn poll_stream(&mut self, key: u64) {
+        Conn::poll_stream(self, key);
+    }
+    fn poll_conn(&mut self) {
+        Conn::poll_conn(self);
+    }
+    fn fire_timers(&mut self) -> Option<Duration> {
+        self.fire_due_timers();
+        self.timers.next_in(Instant::now())
+    }
+    fn done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+}
+
 /// A client resets its stream (CANCEL) when its deadline passes, and its
 /// clock started before ours (we start at the request's arrival), so its
 /// reset usually beats our own timer. A reset that arrives within the last
@@ -280,35 +303,9 @@ fn reset_status(reason: Option<Reason>) -> Status {
 
 impl Conn {
     fn run(mut self) {
-        let mut dirty = Vec::new();
-        // The first poll starts the handshake.
-        let mut conn_dirty = true;
-        loop {
-            while let Ok(cmd) = self.rx.try_recv() {
-                self.apply(cmd);
-            }
-            self.ev.take_dirty(&mut dirty);
-            for &key in &dirty {
-                if key == CONN_KEY {
-                    conn_dirty = true;
-                } else {
-                    self.poll_stream(key);
-                }
-            }
-            if conn_dirty {
-                conn_dirty = false;
-                self.poll_conn();
-            }
-            self.fire_timers();
-            if matches!(self.phase, Phase::Done) {
-                break;
-            }
-            let timeout = self.timers.next_in(Instant::now());
-            let rx = &self.rx;
-            if let Err(e) = self.ev.sleep(timeout, || !rx.is_empty()) {
-                log::error!("connection event loop failed: {e}");
-                break;
-            }
+        let commands = self.rx.clone();
+        if let Err(e) = drive(&mut self, &commands) {
+            log::error!("connection event loop failed: {e}");
         }
         self.close_all(Status::unavailable("the connection was closed"));
     }
@@ -828,7 +825,7 @@ impl Conn {
         }
     }
 
-    fn fire_timers(&mut self) {
+    fn fire_due_timers(&mut self) {
         let now = Instant::now();
         while let Some(key) = self.timers.pop_due(now) {
             if key >= AGE_GRACE_TIMER {
