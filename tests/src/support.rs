@@ -66,3 +66,89 @@ pub fn wait_for_threads_at_most(n: usize, secs: u64) -> usize {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// An example request.
+pub fn req(value: &str, multiplier: i32) -> grpc_blocking_examples::nameko::ExampleRequest {
+    grpc_blocking_examples::nameko::ExampleRequest {
+        value: value.to_owned(),
+        multiplier,
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`pid` may be `self`), in KiB.
+pub fn status_kib(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+/// The resident set (VmRSS) of process `pid` (or `self`), in KiB.
+pub fn rss_kib(pid: &str) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// Threads of process `pid` (or `self`) whose name is `name`.
+pub fn threads_named(pid: &str, name: &str) -> usize {
+    // The kernel keeps 15 bytes of a thread's name.
+    let comm = &name[..name.len().min(15)];
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .count()
+}
+
+/// Waits until `counter` has not moved for 500 ms (at most 30 s) and
+/// returns it: how far a producer got before something stopped it.
+pub fn settle(counter: &std::sync::atomic::AtomicUsize) -> usize {
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let mut last = counter.load(Ordering::SeqCst);
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = counter.load(Ordering::SeqCst);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() > Duration::from_millis(500) || Instant::now() > give_up {
+            return now;
+        }
+    }
+}
+
+/// Threads of this process that belong to grpc-blocking (their names start
+/// with `grpc-`): unaffected by the test harness starting threads of its own.
+pub fn library_threads() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("grpc-"))
+        })
+        .count()
+}
+
+/// Waits (up to `secs`) until at most `n` grpc-blocking threads are left;
+/// returns the last count.
+pub fn wait_for_library_threads_at_most(n: usize, secs: u64) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let now = library_threads();
+        if now <= n || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

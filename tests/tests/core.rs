@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
 use grpc_blocking::{CallOptions, Channel, Code, Metadata, Status};
@@ -13,15 +13,8 @@ use grpc_blocking_examples::nameko::{
     Example, ExampleClient, ExampleReply, ExampleRequest, ExampleServer,
 };
 use grpc_blocking_examples::ExampleService;
-use grpc_blocking_tests::support::{serve, target, with_timeout};
+use grpc_blocking_tests::support::{req, serve, settle, target, with_timeout};
 use parking_lot::{Condvar, Mutex};
-
-fn req(value: &str, multiplier: i32) -> ExampleRequest {
-    ExampleRequest {
-        value: value.to_owned(),
-        multiplier,
-    }
-}
 
 fn example() -> (grpc_blocking::ServerHandle, ExampleClient) {
     let server = serve(ExampleServer::new(ExampleService));
@@ -215,22 +208,6 @@ impl Gate {
     fn open(&self) {
         *self.open.lock() = true;
         self.cv.notify_all();
-    }
-}
-
-/// Waits until `counter` stops moving (unchanged for 300 ms) and returns it.
-fn settle(counter: &AtomicUsize) -> usize {
-    let mut last = counter.load(Ordering::SeqCst);
-    let mut since = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = counter.load(Ordering::SeqCst);
-        if now != last {
-            last = now;
-            since = Instant::now();
-        } else if since.elapsed() > Duration::from_millis(300) {
-            return now;
-        }
     }
 }
 

@@ -20,20 +20,13 @@ use grpc_blocking_examples::nameko::{
     Example, ExampleClient, ExampleReply, ExampleRequest, ExampleServer,
 };
 use grpc_blocking_tests::raw_h2::{frame, RawClient, RawResponse};
-use grpc_blocking_tests::support::{serve, target, with_timeout};
+use grpc_blocking_tests::support::{req, serve, target, with_timeout};
 use parking_lot::{Condvar, Mutex};
 use prost::Message;
 
 const UNARY: &str = "/nameko.example/unary_unary";
 const UNARY_STREAM: &str = "/nameko.example/unary_stream";
 const STREAM_UNARY: &str = "/nameko.example/stream_unary";
-
-fn req(value: &str, multiplier: i32) -> ExampleRequest {
-    ExampleRequest {
-        value: value.to_owned(),
-        multiplier,
-    }
-}
 
 fn reply(message: impl Into<String>, seqno: i32) -> ExampleReply {
     ExampleReply {

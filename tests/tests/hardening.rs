@@ -28,19 +28,12 @@ use grpc_blocking_tests::raw::{
     self, code, grpc_request_headers, setting, Event, RawConn, PREFACE,
 };
 use grpc_blocking_tests::raw_h2::{frame, RawClient, RawResponse};
-use grpc_blocking_tests::support::{target, with_timeout};
+use grpc_blocking_tests::support::{req, target, with_timeout};
 use parking_lot::{Condvar, Mutex};
 use prost::Message;
 
 const UNARY: &str = "/nameko.example/unary_unary";
 const STREAM_UNARY: &str = "/nameko.example/stream_unary";
-
-fn req(value: &str, multiplier: i32) -> ExampleRequest {
-    ExampleRequest {
-        value: value.to_owned(),
-        multiplier,
-    }
-}
 
 // ---------------------------------------------------------------------------
 // A service that tells the test what it sees

@@ -16,7 +16,9 @@ use grpc_blocking_examples::nameko::{
 };
 use grpc_blocking_examples::ExampleService;
 use grpc_blocking_tests::raw::{self, code, grpc_request_headers, Event, RawConn, PREFACE};
-use grpc_blocking_tests::support::{target, thread_count, wait_for_threads_at_most, with_timeout};
+use grpc_blocking_tests::support::{
+    library_threads, req, rss_kib, settle, target, wait_for_library_threads_at_most, with_timeout,
+};
 use parking_lot::{Condvar, Mutex};
 use prost::Message;
 
@@ -33,28 +35,6 @@ fn serial<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) 
     with_timeout(secs, f)
 }
 
-fn req(value: &str, multiplier: i32) -> ExampleRequest {
-    ExampleRequest {
-        value: value.to_owned(),
-        multiplier,
-    }
-}
-
-/// The resident set of this process, in bytes (VmRSS of /proc/self/status).
-fn rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("a VmRSS line");
-    let kb: usize = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("a number of kB");
-    kb * 1024
-}
-
 /// Samples the RSS every 20 ms until stopped; returns the peak.
 struct RssPeak {
     stop: Arc<AtomicBool>,
@@ -66,12 +46,12 @@ impl RssPeak {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut peak = rss();
+            let mut peak = rss_kib("self") as usize * 1024;
             while !flag.load(Ordering::SeqCst) {
-                peak = peak.max(rss());
+                peak = peak.max(rss_kib("self") as usize * 1024);
                 std::thread::sleep(Duration::from_millis(20));
             }
-            peak.max(rss())
+            peak.max(rss_kib("self") as usize * 1024)
         });
         RssPeak { stop, thread }
     }
@@ -232,23 +212,6 @@ fn assert_serves(server: &ServerHandle) {
     assert_eq!(reply.message, "still-serving");
 }
 
-/// Waits until `counter` has not moved for 500 ms (at most 30 s); returns it.
-fn settle(counter: &AtomicUsize) -> usize {
-    let give_up = Instant::now() + Duration::from_secs(30);
-    let mut last = counter.load(Ordering::SeqCst);
-    let mut since = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = counter.load(Ordering::SeqCst);
-        if now != last {
-            last = now;
-            since = Instant::now();
-        } else if since.elapsed() > Duration::from_millis(500) || Instant::now() > give_up {
-            return now;
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Threads
 // ---------------------------------------------------------------------------
@@ -256,7 +219,7 @@ fn settle(counter: &AtomicUsize) -> usize {
 #[test]
 fn graceful_shutdown_finishes_refuses_cancels_returns_and_leaves_no_thread() {
     serial(120, || {
-        let baseline = thread_count();
+        let baseline = library_threads();
         let probe = Arc::new(Probe::default());
         let grace = Duration::from_secs(6);
         let server = spawn(
@@ -322,7 +285,7 @@ fn graceful_shutdown_finishes_refuses_cancels_returns_and_leaves_no_thread() {
         assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err());
         drop(client);
         drop(fresh);
-        let end = wait_for_threads_at_most(baseline, 20);
+        let end = wait_for_library_threads_at_most(baseline, 30);
         assert!(
             end <= baseline,
             "{end} threads, {baseline} before: threads left behind by the shutdown"
@@ -384,7 +347,7 @@ fn rapid_reset(addr: SocketAddr, n: u32, peak_threads: &AtomicUsize) -> RapidRes
     });
     let mut outcome = RapidReset::default();
     loop {
-        peak_threads.fetch_max(thread_count(), Ordering::SeqCst);
+        peak_threads.fetch_max(library_threads(), Ordering::SeqCst);
         match conn.next_event(Duration::from_secs(3)) {
             Some(Event::GoAway {
                 last_stream,
@@ -409,7 +372,7 @@ fn rapid_reset(addr: SocketAddr, n: u32, peak_threads: &AtomicUsize) -> RapidRes
 #[test]
 fn rapid_reset_is_survived_and_threads_return_to_baseline() {
     serial(180, || {
-        let baseline = thread_count();
+        let baseline = library_threads();
         const HANDLERS: usize = 16;
         let server = spawn(
             Server::builder()
@@ -418,7 +381,7 @@ fn rapid_reset_is_survived_and_threads_return_to_baseline() {
         );
         let client = ExampleClient::connect(&target(&server)).unwrap();
         assert_eq!(client.unary_unary(req("a", 1)).unwrap().message, "a");
-        let with_server = thread_count();
+        let with_server = library_threads();
 
         let peak = Arc::new(AtomicUsize::new(0));
         let sampler_peak = peak.clone();
@@ -426,7 +389,7 @@ fn rapid_reset_is_survived_and_threads_return_to_baseline() {
         let sampling_flag = sampling.clone();
         let sampler = std::thread::spawn(move || {
             while sampling_flag.load(Ordering::SeqCst) {
-                sampler_peak.fetch_max(thread_count(), Ordering::SeqCst);
+                sampler_peak.fetch_max(library_threads(), Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
@@ -447,11 +410,11 @@ fn rapid_reset_is_survived_and_threads_return_to_baseline() {
             "{peak} threads at the peak, {with_server} before"
         );
         // The raw connection's thread is gone; idle handlers may linger.
-        let after = wait_for_threads_at_most(with_server + HANDLERS, 20);
+        let after = wait_for_library_threads_at_most(with_server + HANDLERS, 20);
         assert!(after <= with_server + HANDLERS, "{after} threads after");
         drop(client);
         drop(server);
-        let end = wait_for_threads_at_most(baseline, 20);
+        let end = wait_for_library_threads_at_most(baseline, 30);
         assert!(
             end <= baseline,
             "{end} threads, {baseline} before: threads left behind"
@@ -468,7 +431,7 @@ fn a_flood_of_tiny_data_frames_and_pings_keeps_memory_bounded() {
     serial(180, || {
         let probe = Arc::new(Probe::default());
         let server = spawn(Server::builder().add_service(ExampleServer::from_arc(probe.clone())));
-        let before = rss();
+        let before = rss_kib("self") as usize * 1024;
         let peak = RssPeak::start();
 
         let mut conn = RawConn::handshake(server.local_addr());
@@ -559,7 +522,7 @@ fn a_peer_that_never_reads_blocks_the_handler_with_memory_bounded() {
         let probe = Arc::new(Probe::default());
         let server = spawn(Server::builder().add_service(ExampleServer::from_arc(probe.clone())));
         let addr = server.local_addr();
-        let before = rss();
+        let before = rss_kib("self") as usize * 1024;
         let peak = RssPeak::start();
 
         // Two peers: one that keeps HTTP/2's default 64 KiB window, one that

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleRequest, ExampleServer};
 use grpc_blocking_examples::ExampleService;
-use grpc_blocking_tests::support::{serve, target, with_timeout};
+use grpc_blocking_tests::support::{
+    rss_kib, serve, status_kib, target, threads_named, with_timeout,
+};
 
 /// What the children are told to find their role by.
 const CHILD_ENV: &str = "IDLE_MEMORY_CHILD";
@@ -44,36 +46,6 @@ fn connections() -> usize {
 
 // ---------------------------------------------------------------------------
 // Process measurements.
-
-/// A `kB` field of `/proc/<pid>/status` (`self` for this process).
-fn status_kib(pid: &str, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-}
-
-fn rss_kib(pid: &str) -> u64 {
-    status_kib(pid, "VmRSS")
-}
-
-/// Threads of process `pid` whose name is `name`.
-fn threads_named(pid: &str, name: &str) -> usize {
-    // The kernel keeps 15 bytes of a thread's name.
-    let comm = &name[..name.len().min(15)];
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
-        })
-        .count()
-}
 
 /// Waits (up to `secs`) until process `pid` has exactly `n` threads named
 /// `name`; returns the last count.

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use grpc_blocking::{CallOptions, RequestSink, Server, ServerHandle, Streaming, UnaryCall};
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleReply, ExampleRequest, ExampleServer};
 use grpc_blocking_examples::ExampleService;
-use grpc_blocking_tests::support::{target, thread_count, with_timeout};
+use grpc_blocking_tests::support::{rss_kib, target, thread_count, threads_named, with_timeout};
 
 /// The four kinds of call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,31 +145,6 @@ pub struct RoundReport {
 
 // ---------------------------------------------------------------------------
 // Process measurements.
-
-/// VmRSS of this process, in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
-
-/// Threads of this process whose name is `name`.
-fn threads_named(name: &str) -> usize {
-    // The kernel keeps 15 bytes of a thread's name.
-    let comm = &name[..name.len().min(15)];
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
-        })
-        .count()
-}
 
 /// Retries `check` every 50 ms for up to `secs`; returns its last answer.
 fn eventually<T>(secs: u64, mut check: impl FnMut() -> (bool, T)) -> T {
@@ -627,7 +602,7 @@ fn run_round(server: &ServerHandle, cfg: &LoadConfig, duration: Duration) -> Rou
     let mut report = RoundReport::default();
     while !drivers.iter().all(|h| h.is_finished()) {
         report.peak_threads = report.peak_threads.max(thread_count());
-        report.peak_rss_kib = report.peak_rss_kib.max(rss_kib());
+        report.peak_rss_kib = report.peak_rss_kib.max(rss_kib("self"));
         std::thread::sleep(Duration::from_millis(100));
     }
     report.elapsed = load_start.elapsed();
@@ -666,7 +641,7 @@ fn run_round(server: &ServerHandle, cfg: &LoadConfig, duration: Duration) -> Rou
 pub fn run_load(cfg: &LoadConfig) -> Vec<RoundReport> {
     ensure_fds(cfg.connections);
     let baseline_threads = thread_count();
-    let baseline_rss = rss_kib();
+    let baseline_rss = rss_kib("self");
     let streams = cfg.connections * cfg.streams_per_connection;
     let server = start_server(streams);
     let per_round = cfg.duration / u32::try_from(cfg.rounds).unwrap_or(1);
@@ -676,8 +651,8 @@ pub fn run_load(cfg: &LoadConfig) -> Vec<RoundReport> {
         // The clients are gone: their connection threads end, and the
         // server's with them (the handler pool keeps idle workers a while).
         let (client_conns, server_conns) = eventually(30, || {
-            let c = threads_named("grpc-client-conn");
-            let s = threads_named("grpc-conn");
+            let c = threads_named("self", "grpc-client-conn");
+            let s = threads_named("self", "grpc-conn");
             (c == 0 && s == 0, (c, s))
         });
         assert_eq!(
@@ -685,7 +660,7 @@ pub fn run_load(cfg: &LoadConfig) -> Vec<RoundReport> {
             (0, 0),
             "connection threads (client, server) left after round {round}"
         );
-        report.after_rss_kib = rss_kib();
+        report.after_rss_kib = rss_kib("self");
         println!(
             "round {round}: {} connections x {} streams ({} concurrent), connected in {:.1?}, \
              loaded for {:.1?}: \
@@ -709,7 +684,7 @@ pub fn run_load(cfg: &LoadConfig) -> Vec<RoundReport> {
             baseline_rss / 1024,
             report.peak_rss_kib / 1024,
             report.after_rss_kib / 1024,
-            threads_named("grpc-handler"),
+            threads_named("self", "grpc-handler"),
         );
         assert!(report.calls > 0, "round {round} completed no call");
         reports.push(report);
@@ -745,7 +720,7 @@ pub fn run_load(cfg: &LoadConfig) -> Vec<RoundReport> {
     // the threads interleaved); a leak keeps all of it and more.
     let allowed = baseline_rss + 64 * 1024 + peak.saturating_sub(baseline_rss) * 3 / 4;
     let rss = eventually(10, || {
-        let r = rss_kib();
+        let r = rss_kib("self");
         (r <= allowed, r)
     });
     println!(
