@@ -219,6 +219,14 @@ impl ChannelBuilder {
         self
     }
 
+    /// Largest response header block accepted, in bytes as HTTP/2 counts
+    /// them (default 16 KiB); a response with larger headers or trailers
+    /// fails its call.
+    pub fn max_header_list_size(mut self, bytes: u32) -> Self {
+        self.config.settings.max_header_list_size = bytes;
+        self
+    }
+
     /// Compression for requests when a call does not choose (default
     /// identity, i.e. none).
     pub fn default_compression(mut self, encoding: Encoding) -> Self {
@@ -510,6 +518,7 @@ impl Channel {
                 opened.key,
                 opened.events,
                 self.inner.config.max_receive_message_size,
+                self.inner.config.settings.max_header_list_size as usize,
                 Some(RetryPlan {
                     channel: self.clone(),
                     path,
@@ -536,6 +545,7 @@ impl Channel {
             opened.key,
             opened.events,
             self.inner.config.max_receive_message_size,
+            self.inner.config.settings.max_header_list_size as usize,
             None,
         );
         Ok(Started {

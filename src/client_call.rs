@@ -32,6 +32,8 @@ pub(crate) struct CallCore {
     decoder: FrameDecoder,
     encoding: Encoding,
     max_receive: usize,
+    /// Largest header block (headers or trailers) accepted.
+    max_header_list: usize,
     headers: Option<Metadata>,
     trailers: Option<Metadata>,
     /// The final status, once known.
@@ -51,6 +53,7 @@ impl CallCore {
         key: u64,
         events: Consumer<CallEvent>,
         max_receive: usize,
+        max_header_list: usize,
         retry: Option<RetryPlan>,
     ) -> CallCore {
         CallCore {
@@ -61,6 +64,7 @@ impl CallCore {
             decoder: FrameDecoder::new(max_receive),
             encoding: Encoding::Identity,
             max_receive,
+            max_header_list,
             headers: None,
             trailers: None,
             status: None,
@@ -79,6 +83,7 @@ impl CallCore {
             decoder: FrameDecoder::new(0),
             encoding: Encoding::Identity,
             max_receive: 0,
+            max_header_list: 0,
             headers: None,
             trailers: None,
             status: Some(status),
@@ -132,6 +137,19 @@ impl CallCore {
             }
             Err(()) => CallEvent::Error(Status::unavailable("the connection thread ended")),
         };
+        let too_big = match &event {
+            CallEvent::Headers(parts) => protocol::header_list_size(&parts.headers),
+            CallEvent::Trailers(trailers) => protocol::header_list_size(trailers),
+            _ => 0,
+        };
+        if too_big > self.max_header_list {
+            self.finish_error(Status::resource_exhausted(format!(
+                "the server sent a header block of {too_big} bytes, over this client's limit of \
+                 {} bytes (ChannelBuilder::max_header_list_size)",
+                self.max_header_list
+            )));
+            return true;
+        }
         match event {
             CallEvent::Headers(parts) => match protocol::parse_response(&parts) {
                 Ok(ResponseHead::Messages { metadata, encoding }) => {

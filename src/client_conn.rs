@@ -123,7 +123,10 @@ impl ClientConn {
             .initial_window_size(settings.stream_window)
             .initial_connection_window_size(settings.connection_window)
             .max_send_buffer_size(settings.max_send_buffer)
-            .max_header_list_size(settings.max_header_list_size)
+            // h2 drops trailer fields past its limit without a word; give it
+            // a generous bound and apply ours to whole blocks (CallCore),
+            // so that an oversize response fails clearly instead.
+            .max_header_list_size(settings.max_header_list_size.saturating_mul(4).max(1 << 20))
             .data_frame_budget(small_frame_budget(settings.connection_window))
             .enable_push(false)
             .handshake::<_, Bytes>(socket);

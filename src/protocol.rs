@@ -285,6 +285,15 @@ pub(crate) fn parse_trailers(trailers: &HeaderMap) -> Status {
     })
 }
 
+/// The size of a header block as HTTP/2 counts it for
+/// SETTINGS_MAX_HEADER_LIST_SIZE: each field's name and value plus 32.
+pub(crate) fn header_list_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}
+
 /// Whether an h2 error on a client stream means the server never processed
 /// the call: it refused the stream, or its GOAWAY's last stream id is below
 /// ours (h2 fails exactly those streams with the GOAWAY's error).
@@ -330,6 +339,15 @@ mod tests {
 
     fn parts(req: Request<()>) -> http::request::Parts {
         req.into_parts().0
+    }
+
+    #[test]
+    fn header_list_size_counts_names_values_and_32_per_field() {
+        let mut h = HeaderMap::new();
+        assert_eq!(header_list_size(&h), 0);
+        h.insert("ab", HeaderValue::from_static("xyz"));
+        h.append("ab", HeaderValue::from_static("1"));
+        assert_eq!(header_list_size(&h), (2 + 3 + 32) + (2 + 1 + 32));
     }
 
     #[test]

@@ -1491,3 +1491,75 @@ fn a_huge_header_block_in_continuation_frames_is_refused() {
         assert_serves(&server);
     });
 }
+
+/// Trailing metadata of about `bytes` bytes.
+struct BigTrailers(usize);
+
+impl grpc_blocking_examples::nameko::Example for BigTrailers {
+    fn unary_unary(
+        &self,
+        r: ExampleRequest,
+        ctx: &ServerContext,
+    ) -> Result<grpc_blocking_examples::nameko::ExampleReply, Status> {
+        let mut md = grpc_blocking::Metadata::new();
+        md.insert("x-big", &"v".repeat(self.0)).unwrap();
+        ctx.set_trailing_metadata(md);
+        Ok(grpc_blocking_examples::nameko::ExampleReply {
+            message: r.value,
+            seqno: 0,
+        })
+    }
+    fn unary_stream(
+        &self,
+        _: ExampleRequest,
+        _: &ServerContext,
+        _: &mut ResponseSink<grpc_blocking_examples::nameko::ExampleReply>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("not used"))
+    }
+    fn stream_unary(
+        &self,
+        _: Requests<ExampleRequest>,
+        _: &ServerContext,
+    ) -> Result<grpc_blocking_examples::nameko::ExampleReply, Status> {
+        Err(Status::unimplemented("not used"))
+    }
+    fn stream_stream(
+        &self,
+        _: Requests<ExampleRequest>,
+        _: &ServerContext,
+        _: &mut ResponseSink<grpc_blocking_examples::nameko::ExampleReply>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("not used"))
+    }
+}
+
+#[test]
+fn the_client_header_list_limit_defaults_to_16_kib_and_is_configurable() {
+    with_timeout(60, || {
+        let server =
+            grpc_blocking_tests::support::serve(ExampleServer::new(BigTrailers(20 * 1024)));
+        // Default (16 KiB): 20 KiB of trailers fail the call, and the
+        // connection keeps working for a call with small trailers.
+        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let err = client.unary_unary(req("a", 1)).unwrap_err();
+        assert_code(&err, Code::ResourceExhausted);
+        assert_mentions(err.message(), &["header", "16384"]);
+        // A client allowing 64 KiB reads them.
+        let roomy = ExampleClient::new(
+            Channel::builder(&target(&server))
+                .max_header_list_size(64 * 1024)
+                .connect()
+                .unwrap(),
+        );
+        let resp = roomy
+            .unary_unary_with(req("b", 1), CallOptions::new())
+            .wait_response()
+            .unwrap();
+        assert_eq!(resp.message.message, "b");
+        assert_eq!(resp.trailers.get("x-big").map(str::len), Some(20 * 1024));
+        let small = grpc_blocking_tests::support::serve(ExampleServer::new(BigTrailers(10)));
+        let client = ExampleClient::connect(&target(&small)).unwrap();
+        assert_eq!(client.unary_unary(req("c", 1)).unwrap().message, "c");
+    });
+}
