@@ -152,3 +152,44 @@ pub fn wait_for_library_threads_at_most(n: usize, secs: u64) -> usize {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A gate test handlers wait on until the test opens it. Every wait is
+/// bounded (30 s), so a broken test cannot pin a worker for ever.
+#[derive(Default)]
+pub struct Gate {
+    open: parking_lot::Mutex<bool>,
+    cv: parking_lot::Condvar,
+}
+
+impl Gate {
+    /// Waits until the gate opens (at most 30 s).
+    pub fn wait(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut open = self.open.lock();
+        while !*open {
+            if self.cv.wait_until(&mut open, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+
+    /// Waits until the gate opens (true), or the call is cancelled or 30 s
+    /// pass (false).
+    pub fn wait_unless_cancelled(&self, ctx: &grpc_blocking::server::ServerContext) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut open = self.open.lock();
+        while !*open {
+            if ctx.is_cancelled() || std::time::Instant::now() > deadline {
+                return false;
+            }
+            self.cv.wait_for(&mut open, Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// Opens the gate for every waiter, now and later.
+    pub fn open(&self) {
+        *self.open.lock() = true;
+        self.cv.notify_all();
+    }
+}

@@ -13,8 +13,7 @@ use grpc_blocking_examples::nameko::{
     Example, ExampleClient, ExampleReply, ExampleRequest, ExampleServer,
 };
 use grpc_blocking_examples::ExampleService;
-use grpc_blocking_tests::support::{req, serve, settle, target, with_timeout};
-use parking_lot::{Condvar, Mutex};
+use grpc_blocking_tests::support::{req, serve, settle, target, with_timeout, Gate};
 
 fn example() -> (grpc_blocking::ServerHandle, ExampleClient) {
     let server = serve(ExampleServer::new(ExampleService));
@@ -189,26 +188,6 @@ fn ten_thousand_messages_each_way() {
         let reply = client.stream_unary((0..n).map(|_| req("a", 1))).unwrap();
         assert_eq!(reply.message.len(), 2 * n - 1);
     });
-}
-
-/// A gate a handler waits on.
-#[derive(Default)]
-struct Gate {
-    open: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Gate {
-    fn wait(&self) {
-        let mut open = self.open.lock();
-        while !*open {
-            self.cv.wait(&mut open);
-        }
-    }
-    fn open(&self) {
-        *self.open.lock() = true;
-        self.cv.notify_all();
-    }
 }
 
 /// A service whose handlers stop reading / are counted, for backpressure.

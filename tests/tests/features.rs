@@ -20,8 +20,7 @@ use grpc_blocking_examples::nameko::{
     Example, ExampleClient, ExampleReply, ExampleRequest, ExampleServer,
 };
 use grpc_blocking_tests::raw_h2::{frame, RawClient, RawResponse};
-use grpc_blocking_tests::support::{req, serve, target, with_timeout};
-use parking_lot::{Condvar, Mutex};
+use grpc_blocking_tests::support::{req, serve, target, with_timeout, Gate};
 use prost::Message;
 
 const UNARY: &str = "/nameko.example/unary_unary";
@@ -37,30 +36,6 @@ fn reply(message: impl Into<String>, seqno: i32) -> ExampleReply {
 
 fn client_of(server: &ServerHandle) -> ExampleClient {
     ExampleClient::connect(&target(server)).unwrap()
-}
-
-/// A gate a handler waits on until the test opens it.
-#[derive(Default)]
-struct Gate {
-    open: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Gate {
-    /// Waits until open (at most 30 s, so a broken test cannot pin a worker).
-    fn wait(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut open = self.open.lock();
-        while !*open {
-            if self.cv.wait_until(&mut open, deadline).timed_out() {
-                return;
-            }
-        }
-    }
-    fn open(&self) {
-        *self.open.lock() = true;
-        self.cv.notify_all();
-    }
 }
 
 /// What a handler tells the test about its call.

@@ -28,8 +28,7 @@ use grpc_blocking_tests::raw::{
     self, code, grpc_request_headers, setting, Event, RawConn, PREFACE,
 };
 use grpc_blocking_tests::raw_h2::{frame, RawClient, RawResponse};
-use grpc_blocking_tests::support::{req, target, with_timeout};
-use parking_lot::{Condvar, Mutex};
+use grpc_blocking_tests::support::{req, target, with_timeout, Gate};
 use prost::Message;
 
 const UNARY: &str = "/nameko.example/unary_unary";
@@ -38,34 +37,6 @@ const STREAM_UNARY: &str = "/nameko.example/stream_unary";
 // ---------------------------------------------------------------------------
 // A service that tells the test what it sees
 // ---------------------------------------------------------------------------
-
-/// A gate handlers wait on until the test opens it.
-#[derive(Default)]
-struct Gate {
-    open: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Gate {
-    /// Waits until the gate opens (true), or the call is cancelled or 30 s
-    /// pass (false), so that a broken test cannot pin a worker.
-    fn wait(&self, ctx: &ServerContext) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut open = self.open.lock();
-        while !*open {
-            if ctx.is_cancelled() || Instant::now() > deadline {
-                return false;
-            }
-            self.cv.wait_for(&mut open, Duration::from_millis(20));
-        }
-        true
-    }
-
-    fn open(&self) {
-        *self.open.lock() = true;
-        self.cv.notify_all();
-    }
-}
 
 /// The example service with probes. Every reply's `seqno` is the client's
 /// port as the server sees it, which tells connections apart.
@@ -127,7 +98,7 @@ impl Example for Probe {
         match r.value.as_str() {
             "block" => {
                 self.enter();
-                let opened = self.gate.wait(ctx);
+                let opened = self.gate.wait_unless_cancelled(ctx);
                 self.leave();
                 if opened {
                     Ok(reply("done", port))

@@ -18,8 +18,8 @@ use grpc_blocking_examples::ExampleService;
 use grpc_blocking_tests::raw::{self, code, grpc_request_headers, Event, RawConn, PREFACE};
 use grpc_blocking_tests::support::{
     library_threads, req, rss_kib, settle, target, wait_for_library_threads_at_most, with_timeout,
+    Gate,
 };
-use parking_lot::{Condvar, Mutex};
 use prost::Message;
 
 const UNARY: &str = "/nameko.example/unary_unary";
@@ -65,33 +65,6 @@ impl RssPeak {
 /// Memory growth allowed for any one abuse.
 const MAX_GROWTH: usize = 200 * 1024 * 1024;
 
-/// A gate handlers wait on until the test opens it.
-#[derive(Default)]
-struct Gate {
-    open: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Gate {
-    /// True once open; false if the call is cancelled or 30 s pass.
-    fn wait(&self, ctx: &ServerContext) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut open = self.open.lock();
-        while !*open {
-            if ctx.is_cancelled() || Instant::now() > deadline {
-                return false;
-            }
-            self.cv.wait_for(&mut open, Duration::from_millis(20));
-        }
-        true
-    }
-
-    fn open(&self) {
-        *self.open.lock() = true;
-        self.cv.notify_all();
-    }
-}
-
 /// "block" waits on the gate, "hold" until cancelled; `unary_stream`
 /// "flood" sends `multiplier` messages of 32 KiB, counting them.
 #[derive(Default)]
@@ -127,7 +100,7 @@ impl Example for Probe {
         match r.value.as_str() {
             "block" => {
                 self.running.fetch_add(1, Ordering::SeqCst);
-                let opened = self.gate.wait(ctx);
+                let opened = self.gate.wait_unless_cancelled(ctx);
                 self.running.fetch_sub(1, Ordering::SeqCst);
                 if opened {
                     Ok(reply("done"))
