@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+use grpc_blocking::error_details::{
+    BadRequest, DebugInfo, ErrorDetail, ErrorInfo, FieldViolation, Help, HelpLink,
+    LocalizedMessage, PreconditionFailure, PreconditionViolation, QuotaFailure, QuotaViolation,
+    RequestInfo, ResourceInfo, RetryInfo,
+};
 use grpc_blocking::server::Service;
 use grpc_blocking::{Server, ServerHandle};
 
@@ -192,4 +197,80 @@ impl Gate {
         *self.open.lock() = true;
         self.cv.notify_all();
     }
+}
+
+/// One of every standard `google.rpc` error detail, with values that need
+/// care on the wire (non-ASCII, newlines, `%`), and one unknown `Any`.
+pub fn every_error_detail() -> Vec<ErrorDetail> {
+    vec![
+        ErrorDetail::ErrorInfo(ErrorInfo {
+            reason: "QUOTA_GONE".into(),
+            domain: "tests.example.invalid".into(),
+            metadata: [
+                ("user".to_string(), "u1".to_string()),
+                ("zone".to_string(), "\u{e9}t\u{e9}".to_string()),
+            ]
+            .into(),
+        }),
+        ErrorDetail::BadRequest(BadRequest {
+            field_violations: vec![
+                FieldViolation {
+                    field: "value".into(),
+                    description: "must not be empty".into(),
+                },
+                FieldViolation {
+                    field: "payload[3]".into(),
+                    description: "must be positive \u{2603}".into(),
+                },
+            ],
+        }),
+        ErrorDetail::DebugInfo(DebugInfo {
+            stack_entries: vec!["frame one".into(), "frame two\nline".into()],
+            detail: "some detail %41".into(),
+        }),
+        ErrorDetail::RetryInfo(RetryInfo {
+            retry_delay: Some(prost_types::Duration {
+                seconds: 3,
+                nanos: 500_000,
+            }),
+        }),
+        ErrorDetail::QuotaFailure(QuotaFailure {
+            violations: vec![QuotaViolation {
+                subject: "project:1".into(),
+                description: "daily limit".into(),
+            }],
+        }),
+        ErrorDetail::PreconditionFailure(PreconditionFailure {
+            violations: vec![PreconditionViolation {
+                r#type: "TOS".into(),
+                subject: "user:1".into(),
+                description: "terms not accepted".into(),
+            }],
+        }),
+        ErrorDetail::RequestInfo(RequestInfo {
+            request_id: "req-1".into(),
+            serving_data: "shard 7".into(),
+        }),
+        ErrorDetail::ResourceInfo(ResourceInfo {
+            resource_type: "file".into(),
+            resource_name: "/a/b".into(),
+            owner: "me".into(),
+            description: "missing".into(),
+        }),
+        ErrorDetail::Help(Help {
+            links: vec![HelpLink {
+                description: "docs".into(),
+                url: "https://example.invalid/help".into(),
+            }],
+        }),
+        ErrorDetail::LocalizedMessage(LocalizedMessage {
+            locale: "fr-FR".into(),
+            message: "\u{e9}chec".into(),
+        }),
+        // A type neither side knows, passed through as it is.
+        ErrorDetail::Other(prost_types::Any {
+            type_url: "type.googleapis.com/tests.Unknown".into(),
+            value: vec![8, 1, 18, 2, b'h', b'i'],
+        }),
+    ]
 }

@@ -21,14 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use grpc_blocking::error_details::{
-    BadRequest, DebugInfo, ErrorDetail, ErrorInfo, FieldViolation, Help, HelpLink,
-    LocalizedMessage, PreconditionFailure, PreconditionViolation, QuotaFailure, QuotaViolation,
-    RequestInfo, ResourceInfo, RetryInfo,
-};
 use grpc_blocking::{Code, Encoding, Status};
 use grpc_blocking_tests::equivalence::*;
 use grpc_blocking_tests::raw_h2::{frame, RawClient};
+use grpc_blocking_tests::support::every_error_detail;
 
 /// Declares a module `test` with one `#[test]` per listed pairing, each
 /// calling the behaviour `test(Pairing)`.
@@ -1513,80 +1509,6 @@ fn client_cancels(p: Pairing) {
 // ---------------------------------------------------------------------------
 // Rich error details (google.rpc.Status in grpc-status-details-bin)
 
-fn every_detail() -> Vec<ErrorDetail> {
-    vec![
-        ErrorDetail::ErrorInfo(ErrorInfo {
-            reason: "QUOTA_GONE".into(),
-            domain: "equivalence.example.invalid".into(),
-            metadata: [
-                ("user".to_string(), "u1".to_string()),
-                ("zone".to_string(), "\u{e9}t\u{e9}".to_string()),
-            ]
-            .into(),
-        }),
-        ErrorDetail::BadRequest(BadRequest {
-            field_violations: vec![
-                FieldViolation {
-                    field: "value".into(),
-                    description: "must not be empty".into(),
-                },
-                FieldViolation {
-                    field: "payload[3]".into(),
-                    description: "must be positive \u{2603}".into(),
-                },
-            ],
-        }),
-        ErrorDetail::DebugInfo(DebugInfo {
-            stack_entries: vec!["frame one".into(), "frame two\nline".into()],
-            detail: "some detail %41".into(),
-        }),
-        ErrorDetail::RetryInfo(RetryInfo {
-            retry_delay: Some(prost_types::Duration {
-                seconds: 3,
-                nanos: 500_000,
-            }),
-        }),
-        ErrorDetail::QuotaFailure(QuotaFailure {
-            violations: vec![QuotaViolation {
-                subject: "project:1".into(),
-                description: "daily limit".into(),
-            }],
-        }),
-        ErrorDetail::PreconditionFailure(PreconditionFailure {
-            violations: vec![PreconditionViolation {
-                r#type: "TOS".into(),
-                subject: "user:1".into(),
-                description: "terms not accepted".into(),
-            }],
-        }),
-        ErrorDetail::RequestInfo(RequestInfo {
-            request_id: "req-1".into(),
-            serving_data: "shard 7".into(),
-        }),
-        ErrorDetail::ResourceInfo(ResourceInfo {
-            resource_type: "file".into(),
-            resource_name: "/a/b".into(),
-            owner: "me".into(),
-            description: "missing".into(),
-        }),
-        ErrorDetail::Help(Help {
-            links: vec![HelpLink {
-                description: "docs".into(),
-                url: "https://example.invalid/help".into(),
-            }],
-        }),
-        ErrorDetail::LocalizedMessage(LocalizedMessage {
-            locale: "fr-FR".into(),
-            message: "\u{e9}chec".into(),
-        }),
-        // A type neither side knows, passed through as it is.
-        ErrorDetail::Other(prost_types::Any {
-            type_url: "type.googleapis.com/equivalence.Unknown".into(),
-            value: vec![8, 1, 18, 2, b'h', b'i'],
-        }),
-    ]
-}
-
 /// A handler fails with a rich status (grpcio:
 /// `context.abort_with_status(rpc_status.to_status(...))`; ours:
 /// `Status::with_error_details`); the client reads the code, the message and
@@ -1603,7 +1525,7 @@ fn rich_error_details(p: Pairing) {
     ];
     for (kind, code) in Kind::ALL.into_iter().zip(codes) {
         let message = format!("{kind:?} failed: ünïcödé 100%");
-        let status = Status::with_error_details(code, message.clone(), every_detail());
+        let status = Status::with_error_details(code, message.clone(), every_error_detail());
         let failing = Request {
             error_status: status.details().to_vec(),
             response_count: Some(2),
@@ -1635,7 +1557,11 @@ fn rich_error_details(p: Pairing) {
             (code.as_i32(), message.as_str()),
             "{what}: the google.rpc.Status's code and message"
         );
-        assert_eq!(out.error_details, every_detail(), "{what}: the details");
+        assert_eq!(
+            out.error_details,
+            every_error_detail(),
+            "{what}: the details"
+        );
     }
 }
 

@@ -9,18 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use grpc_blocking::compression::{self, Encoding};
-use grpc_blocking::error_details::{
-    BadRequest, DebugInfo, ErrorDetail, ErrorInfo, FieldViolation, Help, HelpLink,
-    LocalizedMessage, PreconditionFailure, PreconditionViolation, QuotaFailure, QuotaViolation,
-    RequestInfo, ResourceInfo, RetryInfo,
-};
+use grpc_blocking::error_details::{ErrorDetail, RetryInfo};
 use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
 use grpc_blocking::{CallOptions, Channel, Code, Metadata, Server, ServerHandle, Status};
 use grpc_blocking_examples::nameko::{
     Example, ExampleClient, ExampleReply, ExampleRequest, ExampleServer,
 };
 use grpc_blocking_tests::raw_h2::{frame, RawClient, RawResponse};
-use grpc_blocking_tests::support::{req, serve, target, with_timeout, Gate};
+use grpc_blocking_tests::support::{every_error_detail, req, serve, target, with_timeout, Gate};
 use prost::Message;
 
 const UNARY: &str = "/nameko.example/unary_unary";
@@ -1605,71 +1601,6 @@ impl std::error::Error for Outer {
     }
 }
 
-fn every_detail() -> Vec<ErrorDetail> {
-    vec![
-        ErrorDetail::ErrorInfo(ErrorInfo {
-            reason: "QUOTA_GONE".into(),
-            domain: "example.invalid".into(),
-            metadata: [("user".to_string(), "u1".to_string())].into(),
-        }),
-        ErrorDetail::RetryInfo(RetryInfo {
-            retry_delay: Some(prost_types::Duration {
-                seconds: 3,
-                nanos: 500,
-            }),
-        }),
-        ErrorDetail::DebugInfo(DebugInfo {
-            stack_entries: vec!["frame one".into(), "frame two".into()],
-            detail: "some detail".into(),
-        }),
-        ErrorDetail::QuotaFailure(QuotaFailure {
-            violations: vec![QuotaViolation {
-                subject: "project:1".into(),
-                description: "daily limit".into(),
-            }],
-        }),
-        ErrorDetail::PreconditionFailure(PreconditionFailure {
-            violations: vec![PreconditionViolation {
-                r#type: "TOS".into(),
-                subject: "user:1".into(),
-                description: "terms not accepted".into(),
-            }],
-        }),
-        ErrorDetail::BadRequest(BadRequest {
-            field_violations: vec![
-                FieldViolation {
-                    field: "value".into(),
-                    description: "must not be empty".into(),
-                },
-                FieldViolation {
-                    field: "multiplier".into(),
-                    description: "must be positive \u{2603}".into(),
-                },
-            ],
-        }),
-        ErrorDetail::RequestInfo(RequestInfo {
-            request_id: "req-1".into(),
-            serving_data: "shard 7".into(),
-        }),
-        ErrorDetail::ResourceInfo(ResourceInfo {
-            resource_type: "file".into(),
-            resource_name: "/a/b".into(),
-            owner: "me".into(),
-            description: "missing".into(),
-        }),
-        ErrorDetail::Help(Help {
-            links: vec![HelpLink {
-                description: "docs".into(),
-                url: "https://example.invalid/help".into(),
-            }],
-        }),
-        ErrorDetail::LocalizedMessage(LocalizedMessage {
-            locale: "fr-FR".into(),
-            message: "\u{e9}chec".into(),
-        }),
-    ]
-}
-
 /// Fails in the way `value` names.
 struct Failing;
 
@@ -1678,7 +1609,7 @@ fn fail(how: &str) -> Result<ExampleReply, Status> {
         "details" => Err(Status::with_error_details(
             Code::FailedPrecondition,
             "with every detail",
-            every_detail(),
+            every_error_detail(),
         )),
         "panic" => panic!("boom in the handler"),
         "panic_any" => std::panic::panic_any(NoMoreTokens),
@@ -1741,7 +1672,7 @@ fn error_details_round_trip_every_standard_type() {
             let rpc = err.rpc_status().unwrap().expect("a google.rpc.Status");
             assert_eq!(rpc.code, Code::FailedPrecondition.as_i32());
             assert_eq!(rpc.message, "with every detail");
-            assert_eq!(err.error_details().unwrap(), every_detail());
+            assert_eq!(err.error_details().unwrap(), every_error_detail());
         };
         // Trailers-Only (unary), trailers after a message (server stream),
         // client streaming and bidi.
@@ -1931,7 +1862,7 @@ fn debug_adds_debug_info_with_a_backtrace_and_is_off_by_default() {
         }
         // A status the handler made itself keeps its own details only.
         let err = client.unary_unary(req("details", 0)).unwrap_err();
-        assert_eq!(err.error_details().unwrap(), every_detail());
+        assert_eq!(err.error_details().unwrap(), every_error_detail());
 
         // Off by default.
         let plain = serve(ExampleServer::new(Failing));
