@@ -9,7 +9,7 @@
 use std::io;
 use std::time::Duration;
 
-use crate::status::Code;
+use crate::code::Code;
 
 /// A failure of the connection underneath gRPC, as opposed to a status the
 /// peer sent.

@@ -31,7 +31,8 @@ use bytes::Bytes;
 use prost::{Message, Name};
 use prost_types::Any;
 
-use crate::status::{Code, Status};
+use crate::code::Code;
+use crate::status::Status;
 
 /// `google.rpc.Status`: a code, a message and packed details.
 #[derive(Clone, PartialEq, Message)]

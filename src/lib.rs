@@ -10,13 +10,19 @@
 //! - **Client**: a generated client wraps a [`Channel`] (one HTTP/2
 //!   connection, `Clone + Send + Sync`). Unary calls return the reply,
 //!   server streams are iterators, client streams take any iterator or a
-//!   [`RequestSink`]. Every pattern has a non-blocking start returning a
-//!   handle ([`UnaryCall`], [`Streaming`]) with the response's metadata.
+//!   [`RequestSink`]. Calls that block for one reply also have a `_start`
+//!   form that returns a handle ([`UnaryCall`]) at once, with the
+//!   response's metadata when it ends.
 //! - **Code generation** from `build.rs` with the `grpc-blocking-codegen`
-//!   crate: no `protoc` needed.
+//!   crate: no `protoc` needed. The generated code uses this crate's
+//!   re-exports of [`prost`] and [`prost_types`], so one dependency line is
+//!   enough.
 //! - **Wire compatibility** with other gRPC implementations: the headers,
 //!   framing, status, `grpc-timeout`, compression (gzip, deflate) and
 //!   metadata rules of grpc/grpc `doc/PROTOCOL-HTTP2.md`.
+//!
+//! Plaintext TCP only for now: TLS and Unix domain sockets are not
+//! supported yet.
 //!
 //! # Example
 //!
@@ -62,14 +68,13 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // A server on a free port, in the background.
 //! let server = Server::builder().add_service(Greeter).bind("127.0.0.1:0")?.spawn()?;
-//! let channel = Channel::connect(&format!("http://{}", server.local_addr()))?;
+//! let channel = Channel::connect(server.local_addr())?;
 //!
 //! // A unary call with metadata.
 //! let mut md = Metadata::new();
 //! md.insert("x-from", "the docs")?;
-//! let reply: Hello = channel
-//!     .unary("/demo.Greeter/SayHello", Hello { name: "world".into() }, CallOptions::new().metadata(md))
-//!     .wait()?;
+//! let options = CallOptions::new().metadata(md);
+//! let reply: Hello = channel.unary("/demo.Greeter/SayHello", Hello { name: "world".into() }, options)?;
 //! assert_eq!(reply.name, "hello world, from the docs");
 //!
 //! // A server stream is an iterator.
@@ -82,7 +87,6 @@
 //! // Errors are statuses.
 //! let err = channel
 //!     .unary::<_, Hello>("/demo.Greeter/SayHello", Hello::default(), CallOptions::new())
-//!     .wait()
 //!     .unwrap_err();
 //! assert_eq!(err.code(), Code::InvalidArgument);
 //! assert_eq!(err.message(), "name is empty");
@@ -93,15 +97,6 @@
 //! # }
 //! ```
 //!
-//! # Threads
-//!
-//! Each connection, server or client side, is one OS thread that owns the
-//! socket and the HTTP/2 state and sleeps in `poll(2)`; server handlers run
-//! on a pool of workers that grows on demand up to a bound; a client call
-//! runs on the caller's thread. Flow-control credit is returned only as
-//! messages are consumed, so slow readers slow their senders down and memory
-//! stays bounded.
-//!
 //! # Errors
 //!
 //! Every call ends in a [`Status`]. A status made on this side from a
@@ -109,42 +104,98 @@
 //! "the server said UNAVAILABLE" and "the server could not be reached" are
 //! told apart. Rich details (`google.rpc.Status` with the standard error
 //! detail messages) are in [`error_details`].
+//!
+//! # Architecture
+//!
+//! **Threads.** Each connection, server or client side, is one OS thread
+//! that owns the socket and all HTTP/2 state (h2, driven without an async
+//! runtime) and sleeps in `poll(2)` on the socket and a wake-up; its sleep's
+//! timeout is its timer for deadlines, keepalive and the rest. Server
+//! handlers run on a pool of workers that grows on demand up to a bound (or,
+//! when allowed, unary handlers on the connection thread); a client call
+//! runs on the caller's own thread. Only the connection thread touches h2:
+//! everyone else talks to it through queues and a wake-up.
+//!
+//! **Flow control.** Credit goes back to the peer only as the reading side
+//! consumes messages, so a slow reader slows its sender down and memory
+//! stays bounded; a sender blocks while its call's queue is full.
+//!
+//! **Wings.** `src/` is laid out by concern; each folder's `mod.rs` lists
+//! its files:
+//!
+//! | folder | what | may import |
+//! | --- | --- | --- |
+//! | `wire/` | the gRPC wire format as plain functions over bytes: framing, headers, `grpc-timeout`, `grpc-message`, compression, preface sniffing | the shared vocabulary |
+//! | `rt/` | the connection-thread machinery both sides share: event loop, timers, keepalive, HTTP/2 settings, mailboxes, reading messages and returning credit, send queues | `wire/`, the vocabulary |
+//! | `server/` | builder, acceptor, connection thread, routing, handler pool, the handler's view of a call | `rt/`, `wire/`, the vocabulary |
+//! | `client/` | channel, targets and connecting, connection thread, the response state machine, call handles, retries | `rt/`, `wire/`, the vocabulary |
+//! | top level | the shared vocabulary: [`Status`], [`Code`], [`Metadata`], [`TransportError`], [`error_details`], [`CallContext`] | each other |
+//!
+//! `server/` and `client/` never import each other; what both need lives in
+//! `rt/` or `wire/`.
+//!
+//! **A unary call's path**, client to server and back:
+//!
+//! 1. The caller's thread encodes the request (`wire/codec.rs`), builds the
+//!    headers (`wire/headers.rs`) and queues a start command for its
+//!    connection thread (`client/link.rs`), then waits on its own mailbox.
+//! 2. The client connection thread (`client/conn.rs`) hands headers and
+//!    message to h2, which writes them to the socket.
+//! 3. The server connection thread (`server/conn.rs`) reads them through
+//!    h2, routes the request (`server/dispatch.rs`: service, method,
+//!    compression, pool or inline) and hands the call to a worker
+//!    (`server/pool.rs`), delivering the request bytes to the call's
+//!    mailbox.
+//! 4. The handler reads its request from the blocking iterator
+//!    (`server/requests.rs`, which returns the flow-control credit), runs,
+//!    and sends its reply and status as commands back to the connection
+//!    thread (`server/response.rs`, `server/link.rs`).
+//! 5. The server connection thread writes headers, message and trailers;
+//!    the client connection thread delivers them to the call's mailbox as
+//!    events, and the caller's thread turns them into the reply or a status
+//!    (`client/response.rs`).
 
 #![warn(missing_docs)]
 
-mod call_state;
+mod call_context;
 pub mod client;
-mod client_call;
-mod client_conn;
-mod codec;
-pub mod compression;
-pub mod deadline;
+mod code;
 mod error;
 pub mod error_details;
-mod error_policy;
-pub mod framing;
-mod io;
-mod mailbox;
 pub mod metadata;
-mod pool;
-mod preface;
-mod protocol;
-mod send_queue;
+mod rt;
 pub mod server;
-mod server_call;
-mod server_conn;
-pub mod status;
-mod timers;
+mod status;
+mod wire;
 
-pub use client::{CallOptions, Channel, ChannelBuilder};
-pub use client_call::{RequestSink, Response, Streaming, UnaryCall};
-pub use compression::Encoding;
+pub use call_context::CallContext;
+pub use client::{
+    CallOptions, Channel, ChannelBuilder, IntoTarget, RequestSink, Response, Streaming, UnaryCall,
+};
+pub use code::Code;
 pub use error::TransportError;
 pub use metadata::{Metadata, MetadataError, MetadataValue};
 pub use server::{Server, ServerBuilder, ServerHandle};
-pub use status::{Code, Status};
+pub use status::Status;
+pub use wire::compression::Encoding;
 
-/// Includes the code generated for a proto package by
+/// The protobuf runtime the generated code uses, so that a crate needs no
+/// `prost` dependency of its own to compile it.
+pub use prost;
+/// The well-known protobuf types (`Timestamp`, `Duration`, `Any`, ...) the
+/// generated code uses for `google/protobuf/*.proto` imports.
+pub use prost_types;
+
+/// Internals for the fuzz targets: not part of the API, no semver promise.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::wire::compression;
+    pub use crate::wire::framing;
+    pub use crate::wire::grpc_message;
+    pub use crate::wire::timeout;
+}
+
+/// Includes the code generated for one proto package by
 /// `grpc_blocking_codegen::compile_protos` (from `OUT_DIR`).
 ///
 /// In a crate whose `build.rs` compiled a proto of package `nameko`:
@@ -155,11 +206,31 @@ pub use status::{Code, Status};
 /// }
 /// ```
 ///
-/// (`examples/src/lib.rs` in this repository does exactly that.)
+/// For packages with dots whose files import each other
+/// (`acme.shop.v1` importing `acme.common.v1`), include the whole module
+/// tree with [`include_protos!`] instead.
 #[macro_export]
 macro_rules! include_proto {
     ($package:literal) => {
         include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+    };
+}
+
+/// Includes the code generated for every proto package compiled by
+/// `grpc_blocking_codegen::compile_protos`, as a tree of modules that
+/// follows the packages (`acme.shop.v1` becomes `acme::shop::v1`), so that
+/// packages importing each other find each other.
+///
+/// ```text
+/// mod proto {
+///     grpc_blocking::include_protos!();
+/// }
+/// use proto::acme::shop::v1::ShopClient;
+/// ```
+#[macro_export]
+macro_rules! include_protos {
+    () => {
+        include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
     };
 }
 

@@ -123,11 +123,10 @@ fn four_patterns_errors_and_metadata() {
             .unwrap()
             .spawn()
             .unwrap();
-        let ch = Channel::connect(&format!("http://{}", server.local_addr())).unwrap();
+        let ch = Channel::connect(format!("http://{}", server.local_addr())).unwrap();
 
         let r: Reply = ch
             .unary("/test.Echo/Unary", req("ab", 3), CallOptions::new())
-            .wait()
             .unwrap();
         assert_eq!(r.message, "ababab");
 
@@ -141,7 +140,7 @@ fn four_patterns_errors_and_metadata() {
         );
 
         let r: Reply = ch
-            .client_streaming_blocking(
+            .client_streaming(
                 "/test.Echo/ClientStream",
                 vec![req("a", 1), req("b", 2)],
                 CallOptions::new(),
@@ -181,24 +180,20 @@ fn four_patterns_errors_and_metadata() {
                 req("no 100%\n\u{e9}", 5),
                 CallOptions::new(),
             )
-            .wait()
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
         assert_eq!(err.message(), "no 100%\n\u{e9}");
         assert!(!err.is_transport_error());
         let err = ch
             .unary::<_, Reply>("/test.Echo/Nope", req("", 0), CallOptions::new())
-            .wait()
             .unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented);
         let err = ch
             .unary::<_, Reply>("/test.Nope/Unary", req("", 0), CallOptions::new())
-            .wait()
             .unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented);
         let err = ch
             .unary::<_, Reply>("/test.Echo/Panic", req("", 0), CallOptions::new())
-            .wait()
             .unwrap_err();
         assert_eq!(err.code(), Code::Unknown);
         assert_eq!(err.message(), "Exception calling application: boom");
@@ -207,7 +202,7 @@ fn four_patterns_errors_and_metadata() {
         let mut md = Metadata::new();
         md.insert("x-echo", "hello").unwrap();
         let resp = ch
-            .unary::<_, Reply>(
+            .unary_start::<_, Reply>(
                 "/test.Echo/Unary",
                 req("a", 1),
                 CallOptions::new().metadata(md),
@@ -220,7 +215,6 @@ fn four_patterns_errors_and_metadata() {
         // The server still serves after all that.
         let r: Reply = ch
             .unary("/test.Echo/Unary", req("ok", 1), CallOptions::new())
-            .wait()
             .unwrap();
         assert_eq!(r.message, "ok");
         drop(ch);
@@ -237,15 +231,14 @@ fn unreachable_server_is_a_transport_error() {
             .local_addr()
             .unwrap()
             .port();
-        let err = Channel::connect(&format!("http://127.0.0.1:{port}")).unwrap_err();
+        let err = Channel::connect(format!("http://127.0.0.1:{port}")).unwrap_err();
         assert!(
             matches!(err, crate::TransportError::Connect { .. }),
             "{err}"
         );
-        let ch = Channel::lazy(&format!("http://127.0.0.1:{port}")).unwrap();
+        let ch = Channel::connect_lazy(format!("http://127.0.0.1:{port}")).unwrap();
         let err = ch
             .unary::<_, Reply>("/test.Echo/Unary", req("", 0), CallOptions::new())
-            .wait()
             .unwrap_err();
         assert_eq!(err.code(), Code::Unavailable);
         assert!(err.is_transport_error());

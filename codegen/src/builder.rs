@@ -10,6 +10,10 @@ use std::rc::Rc;
 use crate::generator::{Generator, Options};
 use crate::Error;
 
+/// The file, next to the generated packages, that includes them all as a
+/// tree of modules (what `grpc_blocking::include_protos!()` includes).
+pub(crate) const INCLUDE_FILE: &str = "_includes.rs";
+
 /// Configures and runs the code generation; made by [`configure()`](crate::configure).
 ///
 /// Every setter takes and returns the builder, so a build script reads as one
@@ -33,6 +37,7 @@ pub struct Builder {
     out_dir: Option<PathBuf>,
     build_server: bool,
     build_client: bool,
+    default_stubs: bool,
     file_descriptor_set_path: Option<PathBuf>,
     emit_rerun_if_changed: Option<bool>,
     extern_paths: Vec<(String, String)>,
@@ -45,6 +50,7 @@ impl Default for Builder {
             out_dir: None,
             build_server: true,
             build_client: true,
+            default_stubs: false,
             file_descriptor_set_path: None,
             emit_rerun_if_changed: None,
             extern_paths: Vec::new(),
@@ -79,6 +85,15 @@ impl Builder {
     /// Whether to generate the `XxxClient` types (default `true`).
     pub fn build_client(mut self, enable: bool) -> Self {
         self.build_client = enable;
+        self
+    }
+
+    /// Whether the service traits' methods get a default body that answers
+    /// `UNIMPLEMENTED` (default `false`: every method must be implemented).
+    /// With `true`, an implementation overrides only the methods it serves,
+    /// as tonic-build's `generate_default_stubs` allows.
+    pub fn generate_default_stubs(mut self, enable: bool) -> Self {
+        self.default_stubs = enable;
         self
     }
 
@@ -217,10 +232,17 @@ impl Builder {
         let options = Options {
             server: self.build_server,
             client: self.build_client,
+            default_stubs: self.default_stubs,
         };
         let mut config = prost_build::Config::new();
         config
             .out_dir(&out_dir)
+            // The generated code reaches prost and the well-known types
+            // through grpc-blocking's re-exports: a crate needs no `prost`
+            // or `prost-types` dependency of its own.
+            .prost_path("::grpc_blocking::prost")
+            .prost_types_path("::grpc_blocking::prost_types")
+            .include_file(INCLUDE_FILE)
             .service_generator(Box::new(Generator::new(options, &fds, Rc::clone(&errors))));
         for (proto_path, rust_path) in &self.extern_paths {
             config.extern_path(proto_path, rust_path);

@@ -1,4 +1,4 @@
-//! The length-prefixed message decoder (`grpc_blocking::framing::FrameDecoder`)
+//! The length-prefixed message decoder (`grpc_blocking::internal::framing::FrameDecoder`)
 //! fed arbitrary bytes in arbitrary chunks, with a small (and changing)
 //! message size limit, checked against a straightforward model that decodes
 //! the same bytes from one flat buffer.
@@ -10,7 +10,7 @@
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use grpc_blocking::framing::{encode_frame, Frame, FrameDecoder, FrameError, HEADER_LEN};
+use grpc_blocking::internal::framing::{encode_frame, Frame, FrameDecoder, FrameError, HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

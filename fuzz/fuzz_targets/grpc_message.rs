@@ -1,5 +1,5 @@
 //! Percent-encoding of the `grpc-message` trailer
-//! (`grpc_blocking::status::{encode_message, decode_message}`).
+//! (`grpc_blocking::internal::grpc_message`).
 //!
 //! Invariants: `decode_message` never panics on arbitrary bytes and agrees
 //! with a model decoder (`%XX` with two hex digits of either case becomes the
@@ -8,7 +8,7 @@
 //! `decode(encode(s)) == s` for every string.
 #![no_main]
 
-use grpc_blocking::status::{decode_message, encode_message};
+use grpc_blocking::internal::grpc_message::{decode_message, encode_message};
 use libfuzzer_sys::fuzz_target;
 
 fn model_decode(v: &[u8]) -> String {

@@ -53,7 +53,7 @@ fn channel() -> &'static Channel {
             .spawn()
             .expect("start the server");
         let channel =
-            Channel::connect(&format!("http://{}", server.local_addr())).expect("connect");
+            Channel::connect(format!("http://{}", server.local_addr())).expect("connect");
         (server, channel)
     });
     channel
@@ -132,7 +132,7 @@ fuzz_target!(|input: Input| {
         message: input.message.clone(),
         details: input.details.clone(),
     };
-    let mut call = channel().unary::<EchoRequest, EchoRequest>(
+    let mut call = channel().unary_start::<EchoRequest, EchoRequest>(
         path,
         request,
         CallOptions::new()

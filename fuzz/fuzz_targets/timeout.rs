@@ -1,4 +1,4 @@
-//! `grpc-timeout` parsing and encoding (`grpc_blocking::deadline`).
+//! `grpc-timeout` parsing and encoding (`grpc_blocking::internal::timeout`).
 //!
 //! Invariants: `parse_timeout` never panics; it accepts exactly 1 to 8 ASCII
 //! digits followed by one of `H M S m u n` and returns that many units; for a
@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use grpc_blocking::deadline::{encode_timeout, parse_timeout};
+use grpc_blocking::internal::timeout::{encode_timeout, parse_timeout};
 use libfuzzer_sys::fuzz_target;
 
 const UNITS: [(u8, u128); 6] = [

@@ -999,7 +999,7 @@ pub fn our_channel(addr: SocketAddr) -> Channel {
     channels
         .entry(addr)
         .or_insert_with(|| {
-            Channel::connect(&format!("http://{addr}"))
+            Channel::connect(format!("http://{addr}"))
                 .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
         })
         .clone()
@@ -1037,7 +1037,7 @@ where
     with_watchdog(&what, call.timeout + WATCHDOG_SLACK, move || {
         // A channel of its own is dropped (closed) with this closure.
         let channel = if call.own_channel() {
-            let mut builder = Channel::builder(&format!("http://{addr}"));
+            let mut builder = Channel::builder(format!("http://{addr}"));
             if let Some(encoding) = call.channel_compression {
                 builder = builder.default_compression(encoding);
             }
@@ -1088,9 +1088,9 @@ where
         Kind::UnaryUnary | Kind::StreamUnary => {
             let mut pending = if call.kind == Kind::UnaryUnary {
                 assert_eq!(requests.len(), 1, "unary_unary takes one request");
-                channel.unary::<Req, Resp>(call.path, requests.remove(0), options)
+                channel.unary_start::<Req, Resp>(call.path, requests.remove(0), options)
             } else {
-                channel.client_streaming::<Req, Resp, _>(call.path, requests, options)
+                channel.client_streaming_start::<Req, Resp, _>(call.path, requests, options)
             };
             let headers = pending
                 .headers()
@@ -1174,7 +1174,8 @@ where
             );
             let (sink, mut pending) = if call.kind == Kind::UnaryUnary {
                 assert_eq!(requests.len(), 1, "unary_unary takes one request");
-                let pending = channel.unary::<Req, Resp>(call.path, requests.remove(0), options);
+                let pending =
+                    channel.unary_start::<Req, Resp>(call.path, requests.remove(0), options);
                 (None, pending)
             } else {
                 let (mut sink, pending) =

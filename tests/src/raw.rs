@@ -728,7 +728,7 @@ impl Reply {
         self.blocks
             .last()
             .and_then(|b| header(b, "grpc-message"))
-            .map(|m| grpc_blocking::status::decode_message(m.as_bytes()))
+            .map(|m| grpc_blocking::internal::grpc_message::decode_message(m.as_bytes()))
             .unwrap_or_default()
     }
 

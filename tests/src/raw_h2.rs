@@ -68,7 +68,7 @@ impl RawResponse {
     pub fn grpc_message(&self) -> String {
         self.status_block()
             .get("grpc-message")
-            .map(|v| grpc_blocking::status::decode_message(v.as_bytes()))
+            .map(|v| grpc_blocking::internal::grpc_message::decode_message(v.as_bytes()))
             .unwrap_or_default()
     }
 

@@ -356,20 +356,24 @@ fn client_signatures() {
     type Reqs = Vec<Req>;
 
     let _: fn(Channel) -> C = C::new;
-    let _: fn(&str) -> Result<C, TransportError> = C::connect;
-    let _: fn(&str) -> Result<C, TransportError> = C::connect_lazy;
+    // Targets as callers have them.
+    let _: fn(&str) -> Result<C, TransportError> = |t| C::connect(t);
+    let _: fn(String) -> Result<C, TransportError> = |t| C::connect_lazy(t);
+    let _: fn(std::net::SocketAddr) -> Result<C, TransportError> = |t| C::connect(t);
     let _: fn(&C) -> &Channel = C::channel;
 
     // Unary.
     let _: fn(&C, Req) -> Result<Reply, Status> = C::say_hello;
-    let _: fn(&C, Req, CallOptions) -> UnaryCall<Reply> = C::say_hello_with;
+    let _: fn(&C, Req, CallOptions) -> Result<Reply, Status> = C::say_hello_with;
+    let _: fn(&C, Req, CallOptions) -> UnaryCall<Reply> = C::say_hello_start;
     // Server streaming.
     let _: fn(&C, Req) -> Streaming<Reply> = C::get_http_status;
     let _: fn(&C, Req, CallOptions) -> Streaming<Reply> = C::get_http_status_with;
     // Client streaming: any iterator on the calling thread, a sendable one
     // for the helper thread, or a sink.
     let _: fn(&C, Reqs) -> Result<Reply, Status> = C::collect_names::<Reqs>;
-    let _: fn(&C, Reqs, CallOptions) -> UnaryCall<Reply> = C::collect_names_with::<Reqs>;
+    let _: fn(&C, Reqs, CallOptions) -> Result<Reply, Status> = C::collect_names_with::<Reqs>;
+    let _: fn(&C, Reqs, CallOptions) -> UnaryCall<Reply> = C::collect_names_start::<Reqs>;
     let _: fn(&C, CallOptions) -> (RequestSink<Req>, UnaryCall<Reply>) = C::collect_names_sender;
     // Bidirectional streaming.
     let _: fn(&C, Reqs) -> Streaming<Reply> = C::chat_with_everyone::<Reqs>;
@@ -380,7 +384,8 @@ fn client_signatures() {
     // Keywords and names the client defines itself.
     use keywords::{MatchClient as M, Word};
     let _: fn(&M, Word) -> Result<Word, Status> = M::r#type;
-    let _: fn(&M, Word, CallOptions) -> UnaryCall<Word> = M::type_with;
+    let _: fn(&M, Word, CallOptions) -> Result<Word, Status> = M::type_with;
+    let _: fn(&M, Word, CallOptions) -> UnaryCall<Word> = M::type_start;
     let _: fn(&M, Word) -> Streaming<Word> = M::self_;
     let _: fn(&M, Word, CallOptions) -> Streaming<Word> = M::self_with;
     let _: fn(&M, Vec<Word>) -> Result<Word, Status> = M::call_connect::<Vec<Word>>;
@@ -503,8 +508,10 @@ fn four_kinds_of_rpc_end_to_end() {
         client.say_hello(hello("world")).unwrap().greeting,
         "Hello, world!"
     );
-    let call = client.say_hello_with(hello("options"), options());
-    assert_eq!(call.wait().unwrap().greeting, "Hello, options!");
+    let reply = client.say_hello_with(hello("options"), options());
+    assert_eq!(reply.unwrap().greeting, "Hello, options!");
+    let call = client.say_hello_start(hello("started"), options());
+    assert_eq!(call.wait().unwrap().greeting, "Hello, started!");
 
     // Server streaming.
     assert_eq!(greetings(client.get_http_status(hello("x"))), ["200"]);
@@ -525,7 +532,6 @@ fn four_kinds_of_rpc_end_to_end() {
     assert_eq!(
         client
             .collect_names_with(names.clone(), options())
-            .wait()
             .unwrap()
             .greeting,
         "Hello, Ann and Bob!"
@@ -619,7 +625,6 @@ fn unknown_method_is_unimplemented() {
             hello("x"),
             options(),
         )
-        .wait()
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
 }
@@ -635,7 +640,6 @@ fn lazy_client_connects_on_first_call() {
     let reply: multi::Msg = eager
         .channel()
         .unary(multi::FirstClient::ONE_PATH, multi::Msg { n: 0 }, options())
-        .wait()
         .unwrap();
     assert_eq!(reply.n, 1);
 }

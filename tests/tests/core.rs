@@ -17,7 +17,7 @@ use grpc_blocking_tests::support::{req, serve, settle, target, with_timeout, Gat
 
 fn example() -> (grpc_blocking::ServerHandle, ExampleClient) {
     let server = serve(ExampleServer::new(ExampleService));
-    let client = ExampleClient::connect(&target(&server)).unwrap();
+    let client = ExampleClient::connect(target(&server)).unwrap();
     (server, client)
 }
 
@@ -54,10 +54,10 @@ fn four_patterns_non_blocking_with_metadata() {
     with_timeout(60, || {
         let (_server, client) = example();
         // Start all four, then collect: the calls run concurrently.
-        let unary = client.unary_unary_with(req("a", 2), CallOptions::new());
+        let unary = client.unary_unary_start(req("a", 2), CallOptions::new());
         let mut server_stream = client.unary_stream_with(req("b", 1), CallOptions::new());
         let client_stream =
-            client.stream_unary_with(vec![req("c", 1), req("d", 1)], CallOptions::new());
+            client.stream_unary_start(vec![req("c", 1), req("d", 1)], CallOptions::new());
         let (mut sink, mut bidi) = client.stream_stream_sender(CallOptions::new());
         sink.send(req("e", 1)).unwrap();
 
@@ -103,14 +103,14 @@ fn sixteen_threads_share_one_client() {
             .unwrap()
             .spawn()
             .unwrap();
-        let client = ExampleClient::connect(&target(&echo)).unwrap();
+        let client = ExampleClient::connect(target(&echo)).unwrap();
         let err = client.unary_unary(req("fail", 5)).unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
         assert_eq!(err.metadata().get("x-why"), Some("because"));
         let mut md = Metadata::new();
         md.insert("x-text", "v").unwrap();
         let resp = client
-            .unary_unary_with(req("echo", 0), CallOptions::new().metadata(md))
+            .unary_unary_start(req("echo", 0), CallOptions::new().metadata(md))
             .wait_response()
             .unwrap();
         assert_eq!(resp.headers.get("x-text-initial"), Some("v"));
@@ -259,7 +259,7 @@ fn a_handler_that_stops_reading_blocks_the_client() {
     with_timeout(180, || {
         let svc = Arc::new(Backpressure::default());
         let server = serve(ExampleServer::from_arc(svc.clone()));
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         let (mut sink, call) = client.stream_unary_sender(CallOptions::new());
         let sent = Arc::new(AtomicUsize::new(0));
         let counter = sent.clone();
@@ -288,7 +288,7 @@ fn a_client_that_stops_reading_blocks_the_handler() {
     with_timeout(180, || {
         let svc = Arc::new(Backpressure::default());
         let server = serve(ExampleServer::from_arc(svc.clone()));
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         let mut responses = client.unary_stream(req("", CHUNKS as i32));
         assert_eq!(responses.next().unwrap().unwrap().seqno, 0);
         let plateau = settle(&svc.sent_bytes);
@@ -388,13 +388,13 @@ impl Example for Echo {
 fn metadata_round_trips_including_binary() {
     with_timeout(60, || {
         let server = serve(ExampleServer::new(Echo));
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         let mut md = Metadata::new();
         md.insert("x-text", "hello world").unwrap();
         md.insert_bin("x-data-bin", &[0, 1, 2, 0xfe, 0xff]).unwrap();
         md.insert("x-text", "second value").unwrap();
         let resp = client
-            .unary_unary_with(req("echo", 0), CallOptions::new().metadata(md))
+            .unary_unary_start(req("echo", 0), CallOptions::new().metadata(md))
             .wait_response()
             .unwrap();
         assert_eq!(resp.message.message, "127.0.0.1");
@@ -428,7 +428,7 @@ fn metadata_round_trips_including_binary() {
 fn handler_errors_reach_the_client() {
     with_timeout(60, || {
         let server = serve(ExampleServer::new(Echo));
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         for code in 1..=16 {
             let err = client.unary_unary(req("fail", code)).unwrap_err();
             assert_eq!(err.code(), Code::from_i32(code));
@@ -459,11 +459,10 @@ fn handler_errors_reach_the_client() {
 fn unknown_methods_and_services_are_unimplemented() {
     with_timeout(60, || {
         let (server, _client) = example();
-        let channel = Channel::connect(&target(&server)).unwrap();
+        let channel = Channel::connect(target(&server)).unwrap();
         for path in ["/nameko.example/nope", "/nameko.nope/unary_unary", "/x/y"] {
             let err = channel
                 .unary::<_, ExampleReply>(path, req("", 0), CallOptions::new())
-                .wait()
                 .unwrap_err();
             assert_eq!(err.code(), Code::Unimplemented, "{path}: {err}");
             assert!(!err.message().is_empty());
@@ -479,9 +478,10 @@ fn a_lazy_client_connects_on_first_call_and_reconnects() {
     with_timeout(60, || {
         let server = serve(ExampleServer::new(ExampleService));
         let addr = server.local_addr();
-        let channel = Channel::builder(&target(&server))
-            .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(1))
-            .lazy()
+        let channel = Channel::builder(target(&server))
+            .reconnect_backoff_initial(Duration::from_millis(1))
+            .reconnect_backoff_max(Duration::from_millis(1))
+            .connect_lazy()
             .unwrap();
         let client = ExampleClient::new(channel);
         assert_eq!(client.unary_unary(req("a", 1)).unwrap().message, "a");
@@ -512,9 +512,10 @@ fn failed_connects_back_off() {
             .local_addr()
             .unwrap()
             .port();
-        let channel = Channel::builder(&format!("http://127.0.0.1:{port}"))
-            .reconnect_backoff(Duration::from_secs(60), Duration::from_secs(60))
-            .lazy()
+        let channel = Channel::builder(format!("http://127.0.0.1:{port}"))
+            .reconnect_backoff_initial(Duration::from_secs(60))
+            .reconnect_backoff_max(Duration::from_secs(60))
+            .connect_lazy()
             .unwrap();
         let client = ExampleClient::new(channel);
         let first = client.unary_unary(req("a", 1)).unwrap_err();
@@ -543,7 +544,7 @@ fn inline_unary_handlers_serve_every_pattern() {
             .unwrap()
             .spawn()
             .unwrap();
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         // Unary on the connection thread, streams on workers, side by side.
         let (mut sink, mut bidi) = client.stream_stream_sender(CallOptions::new());
         sink.send(req("x", 2)).unwrap();

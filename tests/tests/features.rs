@@ -8,9 +8,10 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grpc_blocking::compression::{self, Encoding};
 use grpc_blocking::error_details::{ErrorDetail, RetryInfo};
+use grpc_blocking::internal::compression;
 use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
+use grpc_blocking::Encoding;
 use grpc_blocking::{CallOptions, Channel, Code, Metadata, Server, ServerHandle, Status};
 use grpc_blocking_examples::nameko::{
     Example, ExampleClient, ExampleReply, ExampleRequest, ExampleServer,
@@ -31,7 +32,7 @@ fn reply(message: impl Into<String>, seqno: i32) -> ExampleReply {
 }
 
 fn client_of(server: &ServerHandle) -> ExampleClient {
-    ExampleClient::connect(&target(server)).unwrap()
+    ExampleClient::connect(target(server)).unwrap()
 }
 
 /// What a handler tells the test about its call.
@@ -174,7 +175,7 @@ const COMPRESSING: [Encoding; 2] = [Encoding::Gzip, Encoding::Deflate];
 fn check_compressed_both_ways(client: &ExampleClient, encoding: Encoding, options: CallOptions) {
     // Unary: the handler saw a compressed request and answers in kind.
     let resp = client
-        .unary_unary_with(req("", 0), options.clone())
+        .unary_unary_start(req("", 0), options.clone())
         .wait_response()
         .unwrap();
     assert_eq!(resp.message.message, format!("true|{encoding}>{encoding}"));
@@ -253,7 +254,7 @@ fn compressed_requests_from_the_helper_thread_call_apis() {
         for encoding in COMPRESSING {
             let options = CallOptions::new().compression(encoding);
             let resp = client
-                .stream_unary_with(vec![req("a", 1), req("b", 1)], options.clone())
+                .stream_unary_start(vec![req("a", 1), req("b", 1)], options.clone())
                 .wait_response()
                 .unwrap();
             assert_eq!(resp.message.message, "true,true", "{encoding}");
@@ -269,7 +270,7 @@ fn compressed_requests_from_the_helper_thread_call_apis() {
             // The blocking client-streaming call sends from the caller.
             let reply = client
                 .channel()
-                .client_streaming_blocking::<_, ExampleReply, _>(
+                .client_streaming::<_, ExampleReply, _>(
                     ExampleClient::STREAM_UNARY_PATH,
                     vec![req("a", 1)],
                     CallOptions::new().compression(encoding),
@@ -290,7 +291,7 @@ fn per_call_compression_each_algorithm_both_directions() {
         }
         // The same channel without per-call compression: identity again.
         let resp = client
-            .unary_unary_with(req("", 0), CallOptions::new())
+            .unary_unary_start(req("", 0), CallOptions::new())
             .wait_response()
             .unwrap();
         assert_eq!(resp.message.message, "false|identity>identity");
@@ -303,7 +304,7 @@ fn channel_default_compression_each_algorithm_both_directions() {
     with_timeout(60, || {
         let server = serve(ExampleServer::new(Compress));
         for encoding in COMPRESSING {
-            let channel = Channel::builder(&target(&server))
+            let channel = Channel::builder(target(&server))
                 .default_compression(encoding)
                 .connect()
                 .unwrap();
@@ -311,7 +312,7 @@ fn channel_default_compression_each_algorithm_both_directions() {
             check_compressed_both_ways(&client, encoding, CallOptions::new());
             // A call's own choice overrides the channel's default.
             let resp = client
-                .unary_unary_with(
+                .unary_unary_start(
                     req("", 0),
                     CallOptions::new().compression(Encoding::Identity),
                 )
@@ -325,7 +326,7 @@ fn channel_default_compression_each_algorithm_both_directions() {
                 Encoding::Gzip
             };
             let resp = client
-                .unary_unary_with(req("", 0), CallOptions::new().compression(other))
+                .unary_unary_start(req("", 0), CallOptions::new().compression(other))
                 .wait_response()
                 .unwrap();
             assert_eq!(resp.message.message, format!("true|{other}>{other}"));
@@ -340,7 +341,7 @@ fn identity_requests_get_identity_responses() {
         let server = serve(ExampleServer::new(Compress));
         let client = client_of(&server);
         let resp = client
-            .unary_unary_with(req("", 0), CallOptions::new())
+            .unary_unary_start(req("", 0), CallOptions::new())
             .wait_response()
             .unwrap();
         assert_eq!(resp.message.message, "false|identity>identity");
@@ -354,7 +355,7 @@ fn identity_requests_get_identity_responses() {
         }
         assert_eq!(n, 3);
         let resp = client
-            .stream_unary_with(vec![req("a", 1), req("b", 1)], CallOptions::new())
+            .stream_unary_start(vec![req("a", 1), req("b", 1)], CallOptions::new())
             .wait_response()
             .unwrap();
         assert_eq!(resp.message.message, "false,false");
@@ -383,7 +384,7 @@ fn a_handler_may_choose_another_algorithm_or_none() {
         for (request, chosen, compressed) in cases {
             let options = CallOptions::new().compression(request);
             let resp = client
-                .unary_unary_with(req(&format!("set:{chosen}"), 0), options.clone())
+                .unary_unary_start(req(&format!("set:{chosen}"), 0), options.clone())
                 .wait_response()
                 .unwrap();
             assert_eq!(
@@ -883,7 +884,6 @@ fn a_client_timeout_ends_the_call_promptly_and_cancels_the_handler() {
                 req("hold", 0),
                 CallOptions::new().timeout(Duration::from_millis(200)),
             )
-            .wait()
             .unwrap_err();
         let took = start.elapsed();
         assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
@@ -940,7 +940,6 @@ fn a_handler_sees_the_deadline_and_time_remaining() {
         let ms = |options: CallOptions| {
             client
                 .unary_unary_with(req("deadline", 0), options)
-                .wait()
                 .unwrap()
                 .seqno
         };
@@ -1065,7 +1064,7 @@ impl Example for Relay {
         let options = CallOptions::new()
             .inherit_deadline(ctx)
             .propagate_metadata(ctx, &["x-call-id"]);
-        let result = self.next.unary_unary_with(r, options).wait();
+        let result = self.next.unary_unary_with(r, options);
         let _ = self
             .results
             .send((result.clone(), ctx.deadline(), Instant::now()));
@@ -1125,7 +1124,6 @@ fn inherit_deadline_makes_the_inner_call_fail_at_the_outer_deadline() {
                 req("hold", 0),
                 CallOptions::new().timeout(Duration::from_millis(300)),
             )
-            .wait()
             .unwrap_err();
         assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
         let (inner, outer_deadline, ended) = results
@@ -1151,7 +1149,6 @@ fn inherit_deadline_makes_the_inner_call_fail_at_the_outer_deadline() {
                 req("deadline", 0),
                 CallOptions::new().timeout(Duration::from_secs(3)),
             )
-            .wait()
             .unwrap();
         assert!((1..=3000).contains(&resp.seqno), "{} ms", resp.seqno);
         let _ = results.recv_timeout(Duration::from_secs(20)).unwrap();
@@ -1172,7 +1169,6 @@ fn propagate_metadata_carries_the_call_id_through_a_handler() {
         md.insert("x-other", "not propagated").unwrap();
         let resp = client
             .unary_unary_with(req("meta", 0), CallOptions::new().metadata(md))
-            .wait()
             .unwrap();
         // The inner handler got the call id and only that.
         assert_eq!(resp.message, "call-42.7|");
@@ -1204,7 +1200,6 @@ fn an_already_passed_deadline_fails_at_once() {
         ] {
             let err = client
                 .unary_unary_with(req("quick", 0), options.clone())
-                .wait()
                 .unwrap_err();
             assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
             let err = client
@@ -1320,7 +1315,7 @@ fn dropping_a_streaming_call_cancels_the_handler() {
 fn dropping_a_unary_call_cancels_the_handler() {
     with_timeout(60, || {
         let (_server, client, notes) = single_worker();
-        let call = client.unary_unary_with(req("hold", 0), CallOptions::new());
+        let call = client.unary_unary_start(req("hold", 0), CallOptions::new());
         notes.expect(&[Note::Started("unary")]);
         assert_worker_busy(&client);
         drop(call);
@@ -1351,7 +1346,7 @@ fn cancel_mid_call_cancels_the_handler() {
     with_timeout(60, || {
         // UnaryCall::cancel.
         let (_server, client, notes) = single_worker();
-        let mut call = client.unary_unary_with(req("hold", 0), CallOptions::new());
+        let mut call = client.unary_unary_start(req("hold", 0), CallOptions::new());
         notes.expect(&[Note::Started("unary")]);
         assert_worker_busy(&client);
         call.cancel();
@@ -1519,7 +1514,7 @@ fn a_server_dying_mid_call_gives_every_call_unavailable_connection_lost() {
             .unwrap();
         let client = client_of(&server);
         // Three calls in flight on one connection.
-        let unary = client.unary_unary_with(req("hold", 0), CallOptions::new());
+        let unary = client.unary_unary_start(req("hold", 0), CallOptions::new());
         let mut server_stream = client.unary_stream(req("hold", 0));
         assert_eq!(server_stream.next().unwrap().unwrap().message, "first");
         let (mut sink, mut bidi) = client.stream_stream_sender(CallOptions::new());

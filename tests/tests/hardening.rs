@@ -215,7 +215,7 @@ fn probe_server(
 /// The server still serves a normal call on a new connection.
 #[track_caller]
 fn assert_serves(server: &ServerHandle) {
-    let client = ExampleClient::connect(&target(server)).expect("a new connection");
+    let client = ExampleClient::connect(target(server)).expect("a new connection");
     let reply = client
         .unary_unary(req("still-serving", 1))
         .expect("a normal call on a new connection");
@@ -280,7 +280,7 @@ fn server_receive_limit_is_resource_exhausted_naming_size_and_limit() {
     with_timeout(60, || {
         let probe = Arc::new(Probe::default());
         let server = probe_server(&probe, |b| b.max_receive_message_size(1024));
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         let port = client.unary_unary(req("a", 1)).unwrap().seqno;
 
         let big = req(&"x".repeat(2000), 1);
@@ -311,7 +311,7 @@ fn server_send_limit_is_resource_exhausted_naming_size_and_limit() {
     with_timeout(60, || {
         let probe = Arc::new(Probe::default());
         let server = probe_server(&probe, |b| b.max_send_message_size(1024));
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         let port = client.unary_unary(req("a", 1)).unwrap().seqno;
         let size = reply("x".repeat(2000), port).encoded_len().to_string();
 
@@ -342,7 +342,7 @@ fn client_receive_limit_is_resource_exhausted_naming_size_and_limit() {
     with_timeout(60, || {
         let probe = Arc::new(Probe::default());
         let server = probe_server(&probe, |b| b);
-        let channel = Channel::builder(&target(&server))
+        let channel = Channel::builder(target(&server))
             .max_receive_message_size(1024)
             .connect()
             .unwrap();
@@ -371,7 +371,7 @@ fn client_send_limit_is_resource_exhausted_naming_size_and_limit() {
     with_timeout(60, || {
         let probe = Arc::new(Probe::default());
         let server = probe_server(&probe, |b| b);
-        let channel = Channel::builder(&target(&server))
+        let channel = Channel::builder(target(&server))
             .max_send_message_size(1024)
             .connect()
             .unwrap();
@@ -411,7 +411,7 @@ fn default_receive_limit_is_4_mib_on_server_and_client() {
     with_timeout(120, || {
         const MIB4: usize = 4 * 1024 * 1024;
         let server = example_server(|b| b);
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
 
         // Server: 4 MiB + 1 byte fails, 4 MiB - 1 KiB passes.
         let err = client.unary_unary(request_of_size(MIB4 + 1)).unwrap_err();
@@ -478,12 +478,12 @@ fn max_concurrent_streams_our_client_waits_and_every_call_completes() {
     with_timeout(60, || {
         let probe = Arc::new(Probe::default());
         let server = probe_server(&probe, |b| b.max_concurrent_streams(3));
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         // A first call: the server's SETTINGS have arrived.
         let port = client.unary_unary(req("a", 1)).unwrap().seqno;
         // Seven calls on one connection that allows three streams at once.
         let calls: Vec<_> = (0..7)
-            .map(|_| client.unary_unary_with(req("block", 1), CallOptions::new()))
+            .map(|_| client.unary_unary_start(req("block", 1), CallOptions::new()))
             .collect();
         probe.wait_running(3);
         std::thread::sleep(Duration::from_millis(300));
@@ -571,7 +571,7 @@ fn a_refused_stream_is_retried_on_the_same_healthy_connection() {
         // use (a new connection per refusal would get around the server's
         // limit on streams per connection).
         let (addr, requests) = refusing_server();
-        let client = ExampleClient::connect(&format!("http://{addr}")).unwrap();
+        let client = ExampleClient::connect(format!("http://{addr}")).unwrap();
         let answer = client
             .unary_unary(req("a", 1))
             .expect("retried transparently");
@@ -596,8 +596,8 @@ fn a_refused_stream_is_retried_on_the_same_healthy_connection() {
 fn max_connections_refuses_extra_connections_with_a_goaway_the_client_reads() {
     with_timeout(60, || {
         let server = example_server(|b| b.max_connections(2));
-        let first = ExampleClient::connect(&target(&server)).unwrap();
-        let second = ExampleClient::connect(&target(&server)).unwrap();
+        let first = ExampleClient::connect(target(&server)).unwrap();
+        let second = ExampleClient::connect(target(&server)).unwrap();
         first.unary_unary(req("1", 1)).unwrap();
         second.unary_unary(req("2", 1)).unwrap();
 
@@ -633,7 +633,7 @@ fn max_connections_refuses_extra_connections_with_a_goaway_the_client_reads() {
         }
 
         // Our client: UNAVAILABLE, naming the limit.
-        let third = ExampleClient::connect(&target(&server)).unwrap();
+        let third = ExampleClient::connect(target(&server)).unwrap();
         let started = Instant::now();
         let refused = third.unary_unary(req("3", 1)).unwrap_err();
         assert_code(&refused, Code::Unavailable);
@@ -645,8 +645,9 @@ fn max_connections_refuses_extra_connections_with_a_goaway_the_client_reads() {
         drop(first);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let fresh = Channel::builder(&target(&server))
-                .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(1))
+            let fresh = Channel::builder(target(&server))
+                .reconnect_backoff_initial(Duration::from_millis(1))
+                .reconnect_backoff_max(Duration::from_millis(1))
                 .connect()
                 .unwrap();
             match ExampleClient::new(fresh).unary_unary(req("again", 1)) {
@@ -671,15 +672,15 @@ fn max_concurrent_handlers_beyond_the_limit_is_resource_exhausted_at_once() {
     with_timeout(60, || {
         let probe = Arc::new(Probe::default());
         let server = probe_server(&probe, |b| b.max_concurrent_handlers(2));
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         let blocked: Vec<_> = (0..2)
-            .map(|_| client.unary_unary_with(req("block", 1), CallOptions::new()))
+            .map(|_| client.unary_unary_start(req("block", 1), CallOptions::new()))
             .collect();
         probe.wait_running(2);
 
         for c in [
             client.clone(),
-            ExampleClient::connect(&target(&server)).unwrap(),
+            ExampleClient::connect(target(&server)).unwrap(),
         ] {
             let started = Instant::now();
             let err = c.unary_unary(req("third", 1)).unwrap_err();
@@ -724,12 +725,11 @@ fn a_header_list_over_max_header_list_size_is_refused_and_the_connection_survive
 
         // Our client: the call fails, naming the HTTP status, and the
         // connection serves on.
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         let mut md = Metadata::new();
         md.insert("x-big", &big).unwrap();
         let err = client
             .unary_unary_with(req("too big", 1), CallOptions::new().metadata(md))
-            .wait()
             .unwrap_err();
         assert_ne!(err.code(), Code::Ok);
         assert_mentions(err.message(), &["431"]);
@@ -746,7 +746,8 @@ fn a_header_list_over_max_header_list_size_is_refused_and_the_connection_survive
 fn server_keepalive_closes_a_client_that_stops_answering_pings() {
     with_timeout(60, || {
         let server = example_server(|b| {
-            b.keepalive(Some(Duration::from_millis(200)), Duration::from_secs(1))
+            b.keepalive_interval(Some(Duration::from_millis(200)))
+                .keepalive_timeout(Duration::from_secs(1))
         });
         // This client answers (reading on a thread of its own): its
         // connection stays open.
@@ -820,8 +821,9 @@ fn silent_server() -> (SocketAddr, std::thread::JoinHandle<usize>) {
 fn client_keepalive_detects_a_server_that_stops_answering() {
     with_timeout(60, || {
         let (addr, silent) = silent_server();
-        let channel = Channel::builder(&format!("http://{addr}"))
-            .keepalive(Some(Duration::from_millis(200)), Duration::from_millis(500))
+        let channel = Channel::builder(format!("http://{addr}"))
+            .keepalive_interval(Some(Duration::from_millis(200)))
+            .keepalive_timeout(Duration::from_millis(500))
             .connect()
             .unwrap();
         let client = ExampleClient::new(channel);
@@ -851,9 +853,9 @@ fn idle_timeout_goaways_an_idle_connection_and_the_client_reconnects() {
 
         // A connection in use is not idle; once idle, it goes, and our
         // client moves on to a new one.
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         let first = client.unary_unary(req("a", 1)).unwrap().seqno;
-        let held = client.unary_unary_with(req("block", 1), CallOptions::new());
+        let held = client.unary_unary_start(req("block", 1), CallOptions::new());
         probe.wait_running(1);
         std::thread::sleep(Duration::from_millis(800));
         probe.gate.open();
@@ -874,7 +876,8 @@ fn max_connection_age_goaways_and_the_client_moves_to_a_new_connection() {
     with_timeout(60, || {
         let probe = Arc::new(Probe::default());
         let server = probe_server(&probe, |b| {
-            b.max_connection_age(Some(Duration::from_millis(600)), Duration::from_secs(20))
+            b.max_connection_age(Some(Duration::from_millis(600)))
+                .max_connection_age_grace(Duration::from_secs(20))
         });
         let mut conn = RawConn::handshake(server.local_addr());
         let events = conn
@@ -885,10 +888,10 @@ fn max_connection_age_goaways_and_the_client_moves_to_a_new_connection() {
             "closed without a GOAWAY: {events:?}"
         );
 
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         let first = client.unary_unary(req("a", 1)).unwrap().seqno;
         // In flight when the age passes: finishes within the grace period.
-        let in_flight = client.unary_unary_with(req("block", 1), CallOptions::new());
+        let in_flight = client.unary_unary_start(req("block", 1), CallOptions::new());
         probe.wait_running(1);
         std::thread::sleep(Duration::from_millis(1200));
         // The next call goes over a new connection, transparently.
@@ -943,7 +946,7 @@ fn connect_timeout_against_a_listener_whose_backlog_is_full() {
         );
 
         let started = Instant::now();
-        let err = Channel::builder(&format!("http://{addr}"))
+        let err = Channel::builder(format!("http://{addr}"))
             .connect_timeout(Duration::from_millis(500))
             .connect()
             .unwrap_err();
@@ -956,9 +959,9 @@ fn connect_timeout_against_a_listener_whose_backlog_is_full() {
 
         // A lazy channel's call: UNAVAILABLE with the same reason.
         let client = ExampleClient::new(
-            Channel::builder(&format!("http://{addr}"))
+            Channel::builder(format!("http://{addr}"))
                 .connect_timeout(Duration::from_millis(500))
-                .lazy()
+                .connect_lazy()
                 .unwrap(),
         );
         let err = client.unary_unary(req("a", 1)).unwrap_err();
@@ -992,7 +995,7 @@ fn localhost_target_connects_whichever_loopback_address_the_server_is_on() {
             };
             let server = bound.spawn().unwrap();
             let port = server.local_addr().port();
-            let client = ExampleClient::connect(&format!("http://localhost:{port}")).unwrap();
+            let client = ExampleClient::connect(format!("http://localhost:{port}")).unwrap();
             assert_eq!(
                 client.unary_unary(req("local", 1)).unwrap().message,
                 "local"
@@ -1047,7 +1050,7 @@ fn garbage_bytes_close_that_connection_only() {
         let probe = Arc::new(Probe::default());
         let server = probe_server(&probe, |b| b);
         // A connection in use throughout.
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         let port = client.unary_unary(req("a", 1)).unwrap().seqno;
         let (mut sink, mut echoes) = client.stream_stream_sender(CallOptions::new());
         sink.send(req("before", 1)).unwrap();
@@ -1099,7 +1102,7 @@ fn garbage_bytes_close_that_connection_only() {
 fn a_truncated_preface_closes_that_connection_only() {
     with_timeout(60, || {
         let server = example_server(|b| b);
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         client.unary_unary(req("a", 1)).unwrap();
         for cut in [1, 10, PREFACE.len() - 1] {
             let mut conn = RawConn::connect(server.local_addr());
@@ -1150,7 +1153,7 @@ fn abrupt_disconnects_at_every_stage_lose_nothing_else() {
         let probe = Arc::new(Probe::default());
         let server = probe_server(&probe, |b| b);
         let addr = server.local_addr();
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         let port = client.unary_unary(req("a", 1)).unwrap().seqno;
         let (mut sink, mut echoes) = client.stream_stream_sender(CallOptions::new());
 
@@ -1512,25 +1515,25 @@ fn the_client_header_list_limit_defaults_to_16_kib_and_is_configurable() {
             grpc_blocking_tests::support::serve(ExampleServer::new(BigTrailers(20 * 1024)));
         // Default (16 KiB): 20 KiB of trailers fail the call, and the
         // connection keeps working for a call with small trailers.
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         let err = client.unary_unary(req("a", 1)).unwrap_err();
         assert_code(&err, Code::ResourceExhausted);
         assert_mentions(err.message(), &["header", "16384"]);
         // A client allowing 64 KiB reads them.
         let roomy = ExampleClient::new(
-            Channel::builder(&target(&server))
+            Channel::builder(target(&server))
                 .max_header_list_size(64 * 1024)
                 .connect()
                 .unwrap(),
         );
         let resp = roomy
-            .unary_unary_with(req("b", 1), CallOptions::new())
+            .unary_unary_start(req("b", 1), CallOptions::new())
             .wait_response()
             .unwrap();
         assert_eq!(resp.message.message, "b");
         assert_eq!(resp.trailers.get("x-big").map(str::len), Some(20 * 1024));
         let small = grpc_blocking_tests::support::serve(ExampleServer::new(BigTrailers(10)));
-        let client = ExampleClient::connect(&target(&small)).unwrap();
+        let client = ExampleClient::connect(target(&small)).unwrap();
         assert_eq!(client.unary_unary(req("c", 1)).unwrap().message, "c");
     });
 }

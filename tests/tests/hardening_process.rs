@@ -178,7 +178,7 @@ fn spawn(builder: ServerBuilder) -> ServerHandle {
 
 #[track_caller]
 fn assert_serves(server: &ServerHandle) {
-    let client = ExampleClient::connect(&target(server)).expect("a new connection");
+    let client = ExampleClient::connect(target(server)).expect("a new connection");
     let reply = client
         .unary_unary(req("still-serving", 1))
         .expect("a normal call on a new connection");
@@ -204,8 +204,8 @@ fn graceful_shutdown_finishes_refuses_cancels_returns_and_leaves_no_thread() {
         let url = target(&server);
         let client = ExampleClient::connect(&url).unwrap();
         assert_eq!(client.unary_unary(req("a", 1)).unwrap().message, "a");
-        let finishing = client.unary_unary_with(req("block", 1), CallOptions::new());
-        let stuck = client.unary_unary_with(req("hold", 1), CallOptions::new());
+        let finishing = client.unary_unary_start(req("block", 1), CallOptions::new());
+        let stuck = client.unary_unary_start(req("hold", 1), CallOptions::new());
         probe.wait_running(2);
 
         let started = Instant::now();
@@ -221,17 +221,15 @@ fn graceful_shutdown_finishes_refuses_cancels_returns_and_leaves_no_thread() {
         let fresh = ExampleClient::new(
             Channel::builder(&url)
                 .connect_timeout(Duration::from_secs(1))
-                .lazy()
+                .connect_lazy()
                 .unwrap(),
         );
         let mut refusals = Vec::new();
         for (who, c) in [("the existing client", &client), ("a new client", &fresh)] {
-            let result = c
-                .unary_unary_with(
-                    req("new", 1),
-                    CallOptions::new().timeout(Duration::from_millis(1500)),
-                )
-                .wait();
+            let result = c.unary_unary_with(
+                req("new", 1),
+                CallOptions::new().timeout(Duration::from_millis(1500)),
+            );
             refusals.push((who, result));
         }
         assert!(
@@ -352,7 +350,7 @@ fn rapid_reset_is_survived_and_threads_return_to_baseline() {
                 .add_service(ExampleServer::new(ExampleService))
                 .max_concurrent_handlers(HANDLERS),
         );
-        let client = ExampleClient::connect(&target(&server)).unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
         assert_eq!(client.unary_unary(req("a", 1)).unwrap().message, "a");
         let with_server = library_threads();
 

@@ -330,7 +330,7 @@ impl Driver<'_> {
                 let seq = self.seq();
                 let call = self
                     .client
-                    .unary_unary_with(request(conn, index, seq), options(self.deadline));
+                    .unary_unary_start(request(conn, index, seq), options(self.deadline));
                 *pending = Some((call, seq));
                 self.counts.requests += 1;
             }

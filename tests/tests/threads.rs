@@ -15,7 +15,7 @@ fn dropping_servers_and_clients_ends_their_threads() {
         let baseline = thread_count();
         let server = serve(ExampleServer::new(ExampleService));
         let clients: Vec<_> = (0..4)
-            .map(|_| ExampleClient::connect(&target(&server)).unwrap())
+            .map(|_| ExampleClient::connect(target(&server)).unwrap())
             .collect();
         for c in &clients {
             let replies = c

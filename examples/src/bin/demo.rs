@@ -16,8 +16,7 @@ fn main() {
             .map_err(|e| format!("cannot start the server: {e}"))?;
         let addr = server.local_addr();
         println!("server listening on {addr}");
-        let client =
-            ExampleClient::connect(&format!("http://{addr}")).map_err(|e| e.to_string())?;
+        let client = ExampleClient::connect(format!("http://{addr}")).map_err(|e| e.to_string())?;
         call_all_four(&client).map_err(|e| format!("call failed: {e}"))?;
         drop(client);
         server.shutdown().map_err(|e| e.to_string())?;

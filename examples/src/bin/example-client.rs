@@ -17,7 +17,7 @@ fn main() {
         let host = args.get("server_host").unwrap_or("127.0.0.1");
         let port: u16 = args.required("server_port")?;
         let client =
-            ExampleClient::connect(&format!("http://{host}:{port}")).map_err(|e| e.to_string())?;
+            ExampleClient::connect(format!("http://{host}:{port}")).map_err(|e| e.to_string())?;
         call_all_four(&client).map_err(|e| format!("call failed: {e}"))
     };
     if let Err(e) = run() {

@@ -508,7 +508,7 @@ fn custom_metadata(c: &Clients) -> Outcome {
     let response = ok(
         "UnaryCall",
         c.test
-            .unary_call_with(large_request(), options)
+            .unary_call_start(large_request(), options)
             .wait_response(),
     )?;
     check_payload("UnaryCall", response.message.payload.as_ref(), 314_159)?;
@@ -607,15 +607,13 @@ fn client_compressed_unary(c: &Clients) -> Outcome {
     };
     failed_with(
         "the probe (an uncompressed request with expect_compressed true)",
-        c.test
-            .unary_call_with(expecting(true), CallOptions::new())
-            .wait(),
+        c.test.unary_call_with(expecting(true), CallOptions::new()),
         Code::InvalidArgument,
     )?;
     let compressed = CallOptions::new().compression(Encoding::Gzip);
     let response = ok(
         "the compressed UnaryCall",
-        c.test.unary_call_with(expecting(true), compressed).wait(),
+        c.test.unary_call_with(expecting(true), compressed),
     )?;
     check_payload(
         "the compressed call's response",
@@ -624,9 +622,7 @@ fn client_compressed_unary(c: &Clients) -> Outcome {
     )?;
     let response = ok(
         "the uncompressed UnaryCall",
-        c.test
-            .unary_call_with(expecting(false), CallOptions::new())
-            .wait(),
+        c.test.unary_call_with(expecting(false), CallOptions::new()),
     )?;
     check_payload(
         "the uncompressed call's response",
@@ -645,7 +641,7 @@ fn server_compressed_unary(c: &Clients) -> Outcome {
         let response = ok(
             &what,
             c.test
-                .unary_call_with(request, CallOptions::new())
+                .unary_call_start(request, CallOptions::new())
                 .wait_response(),
         )?;
         expect_eq(

@@ -78,6 +78,16 @@ pub fn parse_accept_encoding(value: &str) -> Vec<Encoding> {
     out
 }
 
+/// The compression a server answers a request in: the request's own, when
+/// the client accepts it (or said nothing of what it accepts), else none.
+pub(crate) fn response_encoding(request: Encoding, accepted: &[Encoding]) -> Encoding {
+    if request != Encoding::Identity && (accepted.is_empty() || accepted.contains(&request)) {
+        request
+    } else {
+        Encoding::Identity
+    }
+}
+
 /// The `grpc-accept-encoding` value advertising every supported encoding, in
 /// the order gRPC C-core sends it.
 pub const ACCEPT_ENCODING: &str = "identity,deflate,gzip";

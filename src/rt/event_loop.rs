@@ -11,9 +11,10 @@
 //!   futures were woken), and a `sleeping` flag so other threads only pay for
 //!   a notify syscall when the connection thread is actually asleep.
 //!
-//! Every h2 future is polled with a waker made by [`waker`] for its stream's
-//! key (or [`CONN_KEY`] for the connection itself); waking it marks the key
-//! dirty. The loop then re-polls exactly the dirty keys.
+//! Every h2 future is polled with a waker made by [`stream_waker`] for its
+//! stream (or [`conn_waker`] for the connection itself); waking it marks that
+//! stream (or the connection) dirty. The loop then re-polls exactly what is
+//! dirty.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -21,15 +22,16 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use polling::{Event, Events, Poller};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The key of the connection itself (as opposed to one of its streams).
-pub(crate) const CONN_KEY: u64 = u64::MAX;
+use crate::rt::timers::{Timer, Timers};
+use crate::rt::StreamKey;
+
 /// The poller key of the socket.
 const SOCKET_KEY: usize = 0;
 
@@ -37,7 +39,10 @@ const SOCKET_KEY: usize = 0;
 pub(crate) struct Wake {
     poller: Poller,
     sleeping: AtomicBool,
-    dirty: Mutex<Vec<u64>>,
+    /// The connection itself needs a poll.
+    conn_dirty: AtomicBool,
+    /// Streams that need a poll.
+    dirty: Mutex<Vec<StreamKey>>,
 }
 
 impl Wake {
@@ -49,31 +54,44 @@ impl Wake {
         }
     }
 
-    /// Marks `key` as needing a poll and wakes the thread.
-    fn mark(&self, key: u64) {
-        self.dirty.lock().push(key);
+    /// Marks `what` as needing a poll and wakes the thread.
+    fn mark(&self, what: Option<StreamKey>) {
+        match what {
+            Some(key) => self.dirty.lock().push(key),
+            None => self.conn_dirty.store(true, Ordering::SeqCst),
+        }
         self.wake();
     }
 }
 
+/// Wakes a connection thread for one of its streams (`Some`) or for the
+/// connection itself (`None`).
 struct KeyWaker {
-    key: u64,
+    what: Option<StreamKey>,
     wake: Arc<Wake>,
 }
 
 impl std::task::Wake for KeyWaker {
     fn wake(self: Arc<Self>) {
-        self.wake.mark(self.key);
+        self.wake.mark(self.what);
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        self.wake.mark(self.key);
+        self.wake.mark(self.what);
     }
 }
 
-/// A waker that marks `key` dirty on `wake`.
-pub(crate) fn waker(wake: &Arc<Wake>, key: u64) -> Waker {
+/// A waker that marks stream `key` dirty.
+pub(crate) fn stream_waker(wake: &Arc<Wake>, key: StreamKey) -> Waker {
     Waker::from(Arc::new(KeyWaker {
-        key,
+        what: Some(key),
+        wake: wake.clone(),
+    }))
+}
+
+/// A waker that marks the connection itself dirty.
+pub(crate) fn conn_waker(wake: &Arc<Wake>) -> Waker {
+    Waker::from(Arc::new(KeyWaker {
+        what: None,
         wake: wake.clone(),
     }))
 }
@@ -229,8 +247,10 @@ impl AsyncWrite for Socket {
 }
 
 /// One connection thread's wait: the socket's readiness, a notify from other
-/// threads, or a timeout.
+/// threads, or the next of its timers.
 pub(crate) struct EventLoop {
+    /// The connection's timers: the next one bounds each sleep.
+    pub(crate) timers: Timers,
     wake: Arc<Wake>,
     stream: Arc<TcpStream>,
     blocked: Arc<Blocked>,
@@ -255,6 +275,7 @@ impl EventLoop {
         let wake = Arc::new(Wake {
             poller,
             sleeping: AtomicBool::new(false),
+            conn_dirty: AtomicBool::new(false),
             dirty: Mutex::new(Vec::new()),
         });
         let blocked = Arc::new(Blocked::default());
@@ -266,6 +287,7 @@ impl EventLoop {
         };
         Ok((
             EventLoop {
+                timers: Timers::default(),
                 wake,
                 stream,
                 blocked,
@@ -286,23 +308,28 @@ impl EventLoop {
         self.blocked.total_read.load(Ordering::Relaxed)
     }
 
-    /// Moves the dirty keys into `into` (which is cleared first).
-    pub(crate) fn take_dirty(&self, into: &mut Vec<u64>) {
+    /// Moves the dirty streams into `into` (which is cleared first); returns
+    /// whether the connection itself is dirty.
+    pub(crate) fn take_dirty(&self, into: &mut Vec<StreamKey>) -> bool {
         into.clear();
         std::mem::swap(&mut *self.wake.dirty.lock(), into);
+        self.wake.conn_dirty.swap(false, Ordering::SeqCst)
     }
 
     /// Sleeps until the socket is ready for what last blocked, another thread
     /// wakes us, or `timeout` passes. `has_work` is checked after announcing
     /// sleep and before sleeping, closing the race with a waker that queued
-    /// work just before. After a socket event, [`CONN_KEY`] is dirty.
+    /// work just before. After a socket event, the connection is dirty.
     pub(crate) fn sleep(
         &mut self,
         timeout: Option<Duration>,
         has_work: impl Fn() -> bool,
     ) -> io::Result<()> {
         self.wake.sleeping.store(true, Ordering::SeqCst);
-        if has_work() || !self.wake.dirty.lock().is_empty() {
+        if has_work()
+            || self.wake.conn_dirty.load(Ordering::SeqCst)
+            || !self.wake.dirty.lock().is_empty()
+        {
             self.wake.sleeping.store(false, Ordering::SeqCst);
             return Ok(());
         }
@@ -336,7 +363,7 @@ impl EventLoop {
             }
         }
         if socket_ready {
-            self.wake.dirty.lock().push(CONN_KEY);
+            self.wake.conn_dirty.store(true, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -346,23 +373,23 @@ impl EventLoop {
 pub(crate) trait Driver {
     /// What other threads send the connection.
     type Cmd;
-    /// The connection's event loop.
+    /// The connection's event loop (and its timers).
     fn event_loop(&mut self) -> &mut EventLoop;
     /// Applies one command from another thread.
     fn apply(&mut self, cmd: Self::Cmd);
     /// Polls one stream whose waker fired.
-    fn poll_stream(&mut self, key: u64);
+    fn poll_stream(&mut self, key: StreamKey);
     /// Polls the connection itself (socket readiness, or its waker fired).
     fn poll_conn(&mut self);
-    /// Fires the timers that are due; returns how long until the next.
-    fn fire_timers(&mut self) -> Option<Duration>;
+    /// Handles a timer that is due.
+    fn on_timer(&mut self, timer: Timer);
     /// True once the connection is over.
     fn done(&self) -> bool;
 }
 
 /// Runs a connection thread's loop until the driver is done: commands from
 /// other threads, then the streams and the connection whose wakers fired,
-/// then timers; then sleep until the socket, a wake-up or the next timer.
+/// then due timers; then sleep until the socket, a wake-up or the next timer.
 pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> io::Result<()> {
     let mut dirty = Vec::new();
     // The first poll starts the handshake.
@@ -371,22 +398,22 @@ pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> i
         while let Ok(cmd) = commands.try_recv() {
             driver.apply(cmd);
         }
-        driver.event_loop().take_dirty(&mut dirty);
+        conn_dirty |= driver.event_loop().take_dirty(&mut dirty);
         for &key in &dirty {
-            if key == CONN_KEY {
-                conn_dirty = true;
-            } else {
-                driver.poll_stream(key);
-            }
+            driver.poll_stream(key);
         }
         if conn_dirty {
             conn_dirty = false;
             driver.poll_conn();
         }
-        let timeout = driver.fire_timers();
+        let now = Instant::now();
+        while let Some(timer) = driver.event_loop().timers.pop_due(now) {
+            driver.on_timer(timer);
+        }
         if driver.done() {
             return Ok(());
         }
+        let timeout = driver.event_loop().timers.next_in(Instant::now());
         driver
             .event_loop()
             .sleep(timeout, || !commands.is_empty())?;

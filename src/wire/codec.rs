@@ -4,9 +4,28 @@
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
-use crate::compression::{self, DecompressError, Encoding};
-use crate::framing::{self, Frame, FrameError};
 use crate::status::Status;
+use crate::wire::compression::{self, DecompressError, Encoding};
+use crate::wire::framing::{self, Frame, FrameError};
+
+/// Whether a message is compressed with its call's compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compress {
+    /// With the call's compression (none if it has none).
+    AsCall,
+    /// Never (its compressed flag stays clear).
+    Never,
+}
+
+impl Compress {
+    /// The encoding of one message of a call compressed with `call`.
+    pub(crate) fn encoding(self, call: Encoding) -> Encoding {
+        match self {
+            Compress::AsCall => call,
+            Compress::Never => Encoding::Identity,
+        }
+    }
+}
 
 /// Serializes `message` as one gRPC frame, compressed with `encoding` unless
 /// it is identity. Fails with `RESOURCE_EXHAUSTED` when the serialized
@@ -55,16 +74,6 @@ pub(crate) fn unpack(frame: Frame, encoding: Encoding, max_size: usize) -> Resul
     }
 }
 
-/// Decodes one message from a frame.
-pub(crate) fn decode<M: Message + Default>(
-    frame: Frame,
-    encoding: Encoding,
-    max_size: usize,
-) -> Result<M, Status> {
-    let plain = unpack(frame, encoding, max_size)?;
-    M::decode(plain).map_err(|e| Status::internal(format!("failed to decode the message: {e}")))
-}
-
 /// The status for a framing error: `RESOURCE_EXHAUSTED` for an oversize
 /// message, `INTERNAL` for a malformed stream.
 pub(crate) fn frame_error_status(error: FrameError) -> Status {
@@ -77,8 +86,8 @@ pub(crate) fn frame_error_status(error: FrameError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::FrameDecoder;
-    use crate::status::Code;
+    use crate::code::Code;
+    use crate::wire::framing::FrameDecoder;
 
     #[derive(Clone, PartialEq, prost::Message)]
     struct Msg {
@@ -95,7 +104,7 @@ mod tests {
         dec.push(bytes);
         let frame = dec.next_frame().unwrap().unwrap();
         assert_eq!(frame.compressed, encoding != Encoding::Identity);
-        let back: Msg = decode(frame, encoding, 1 << 20).unwrap();
+        let back = Msg::decode(unpack(frame, encoding, 1 << 20).unwrap()).unwrap();
         assert_eq!(back, m);
     }
 
@@ -125,17 +134,7 @@ mod tests {
         let mut dec = FrameDecoder::new(1 << 20);
         dec.push(bytes);
         let frame = dec.next_frame().unwrap().unwrap();
-        let err = decode::<Msg>(frame, Encoding::Gzip, 1000).unwrap_err();
+        let err = unpack(frame, Encoding::Gzip, 1000).unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted);
-    }
-
-    #[test]
-    fn invalid_protobuf_is_internal() {
-        let frame = Frame {
-            compressed: false,
-            payload: Bytes::from_static(&[0x0a, 0x05, b'a']),
-        };
-        let err = decode::<Msg>(frame, Encoding::Identity, 100).unwrap_err();
-        assert_eq!(err.code(), Code::Internal);
     }
 }

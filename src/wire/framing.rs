@@ -18,7 +18,7 @@
 //! is seen, before any of its payload is buffered.
 //!
 //! [`encode_frame`] produces the same format. Whether a payload is compressed
-//! (and with what) is decided by the caller; see `crate::compression`.
+//! (and with what) is decided by the caller; see `crate::wire::compression`.
 
 use std::collections::VecDeque;
 

@@ -4,13 +4,16 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::compression::{self, Encoding};
-use crate::deadline;
-use crate::metadata::Metadata;
-use crate::status::{code_for_http_status, Code, Status};
+use crate::code::Code;
+use crate::metadata::{self, Metadata};
+use crate::status::Status;
+use crate::wire::compression::{self, Encoding};
+use crate::wire::grpc_message::{decode_message, encode_message};
+use crate::wire::timeout;
 
 /// The content type we send.
 pub(crate) const GRPC_CONTENT_TYPE: &str = "application/grpc";
@@ -55,7 +58,7 @@ pub(crate) fn request(head: &RequestHead<'_>) -> Result<Request<()>, Status> {
     h.insert("te", HeaderValue::from_static("trailers"));
     h.insert("user-agent", HeaderValue::from_static(USER_AGENT));
     if let Some(t) = head.timeout {
-        if let Ok(v) = HeaderValue::from_str(&deadline::encode_timeout(t)) {
+        if let Ok(v) = HeaderValue::from_str(&timeout::encode_timeout(t)) {
             h.insert("grpc-timeout", v);
         }
     }
@@ -136,7 +139,7 @@ pub(crate) fn parse_request(parts: &http::request::Parts) -> Result<CallHead, Re
     let timeout = match parts.headers.get("grpc-timeout") {
         None => None,
         Some(v) => Some(
-            deadline::parse_timeout(v.as_bytes())
+            timeout::parse_timeout(v.as_bytes())
                 .map_err(|e| Rejection::Grpc(Status::internal(e.to_string())))?,
         ),
     };
@@ -192,7 +195,7 @@ pub(crate) fn response(metadata: &Metadata, encoding: Encoding) -> Response<()> 
 /// A server's trailers for `status`.
 pub(crate) fn trailers(status: &Status) -> HeaderMap {
     let mut h = HeaderMap::new();
-    status.write_headers(&mut h);
+    write_status(status, &mut h);
     h
 }
 
@@ -208,7 +211,7 @@ pub(crate) fn trailers_only(status: &Status, initial: &Metadata) -> Response<()>
         HeaderValue::from_static(compression::ACCEPT_ENCODING),
     );
     initial.write_headers(h);
-    status.write_headers(h);
+    write_status(status, h);
     res
 }
 
@@ -234,7 +237,7 @@ pub(crate) enum ResponseHead {
 /// Checks a response's headers: an HTTP status other than 200 or a missing
 /// gRPC content type becomes a status, as the spec says.
 pub(crate) fn parse_response(parts: &http::response::Parts) -> Result<ResponseHead, Status> {
-    let grpc_status = Status::from_headers(&parts.headers);
+    let grpc_status = read_status(&parts.headers);
     if parts.status != StatusCode::OK {
         if let Some(s) = grpc_status {
             return Ok(ResponseHead::TrailersOnly(s));
@@ -277,7 +280,7 @@ pub(crate) fn parse_response(parts: &http::response::Parts) -> Result<ResponseHe
 
 /// The status in a response's trailers; a missing `grpc-status` is an error.
 pub(crate) fn parse_trailers(trailers: &HeaderMap) -> Status {
-    Status::from_headers(trailers).unwrap_or_else(|| {
+    read_status(trailers).unwrap_or_else(|| {
         Status::new(
             Code::Unknown,
             "the server ended the response without a grpc-status",
@@ -294,42 +297,52 @@ pub(crate) fn header_list_size(headers: &HeaderMap) -> usize {
         .sum()
 }
 
-/// Whether an h2 error on a client stream means the server never processed
-/// the call: it refused the stream, or its GOAWAY's last stream id is below
-/// ours (h2 fails exactly those streams with the GOAWAY's error).
-pub(crate) fn never_processed(error: &h2::Error) -> bool {
-    error.reason() == Some(h2::Reason::REFUSED_STREAM) || error.is_go_away() && error.is_remote()
+/// Writes `grpc-status`, `grpc-message` and `grpc-status-details-bin`, then
+/// the status's metadata, into `headers`.
+pub(crate) fn write_status(status: &Status, headers: &mut HeaderMap) {
+    headers.insert("grpc-status", HeaderValue::from(status.code().as_i32()));
+    if !status.message().is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&encode_message(status.message())) {
+            headers.insert("grpc-message", value);
+        }
+    }
+    if !status.details().is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&metadata::encode_binary(status.details())) {
+            headers.insert("grpc-status-details-bin", value);
+        }
+    }
+    status.metadata().write_headers(headers);
 }
 
-/// The status a client reports for an h2 error on its stream: RST_STREAM
-/// codes map as the spec's `doc/PROTOCOL-HTTP2.md` says; a lost connection is
-/// `UNAVAILABLE`.
-pub(crate) fn status_for_h2_error(error: &h2::Error) -> Status {
-    use h2::Reason;
-    if error.is_io()
-        || error.is_go_away() && error.is_remote() && error.reason() != Some(Reason::NO_ERROR)
-    {
-        return Status::from_transport(crate::error::TransportError::ConnectionLost(
-            error.to_string(),
-        ));
-    }
-    match error.reason() {
-        Some(Reason::REFUSED_STREAM) => Status::unavailable(format!(
-            "the server refused the stream before processing it ({error}); safe to retry"
-        )),
-        Some(Reason::CANCEL) => Status::cancelled(format!("the call was cancelled ({error})")),
-        Some(Reason::ENHANCE_YOUR_CALM) => {
-            Status::resource_exhausted(format!("the server asked us to calm down: {error}"))
-        }
-        Some(Reason::INADEQUATE_SECURITY) => {
-            Status::permission_denied(format!("inadequate security: {error}"))
-        }
-        _ if error.is_go_away() => {
-            Status::from_transport(crate::error::TransportError::ConnectionLost(format!(
-                "the server closed the connection ({error})"
-            )))
-        }
-        _ => Status::internal(format!("HTTP/2 stream error: {error}")),
+/// Reads a status from trailers (or Trailers-Only headers); `None` when there
+/// is no `grpc-status`. Its metadata is the other (non-reserved) fields.
+pub(crate) fn read_status(headers: &HeaderMap) -> Option<Status> {
+    let code = Code::from_header(headers.get("grpc-status")?.as_bytes());
+    let message = headers
+        .get("grpc-message")
+        .map(|v| decode_message(v.as_bytes()))
+        .unwrap_or_default();
+    let details = headers
+        .get("grpc-status-details-bin")
+        .and_then(|v| metadata::decode_binary(v.as_bytes()).ok())
+        .map(Bytes::from)
+        .unwrap_or_default();
+    Some(
+        Status::with_details(code, message, details).with_metadata(Metadata::from_headers(headers)),
+    )
+}
+
+/// The gRPC code for an HTTP status other than 200, as grpc/grpc
+/// `doc/http-grpc-status-mapping.md` gives it (used when a response has no
+/// `grpc-status`).
+pub(crate) fn code_for_http_status(status: u16) -> Code {
+    match status {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
     }
 }
 
@@ -476,5 +489,41 @@ mod tests {
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
         assert_eq!(parse_response(&p).unwrap_err().code(), Code::Unknown);
         assert_eq!(parse_trailers(&HeaderMap::new()).code(), Code::Unknown);
+    }
+
+    #[test]
+    fn http_status_mapping_follows_the_spec() {
+        assert_eq!(code_for_http_status(400), Code::Internal);
+        assert_eq!(code_for_http_status(401), Code::Unauthenticated);
+        assert_eq!(code_for_http_status(403), Code::PermissionDenied);
+        assert_eq!(code_for_http_status(404), Code::Unimplemented);
+        for s in [429, 502, 503, 504] {
+            assert_eq!(code_for_http_status(s), Code::Unavailable);
+        }
+        assert_eq!(code_for_http_status(500), Code::Unknown);
+        assert_eq!(code_for_http_status(302), Code::Unknown);
+    }
+
+    #[test]
+    fn status_headers_round_trip() {
+        let mut md = Metadata::new();
+        md.insert("x-trailer", "v").unwrap();
+        md.insert_bin("x-data-bin", &[0, 1, 2, 255]).unwrap();
+        let status = Status::with_details(
+            Code::FailedPrecondition,
+            "no\nway 100%",
+            Bytes::from_static(b"\x08\x09"),
+        )
+        .with_metadata(md.clone());
+        let mut headers = HeaderMap::new();
+        write_status(&status, &mut headers);
+        assert_eq!(headers["grpc-status"], "9");
+        assert_eq!(headers["grpc-message"], "no%0Away 100%25");
+        let back = read_status(&headers).unwrap();
+        assert_eq!(back.code(), Code::FailedPrecondition);
+        assert_eq!(back.message(), "no\nway 100%");
+        assert_eq!(back.details(), b"\x08\x09");
+        assert_eq!(back.metadata(), &md);
+        assert!(read_status(&HeaderMap::new()).is_none());
     }
 }

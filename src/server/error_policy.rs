@@ -30,6 +30,15 @@ type ErrorMapper =
     Box<dyn Fn(&(dyn Error + Send + Sync + 'static)) -> Option<Status> + Send + Sync>;
 type PanicMapper = Box<dyn Fn(&(dyn Any + Send)) -> Option<Status> + Send + Sync>;
 
+/// What a handler answers with: one response, or a stream of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Responses {
+    /// Unary and client-streaming handlers.
+    One,
+    /// Server-streaming and bidirectional handlers.
+    Stream,
+}
+
 /// The server's rules for turning handler failures into statuses.
 #[derive(Default)]
 pub(crate) struct ErrorPolicy {
@@ -97,13 +106,13 @@ impl ErrorPolicy {
             .push(Box::new(move |p| p.downcast_ref::<E>().map(|e| map(e))));
     }
 
-    /// Runs a handler, turning a panic into a status. `streams_responses`
-    /// picks grpcio's wording: a panic while producing a response stream is
+    /// Runs a handler, turning a panic into a status. `responses` picks
+    /// grpcio's wording: a panic while producing a response stream is
     /// "Exception iterating responses", any other "Exception calling
     /// application".
     pub(crate) fn run<T>(
         &self,
-        streams_responses: bool,
+        responses: Responses,
         handler: impl FnOnce() -> Result<T, Status>,
     ) -> Result<T, Status> {
         if self.debug {
@@ -116,19 +125,18 @@ impl ErrorPolicy {
         }
         match result {
             Ok(r) => r,
-            Err(payload) => Err(self.panic_status(&*payload, streams_responses)),
+            Err(payload) => Err(self.panic_status(&*payload, responses)),
         }
     }
 
-    fn panic_status(&self, payload: &(dyn Any + Send), streams_responses: bool) -> Status {
+    fn panic_status(&self, payload: &(dyn Any + Send), responses: Responses) -> Status {
         if let Some(status) = self.panics.iter().find_map(|m| m(payload)) {
             return status;
         }
         let message = panic_message(payload);
-        let what = if streams_responses {
-            "Exception iterating responses"
-        } else {
-            "Exception calling application"
+        let what = match responses {
+            Responses::Stream => "Exception iterating responses",
+            Responses::One => "Exception calling application",
         };
         let status = Status::unknown(format!("{what}: {message}"));
         if !self.debug {
@@ -174,7 +182,7 @@ impl ErrorPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::Code;
+    use crate::code::Code;
 
     #[derive(Debug, thiserror::Error)]
     #[error("out of tokens")]
@@ -183,19 +191,23 @@ mod tests {
     #[test]
     fn panics_become_unknown_and_mapped_types_use_their_mapping() {
         let mut policy = ErrorPolicy::default();
-        let err = policy.run::<()>(false, || panic!("boom")).unwrap_err();
+        let err = policy
+            .run::<()>(Responses::One, || panic!("boom"))
+            .unwrap_err();
         assert_eq!(err.code(), Code::Unknown);
         assert_eq!(err.message(), "Exception calling application: boom");
-        let err = policy.run::<()>(true, || panic!("boom")).unwrap_err();
+        let err = policy
+            .run::<()>(Responses::Stream, || panic!("boom"))
+            .unwrap_err();
         assert_eq!(err.message(), "Exception iterating responses: boom");
         assert!(err.details().is_empty());
         policy.add(|_: &NoMoreTokens| Status::resource_exhausted("Out of tokens!"));
         let err = policy
-            .run::<()>(false, || std::panic::panic_any(NoMoreTokens))
+            .run::<()>(Responses::One, || std::panic::panic_any(NoMoreTokens))
             .unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted);
         let err = policy
-            .run::<()>(false, || Err(Status::from_error(NoMoreTokens)))
+            .run::<()>(Responses::One, || Err(Status::from_error(NoMoreTokens)))
             .unwrap_err();
         let err = policy.map(err);
         assert_eq!(err.message(), "Out of tokens!");
@@ -210,7 +222,9 @@ mod tests {
             debug: true,
             ..ErrorPolicy::default()
         };
-        let err = policy.run::<()>(true, || panic!("with trace")).unwrap_err();
+        let err = policy
+            .run::<()>(Responses::Stream, || panic!("with trace"))
+            .unwrap_err();
         let details = err.error_details().unwrap();
         match &details[..] {
             [ErrorDetail::DebugInfo(d)] => {

@@ -1,0 +1,33 @@
+//! A channel's settings and their defaults (each has a setter on
+//! [`ChannelBuilder`](crate::ChannelBuilder), which documents it).
+
+use std::time::Duration;
+
+use crate::rt::settings::ConnConfig;
+use crate::wire::compression::Encoding;
+
+/// Channel settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelConfig {
+    /// What server and client connections share (HTTP/2, keepalive,
+    /// message limits, connection thread stacks).
+    pub(crate) conn: ConnConfig,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) default_encoding: Encoding,
+    pub(crate) authority: Option<String>,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            conn: ConnConfig::client(),
+            connect_timeout: Duration::from_secs(20),
+            default_encoding: Encoding::Identity,
+            authority: None,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(120),
+        }
+    }
+}

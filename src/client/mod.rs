@@ -1,0 +1,35 @@
+//! The blocking gRPC client: a [`Channel`] and the calls made on it.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `builder.rs`, `config.rs` | the settings and their defaults |
+//! | `target.rs` | the target forms a channel accepts |
+//! | `connect.rs`, `backoff.rs` | dialling, and waiting between failed attempts |
+//! | `channel.rs` | the channel and the four kinds of call |
+//! | `options.rs` | per-call options: metadata, deadline, compression, context propagation |
+//! | `conn.rs` | one connection's thread |
+//! | `link.rs` | what calls and connection threads say to each other |
+//! | `response.rs` | a call's response as a state machine: headers, messages, status |
+//! | `call.rs`, `sink.rs` | the handles callers hold: the response side and the request sink |
+//! | `retry.rs` | starting again a call the server never processed |
+
+mod backoff;
+mod builder;
+mod call;
+mod channel;
+mod config;
+mod conn;
+mod connect;
+mod link;
+mod options;
+mod response;
+mod retry;
+mod sink;
+mod target;
+
+pub use builder::ChannelBuilder;
+pub use call::{Response, Streaming, UnaryCall};
+pub use channel::Channel;
+pub use options::CallOptions;
+pub use sink::RequestSink;
+pub use target::IntoTarget;

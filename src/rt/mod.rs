@@ -1,0 +1,27 @@
+//! The connection-thread machinery the server and the client share: one OS
+//! thread per connection owns the socket and all HTTP/2 state, sleeps in
+//! `poll(2)`, and moves bytes between the socket, h2 and the calls.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `event_loop.rs` | the thread's wait (socket readiness, wake-ups from other threads, the next timer) and the loop that drives a connection |
+//! | `timers.rs` | the connection's timers: call deadlines, handshake, keepalive, idle, age |
+//! | `keepalive.rs` | keepalive pings, one implementation for both sides |
+//! | `settings.rs` | HTTP/2 and connection-thread settings, their defaults, the window rule, and the builder setters both sides share |
+//! | `mailbox.rs` | the queue from a connection thread to the thread running one call |
+//! | `reader.rs` | turning received bytes into messages, and when flow-control credit goes back to the peer |
+//! | `send_queue.rs` | outgoing message bytes waiting for HTTP/2 flow control |
+//! | `call_state.rs` | what a call's two sides share: cancellation, and the bound on queued outgoing bytes |
+
+pub(crate) mod call_state;
+pub(crate) mod event_loop;
+pub(crate) mod keepalive;
+pub(crate) mod mailbox;
+pub(crate) mod reader;
+pub(crate) mod send_queue;
+pub(crate) mod settings;
+pub(crate) mod timers;
+
+/// A stream (call) of one connection, as its connection thread names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct StreamKey(pub(crate) u64);

@@ -1,0 +1,162 @@
+//! Received bytes to messages, and when their flow-control credit goes back
+//! to the peer.
+//!
+//! Both sides read the same way: the connection thread hands the raw DATA
+//! chunks of a stream to the thread running the call, which takes them in
+//! here as it reads. Credit is returned only for chunks taken in, so a call
+//! that stops reading stops its peer at the stream window and memory stays
+//! bounded (ARCHITECTURE.md, "Flow control"). It is returned in batches of
+//! [`CREDIT_BATCH`] bytes, or all at once when the reader is about to wait
+//! (the peer may be waiting for exactly that credit).
+
+use bytes::Bytes;
+
+use crate::status::Status;
+use crate::wire::codec;
+use crate::wire::compression::Encoding;
+use crate::wire::framing::FrameDecoder;
+
+/// Consumed bytes are returned to the peer's window in batches of at least
+/// this size (or when the reader is about to block).
+pub(crate) const CREDIT_BATCH: usize = 16 * 1024;
+
+/// One message as received: its plain bytes, and whether it came compressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Received {
+    pub(crate) payload: Bytes,
+    pub(crate) compressed: bool,
+}
+
+/// Reassembles and decompresses one stream's messages.
+#[derive(Debug)]
+pub(crate) struct MessageReader {
+    decoder: FrameDecoder,
+    encoding: Encoding,
+    max_receive: usize,
+    /// Bytes taken in whose credit has not gone back to the peer.
+    unreleased: usize,
+}
+
+impl MessageReader {
+    /// A reader of messages up to `max_receive` bytes (after decompression),
+    /// uncompressed until told otherwise.
+    pub(crate) fn new(max_receive: usize) -> Self {
+        MessageReader {
+            decoder: FrameDecoder::new(max_receive),
+            encoding: Encoding::Identity,
+            max_receive,
+            unreleased: 0,
+        }
+    }
+
+    /// The stream's `grpc-encoding`, for messages whose compressed flag is
+    /// set.
+    pub(crate) fn set_encoding(&mut self, encoding: Encoding) {
+        self.encoding = encoding;
+    }
+
+    /// Takes a chunk of the stream in; its bytes now count as credit due.
+    pub(crate) fn push(&mut self, chunk: Bytes) {
+        self.unreleased += chunk.len();
+        self.decoder.push(chunk);
+    }
+
+    /// The next complete message, decompressed; `Ok(None)` until more bytes
+    /// arrive. A message over the limit is `RESOURCE_EXHAUSTED`, a malformed
+    /// one `INTERNAL`.
+    pub(crate) fn next(&mut self) -> Result<Option<Received>, Status> {
+        let Some(frame) = self
+            .decoder
+            .next_frame()
+            .map_err(codec::frame_error_status)?
+        else {
+            return Ok(None);
+        };
+        let compressed = frame.compressed;
+        let payload = codec::unpack(frame, self.encoding, self.max_receive)?;
+        Ok(Some(Received {
+            payload,
+            compressed,
+        }))
+    }
+
+    /// Checks the end of the stream: an error if it ended inside a message.
+    pub(crate) fn finish(&self) -> Result<(), Status> {
+        self.decoder.finish().map_err(codec::frame_error_status)
+    }
+
+    /// The credit to give back now, if any: once a batch has built up, or
+    /// everything when the reader is about to wait.
+    pub(crate) fn credit(&mut self, about_to_wait: bool) -> Option<usize> {
+        if self.unreleased == 0 || !about_to_wait && self.unreleased < CREDIT_BATCH {
+            return None;
+        }
+        Some(std::mem::take(&mut self.unreleased))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::code::Code;
+    use crate::wire::framing::encode_frame;
+
+    fn framed(payload: &[u8]) -> Bytes {
+        let mut out = bytes::BytesMut::new();
+        encode_frame(payload, false, &mut out).unwrap();
+        out.freeze()
+    }
+
+    #[test]
+    fn messages_split_anywhere_are_reassembled() {
+        let mut r = MessageReader::new(100);
+        let mut wire = framed(b"hello").to_vec();
+        wire.extend_from_slice(&framed(b"world"));
+        for byte in wire {
+            r.push(Bytes::from(vec![byte]));
+        }
+        assert_eq!(r.next().unwrap().unwrap().payload, "hello");
+        assert_eq!(r.next().unwrap().unwrap().payload, "world");
+        assert_eq!(r.next().unwrap(), None);
+        assert!(r.finish().is_ok());
+    }
+
+    #[test]
+    fn credit_is_batched_unless_the_reader_waits() {
+        let mut r = MessageReader::new(1 << 20);
+        r.push(Bytes::from(vec![0; 100]));
+        assert_eq!(r.credit(false), None);
+        assert_eq!(r.credit(true), Some(100));
+        assert_eq!(r.credit(true), None);
+        r.push(Bytes::from(vec![0; CREDIT_BATCH]));
+        assert_eq!(r.credit(false), Some(CREDIT_BATCH));
+    }
+
+    #[test]
+    fn limits_and_truncation_are_statuses() {
+        let mut r = MessageReader::new(3);
+        r.push(framed(b"toolong"));
+        assert_eq!(r.next().unwrap_err().code(), Code::ResourceExhausted);
+        let mut r = MessageReader::new(100);
+        r.push(framed(b"cut").slice(..6));
+        assert_eq!(r.next().unwrap(), None);
+        assert_eq!(r.finish().unwrap_err().code(), Code::Internal);
+        let mut r = MessageReader::new(100);
+        r.push(Bytes::from_static(&[2, 0, 0, 0, 0]));
+        assert_eq!(r.next().unwrap_err().code(), Code::Internal);
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated() {
+        let mut packed = Vec::new();
+        crate::wire::compression::compress(Encoding::Gzip, b"squeeze me", &mut packed).unwrap();
+        let mut out = bytes::BytesMut::new();
+        encode_frame(&packed, true, &mut out).unwrap();
+        let mut r = MessageReader::new(100);
+        r.set_encoding(Encoding::Gzip);
+        r.push(out.freeze());
+        let m = r.next().unwrap().unwrap();
+        assert!(m.compressed);
+        assert_eq!(m.payload, "squeeze me");
+    }
+}

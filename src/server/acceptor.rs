@@ -1,0 +1,167 @@
+//! The acceptor: takes new connections (refusing those over the limit with
+//! a GOAWAY that says why), starts a thread for each, and drains them all
+//! at shutdown.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use polling::{Event, Events, Poller};
+
+use crate::server::conn;
+use crate::server::link::{ConnCmd, ConnHandle};
+use crate::server::state::ServerShared;
+use crate::wire::goaway;
+
+const LISTENER_KEY: usize = 0;
+
+/// A server's acceptor and the connections it started.
+pub(crate) struct Acceptor {
+    shared: Arc<ServerShared>,
+    conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
+    conns_done: Condvar,
+    next_conn: AtomicU64,
+    stop: AtomicBool,
+    poller: Poller,
+}
+
+impl Acceptor {
+    pub(crate) fn new(shared: ServerShared) -> io::Result<Acceptor> {
+        Ok(Acceptor {
+            shared: Arc::new(shared),
+            conns: Mutex::new(HashMap::new()),
+            conns_done: Condvar::new(),
+            next_conn: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            poller: Poller::new()?,
+        })
+    }
+
+    /// Asks [`Acceptor::run`] to return; returns at once.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.poller.notify();
+    }
+
+    /// Accepts connections from `listener` until stopped.
+    pub(crate) fn run(self: &Arc<Self>, listener: &TcpListener) -> io::Result<()> {
+        // SAFETY: `polling` requires a registered source to be deleted before
+        // it is closed. The listener outlives this function (it is
+        // borrowed), and it is deleted from the poller below before the
+        // function returns, on every path after the add succeeds.
+        unsafe { self.poller.add(listener, Event::readable(LISTENER_KEY))? };
+        let result = self.accept_until_stopped(listener);
+        let _ = self.poller.delete(listener);
+        result
+    }
+
+    fn accept_until_stopped(self: &Arc<Self>, listener: &TcpListener) -> io::Result<()> {
+        let mut events = Events::new();
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => self.start_connection(stream),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // Out of file descriptors and the like: keep serving
+                        // the connections we have, retry shortly.
+                        log::error!("accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(50));
+                        break;
+                    }
+                }
+            }
+            self.poller
+                .modify(listener, Event::readable(LISTENER_KEY))?;
+            events.clear();
+            match self.poller.wait(&mut events, None) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn start_connection(self: &Arc<Self>, stream: TcpStream) {
+        let limit = self.shared.config.max_connections;
+        if self.conns.lock().len() >= limit {
+            refuse(
+                stream,
+                &format!("the server is at its limit of {limit} connections"),
+            );
+            return;
+        }
+        if let Err(e) = stream.set_nonblocking(false) {
+            log::debug!("dropping a new connection: {e}");
+            return;
+        }
+        let (handle, run) = match conn::prepare(stream, self.shared.clone()) {
+            Ok(x) => x,
+            Err(e) => {
+                log::error!("could not set up a connection: {e}");
+                return;
+            }
+        };
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.conns.lock().insert(id, handle);
+        let acceptor = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("grpc-conn".into())
+            .stack_size(self.shared.config.conn.stack_size)
+            .spawn(move || {
+                run();
+                let mut conns = acceptor.conns.lock();
+                conns.remove(&id);
+                if conns.is_empty() {
+                    acceptor.conns_done.notify_all();
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("could not start a connection thread: {e}");
+            self.conns.lock().remove(&id);
+        }
+    }
+
+    /// Graceful shutdown: GOAWAY everywhere, wait for calls to finish up to
+    /// the grace period, then close what is left, and stop the handler pool.
+    pub(crate) fn drain(&self) {
+        for c in self.conns.lock().values() {
+            c.control(ConnCmd::Shutdown);
+        }
+        let deadline = Instant::now() + self.shared.config.shutdown_grace;
+        let mut conns = self.conns.lock();
+        while !conns.is_empty() {
+            if self.conns_done.wait_until(&mut conns, deadline).timed_out() {
+                for c in conns.values() {
+                    c.control(ConnCmd::Abort);
+                }
+                // Aborted connections end promptly; wait for their threads.
+                while !conns.is_empty() {
+                    self.conns_done.wait(&mut conns);
+                }
+            }
+        }
+        drop(conns);
+        self.shared.pool.shutdown();
+    }
+}
+
+/// Refuses a connection over the limit: best effort, never blocking the
+/// acceptor, write the GOAWAY, and drain what the client sent so far so
+/// that closing does not reset the connection before the client reads it.
+fn refuse(stream: TcpStream, reason: &str) {
+    log::warn!("refusing a connection: {reason}");
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write_all(&goaway::refusal(reason));
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    while matches!((&stream).read(&mut sink), Ok(n) if n > 0) {}
+}

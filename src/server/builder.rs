@@ -1,0 +1,225 @@
+//! [`ServerBuilder`]: the services, settings and error mappings of a
+//! server, then [`bind`](ServerBuilder::bind).
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::rt::settings::connection_setters;
+use crate::server::config::ServerConfig;
+use crate::server::error_policy::ErrorPolicy;
+use crate::server::serve::Server;
+use crate::server::service::{Registry, Service};
+use crate::status::Status;
+
+/// Builds a [`Server`]: add services, change settings, then
+/// [`bind`](ServerBuilder::bind).
+///
+/// Every setting has a setter here, which gives its default.
+///
+/// ```no_run
+/// # use grpc_blocking::server::{Server, Service};
+/// # fn svc() -> impl Service { unimplemented_service() }
+/// # fn unimplemented_service() -> impl Service { struct S; impl Service for S {
+/// #   fn name(&self) -> &'static str { "x.S" } fn methods(&self) -> &'static [&'static str] { &[] }
+/// #   fn call(&self, _: &str, c: grpc_blocking::server::ServerCall) { c.unimplemented() } } S }
+/// let server = Server::builder()
+///     .add_service(svc())
+///     .max_receive_message_size(16 * 1024 * 1024)
+///     .bind("127.0.0.1:50051")?;
+/// server.serve()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Default)]
+pub struct ServerBuilder {
+    registry: Registry,
+    config: ServerConfig,
+    errors: ErrorPolicy,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("services", &self.registry)
+            .field("config", &self.config)
+            .field("errors", &self.errors)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Starts building a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+impl ServerBuilder {
+    /// Adds a service. A later service with the same name replaces the
+    /// earlier one.
+    pub fn add_service(mut self, service: impl Service) -> Self {
+        self.registry.add(Arc::new(service));
+        self
+    }
+
+    /// Maps an error type the handlers do not convert themselves to a
+    /// status, server-wide. It applies to statuses made with
+    /// [`Status::from_error`] from an `E`, and to handlers that panic with an
+    /// `E` payload (`std::panic::panic_any`). Without a mapping such failures
+    /// are `UNKNOWN` "Exception calling application: ...". (nameko-grpc's
+    /// `register_handler` does the same for exception types.)
+    ///
+    /// ```
+    /// use grpc_blocking::{Server, Status};
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("out of tokens")]
+    /// struct NoMoreTokens;
+    /// let builder = Server::builder()
+    ///     .map_error(|_: &NoMoreTokens| Status::resource_exhausted("Out of tokens!"));
+    /// # drop(builder);
+    /// ```
+    pub fn map_error<E, F>(mut self, map: F) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        F: Fn(&E) -> Status + Send + Sync + 'static,
+    {
+        self.errors.add(map);
+        self
+    }
+
+    /// With `true`, unmapped handler failures carry a `google.rpc.DebugInfo`
+    /// detail: a panic's backtrace, or an error's chain of causes (default
+    /// off: it tells clients about the server's internals).
+    pub fn debug(mut self, debug: bool) -> Self {
+        self.errors.debug = debug;
+        self
+    }
+
+    connection_setters!(config.conn);
+
+    /// Streams (calls) a client may have open at once on one connection,
+    /// advertised in HTTP/2 SETTINGS (default 1000).
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.config.max_concurrent_streams = streams;
+        self
+    }
+
+    /// Handlers that may run at once across all connections (default 1024).
+    /// A call beyond it gets `RESOURCE_EXHAUSTED` at once.
+    pub fn max_concurrent_handlers(mut self, handlers: usize) -> Self {
+        self.config.max_concurrent_handlers = handlers.max(1);
+        self
+    }
+
+    /// With `true`, unary-unary handlers run on the connection's own thread
+    /// once their request has fully arrived, instead of being handed to a
+    /// worker (default false). That saves two thread hand-offs per call,
+    /// the largest cost of a small call, but a handler that blocks (on I/O,
+    /// a lock, a sleep, another call) then stalls every call on its
+    /// connection: turn it on only when every unary handler is quick and
+    /// never blocks. Streaming handlers always run on workers.
+    pub fn run_unary_handlers_inline(mut self, inline: bool) -> Self {
+        self.config.inline_unary = inline;
+        self
+    }
+
+    /// Stack size of handler threads (default 2 MiB, Rust's own default).
+    pub fn handler_stack_size(mut self, bytes: usize) -> Self {
+        self.config.handler_stack_size = bytes;
+        self
+    }
+
+    /// How long an idle handler thread waits for another call before it
+    /// exits (default 60 s).
+    pub fn handler_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handler_idle_timeout = timeout;
+        self
+    }
+
+    /// Closes a connection (GOAWAY) once it has had no call for this long
+    /// (default: never).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Closes a connection gracefully (GOAWAY) once it is this old (default:
+    /// never); clients reconnect, which spreads load over new servers. What
+    /// still runs after [`max_connection_age_grace`](Self::max_connection_age_grace)
+    /// is cancelled.
+    pub fn max_connection_age(mut self, age: Option<Duration>) -> Self {
+        self.config.max_connection_age = age;
+        self
+    }
+
+    /// How long calls may run on after a connection's maximum age (default
+    /// 30 s).
+    pub fn max_connection_age_grace(mut self, grace: Duration) -> Self {
+        self.config.max_connection_age_grace = grace;
+        self
+    }
+
+    /// Connections served at once (default 10,000). A connection beyond it
+    /// is answered with an HTTP/2 GOAWAY saying so, and closed.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.config.max_connections = connections;
+        self
+    }
+
+    /// How long a new connection may take to send its HTTP/2 preface and
+    /// SETTINGS (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Streams a client may reset before this server has accepted them,
+    /// per connection (default 20); beyond it the connection is closed with
+    /// GOAWAY ENHANCE_YOUR_CALM (the HTTP/2 rapid-reset defence).
+    pub fn max_pending_accept_reset_streams(mut self, streams: usize) -> Self {
+        self.config.max_pending_accept_reset_streams = streams;
+        self
+    }
+
+    /// Streams this server may reset because of a client's protocol errors,
+    /// per connection (default 1024); beyond it the connection is closed.
+    pub fn max_local_error_reset_streams(mut self, streams: usize) -> Self {
+        self.config.max_local_error_reset_streams = streams;
+        self
+    }
+
+    /// How long [`ServerHandle::shutdown`](crate::server::ServerHandle::shutdown)
+    /// lets in-flight calls finish before cancelling them (default 30 s).
+    pub fn shutdown_grace_period(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Binds the listening socket (address reuse on, backlog 1024). Use port
+    /// 0 for any free port and read it back with [`Server::local_addr`].
+    pub fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
+        let mut last = None;
+        for addr in addr.to_socket_addrs()? {
+            match bind_listener(addr) {
+                Ok(listener) => {
+                    return Server::new(listener, self.registry, self.config, self.errors)
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")))
+    }
+}
+
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,693 @@
+//! One server connection: the thread that owns its socket and its h2 state.
+//!
+//! The thread is the only one that touches h2. It tells HTTP/2 from other
+//! protocols on the first bytes, accepts streams, hands each routed call to
+//! its handler (`dispatch.rs` decides where), moves request bytes to the
+//! handler's mailbox, and applies the commands handlers send back (headers,
+//! messages, trailers, flow-control credit). It sleeps in `poll(2)` on the
+//! socket and a wake-up (`rt/event_loop.rs`), and the sleep's timeout is its
+//! timer for call deadlines, the handshake, keepalive, idle and age.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+use h2::server::{Connection, Handshake, SendResponse};
+use h2::{FlowControl, Reason, RecvStream, SendStream};
+use http::{HeaderMap, Request};
+
+use crate::code::Code;
+use crate::metadata::Metadata;
+use crate::rt::call_state::CallState;
+use crate::rt::event_loop::{conn_waker, drive, stream_waker, Driver, EventLoop, Socket};
+use crate::rt::keepalive::{Keepalive, KeepaliveEvent};
+use crate::rt::mailbox::{mailbox, Producer};
+use crate::rt::send_queue::SendQueue;
+use crate::rt::timers::Timer;
+use crate::rt::StreamKey;
+use crate::server::call::ServerCall;
+use crate::server::dispatch::{route, Route, Run};
+use crate::server::link::{ConnCmd, ConnHandle, Inbound, StreamCmd};
+use crate::server::pool::PoolError;
+use crate::server::service::Service;
+use crate::server::state::ServerShared;
+use crate::status::Status;
+use crate::wire::headers::{self, Rejection};
+use crate::wire::preface::{sniff, Sniffed, MAX_SNIFF, PREFACE};
+use crate::wire::reset::status_for_client_reset;
+
+struct Stream {
+    waker: Waker,
+    state: Arc<CallState>,
+    /// The call's deadline on this side and the timeout it came from
+    /// (`grpc-timeout`).
+    deadline: Option<(Instant, Duration)>,
+    respond: Option<SendResponse<Bytes>>,
+    send: Option<SendStream<Bytes>>,
+    recv: Option<RecvStream>,
+    flow: FlowControl,
+    inbox: Option<Producer<Inbound>>,
+    out: SendQueue,
+    trailers: Option<HeaderMap>,
+    finished: bool,
+    /// A unary call to run on this thread once its request has arrived.
+    inline: Option<Box<(Arc<dyn Service>, ServerCall)>>,
+}
+
+enum Phase {
+    /// Reading the first bytes to tell HTTP/2 from anything else.
+    Sniffing(Socket, Vec<u8>),
+    Handshaking(Handshake<Socket, Bytes>),
+    Open(Connection<Socket, Bytes>),
+    Done,
+}
+
+struct Conn {
+    ev: EventLoop,
+    phase: Phase,
+    conn_waker: Waker,
+    streams: HashMap<StreamKey, Stream>,
+    next_key: u64,
+    rx: Receiver<ConnCmd>,
+    handle: Arc<ConnHandle>,
+    peer: Option<SocketAddr>,
+    server: Arc<ServerShared>,
+    shutting_down: bool,
+    keepalive: Keepalive,
+    /// When the last call ended (for the idle timeout).
+    idle_since: Instant,
+}
+
+/// Sets up a connection: returns the handle other threads use and the
+/// function to run on the connection's own thread.
+pub(crate) fn prepare(
+    stream: TcpStream,
+    server: Arc<ServerShared>,
+) -> std::io::Result<(Arc<ConnHandle>, impl FnOnce())> {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let (ev, socket) = EventLoop::new(stream)?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let handle = Arc::new(ConnHandle::new(tx, ev.wake_handle().clone()));
+    let mut conn = Conn {
+        conn_waker: conn_waker(ev.wake_handle()),
+        ev,
+        phase: Phase::Sniffing(socket, Vec::new()),
+        streams: HashMap::new(),
+        next_key: 0,
+        rx,
+        handle: handle.clone(),
+        peer,
+        keepalive: Keepalive::new(server.config.conn.keepalive),
+        server,
+        shutting_down: false,
+        idle_since: Instant::now(),
+    };
+    let handshake_deadline = Instant::now() + conn.server.config.handshake_timeout;
+    conn.ev.timers.add(handshake_deadline, Timer::Handshake);
+    Ok((handle, move || conn.run()))
+}
+
+/// A client resets its stream (CANCEL) when its deadline passes, and its
+/// clock started before ours (we start at the request's arrival), so its
+/// reset usually beats our own timer. A reset that arrives within the last
+/// fifth of the call's time (at most 1 s, at least 50 ms before our
+/// deadline) is reported as the deadline it almost certainly is.
+fn at_deadline(status: Status, deadline: Option<(Instant, Duration)>, now: Instant) -> Status {
+    let Some((deadline, timeout)) = deadline else {
+        return status;
+    };
+    if status.code() != Code::Cancelled {
+        return status;
+    }
+    let margin = (timeout / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    if deadline.saturating_duration_since(now) <= margin {
+        return Status::deadline_exceeded("the call's deadline passed (the client gave up at it)");
+    }
+    status
+}
+
+/// Answers a request with a status alone (Trailers-Only), before any
+/// handler ran.
+fn reject(respond: &mut SendResponse<Bytes>, status: &Status) {
+    if let Err(e) = respond.send_response(headers::trailers_only(status, &Metadata::new()), true) {
+        log::debug!("sending a trailers-only response failed: {e}");
+    }
+}
+
+impl Driver for Conn {
+    type Cmd = ConnCmd;
+
+    fn event_loop(&mut self) -> &mut EventLoop {
+        &mut self.ev
+    }
+
+    fn apply(&mut self, cmd: ConnCmd) {
+        match cmd {
+            ConnCmd::Stream(key, cmd) => self.stream_cmd(key, cmd),
+            ConnCmd::Shutdown => {
+                self.shutting_down = true;
+                match &mut self.phase {
+                    Phase::Open(c) => {
+                        c.graceful_shutdown();
+                        self.conn_waker.wake_by_ref();
+                    }
+                    _ => self.phase = Phase::Done,
+                }
+            }
+            ConnCmd::Abort => self.abort(),
+        }
+    }
+
+    /// Moves request data to the handler and checks for a reset.
+    fn poll_stream(&mut self, key: StreamKey) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let mut cx = Context::from_waker(&s.waker);
+        let mut reset = None;
+        let mut run_inline = None;
+        if let Some(recv) = &mut s.recv {
+            loop {
+                match recv.poll_data(&mut cx) {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        let n = chunk.len();
+                        let delivered = s
+                            .inbox
+                            .as_ref()
+                            .is_some_and(|tx| tx.send(Inbound::Data(chunk)).is_ok());
+                        if !delivered {
+                            // Nobody will read it: give the credit back now.
+                            let _ = s.flow.release_capacity(n);
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        reset = Some(status_for_client_reset(e.reason()));
+                        break;
+                    }
+                    Poll::Ready(None) => match recv.poll_trailers(&mut cx) {
+                        Poll::Ready(Ok(_)) => {
+                            if let Some(tx) = s.inbox.take() {
+                                let _ = tx.send(Inbound::End);
+                            }
+                            s.recv = None;
+                            run_inline = s.inline.take();
+                            break;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            reset = Some(status_for_client_reset(e.reason()));
+                            break;
+                        }
+                        Poll::Pending => break,
+                    },
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if reset.is_none() {
+            if let Some(respond) = &mut s.respond {
+                if let Poll::Ready(r) = respond.poll_reset(&mut cx) {
+                    reset = Some(status_for_client_reset(r.ok()));
+                }
+            } else if let Some(send) = &mut s.send {
+                if let Poll::Ready(r) = send.poll_reset(&mut cx) {
+                    reset = Some(status_for_client_reset(r.ok()));
+                }
+            }
+        }
+        if let Some(status) = reset {
+            let status = at_deadline(status, s.deadline, Instant::now());
+            self.cancel(key, status);
+            return;
+        }
+        if let Some(call) = run_inline {
+            // The whole request is here, so the handler does not wait for
+            // this thread; its response commands are applied on the next
+            // turn of the loop.
+            let (service, call) = *call;
+            let method = call.method.clone();
+            service.call(&method, call);
+        }
+        self.flush(key);
+    }
+
+    fn poll_conn(&mut self) {
+        let conn_waker = self.conn_waker.clone();
+        let mut cx = Context::from_waker(&conn_waker);
+        if let Phase::Sniffing(..) = self.phase {
+            self.sniff();
+        }
+        if let Phase::Handshaking(h) = &mut self.phase {
+            match std::pin::Pin::new(h).poll(&mut cx) {
+                Poll::Ready(Ok(mut c)) => {
+                    if self.shutting_down {
+                        c.graceful_shutdown();
+                    }
+                    let pinger = c.ping_pong();
+                    self.phase = Phase::Open(c);
+                    self.opened(pinger);
+                }
+                Poll::Ready(Err(e)) => {
+                    log::debug!("HTTP/2 handshake with {:?} failed: {e}", self.peer);
+                    self.phase = Phase::Done;
+                    return;
+                }
+                Poll::Pending => return,
+            }
+        }
+        self.keepalive
+            .poll_pong(&mut cx, Instant::now(), &mut self.ev.timers);
+        loop {
+            let Phase::Open(c) = &mut self.phase else {
+                return;
+            };
+            match c.poll_accept(&mut cx) {
+                Poll::Ready(Some(Ok((req, respond)))) => self.accept(req, respond),
+                Poll::Ready(Some(Err(e))) => {
+                    if e.is_io() || e.is_go_away() || e.reason().is_some() && !e.is_remote() {
+                        log::debug!("connection from {:?} ended: {e}", self.peer);
+                        self.phase = Phase::Done;
+                        return;
+                    }
+                    log::debug!("stream error on connection from {:?}: {e}", self.peer);
+                }
+                Poll::Ready(None) => {
+                    self.phase = Phase::Done;
+                    return;
+                }
+                Poll::Pending => return,
+            }
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        let now = Instant::now();
+        match timer {
+            Timer::Deadline(key) => self.deadline_exceeded(key),
+            Timer::Handshake => {
+                // The client's preface is the 24-byte string and then a
+                // SETTINGS frame (RFC 9113, 3.4): h2 finishes its handshake
+                // on the string alone, so count the frame's 9-byte header.
+                let incomplete = self.ev.bytes_read() < PREFACE.len() + 9;
+                if matches!(self.phase, Phase::Sniffing(..) | Phase::Handshaking(_))
+                    || matches!(self.phase, Phase::Open(_)) && incomplete
+                {
+                    log::debug!(
+                        "closing connection from {:?}: no HTTP/2 preface in time",
+                        self.peer
+                    );
+                    self.phase = Phase::Done;
+                }
+            }
+            Timer::KeepalivePing | Timer::KeepalivePong => {
+                let has_calls = !self.streams.is_empty();
+                match self
+                    .keepalive
+                    .on_timer(timer, now, has_calls, &mut self.ev.timers)
+                {
+                    KeepaliveEvent::Nothing => {}
+                    KeepaliveEvent::PingSent => self.conn_waker.wake_by_ref(),
+                    KeepaliveEvent::PeerGone => {
+                        log::debug!(
+                            "closing connection from {:?}: keepalive ping not answered within {:?}",
+                            self.peer,
+                            self.keepalive.timeout()
+                        );
+                        self.close_all(Status::unavailable(
+                            "the connection was closed: the client stopped answering keepalive pings",
+                        ));
+                        self.phase = Phase::Done;
+                    }
+                }
+            }
+            Timer::Idle => {
+                let Some(idle) = self.server.config.idle_timeout else {
+                    return;
+                };
+                if !self.streams.is_empty() {
+                    // Checked again when the last call ends.
+                    return;
+                }
+                let due = self.idle_since + idle;
+                if due <= now {
+                    log::debug!("closing idle connection from {:?}", self.peer);
+                    self.go_away();
+                } else {
+                    self.ev.timers.add(due, Timer::Idle);
+                }
+            }
+            Timer::Age => {
+                log::debug!("connection from {:?} reached its maximum age", self.peer);
+                self.go_away();
+                let grace = self.server.config.max_connection_age_grace;
+                self.ev.timers.add(now + grace, Timer::AgeGrace);
+            }
+            Timer::AgeGrace => {
+                self.close_all(Status::unavailable(
+                    "the connection reached its maximum age and its grace period ended",
+                ));
+                self.abort();
+            }
+            Timer::Close => {}
+        }
+    }
+
+    fn done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+}
+
+impl Conn {
+    fn run(mut self) {
+        let commands = self.rx.clone();
+        if let Err(e) = drive(&mut self, &commands) {
+            log::error!("connection event loop failed: {e}");
+        }
+        self.close_all(Status::unavailable("the connection was closed"));
+    }
+
+    /// Closes the connection now, with a GOAWAY if the socket takes it at
+    /// once; in-flight calls end.
+    fn abort(&mut self) {
+        if let Phase::Open(c) = &mut self.phase {
+            c.abrupt_shutdown(Reason::NO_ERROR);
+            let mut cx = Context::from_waker(&self.conn_waker);
+            let _ = c.poll_closed(&mut cx);
+        }
+        self.phase = Phase::Done;
+    }
+
+    fn stream_cmd(&mut self, key: StreamKey, cmd: StreamCmd) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            // The stream is gone (reset, deadline): drop the command. Credit
+            // of a closed stream goes back to the connection by itself.
+            return;
+        };
+        match cmd {
+            StreamCmd::Headers(metadata, encoding) => {
+                if let Some(mut respond) = s.respond.take() {
+                    match respond.send_response(headers::response(&metadata, encoding), false) {
+                        Ok(send) => s.send = Some(send),
+                        Err(e) => {
+                            log::debug!("sending response headers failed: {e}");
+                            self.cancel(key, status_for_client_reset(e.reason()));
+                            return;
+                        }
+                    }
+                }
+            }
+            StreamCmd::Data(bytes) => s.out.push(bytes),
+            StreamCmd::Finish(status) => {
+                if let Some(mut respond) = s.respond.take() {
+                    reject(&mut respond, &status);
+                    s.finished = true;
+                } else {
+                    s.trailers = Some(headers::trailers(&status));
+                }
+            }
+            StreamCmd::Release(n) => {
+                let _ = s.flow.release_capacity(n);
+                return;
+            }
+        }
+        self.flush(key);
+    }
+
+    /// The handshake is done: start the connection's timers.
+    fn opened(&mut self, pinger: Option<h2::PingPong>) {
+        let cfg = &self.server.config;
+        let now = Instant::now();
+        self.keepalive.start(pinger, now, &mut self.ev.timers);
+        if let Some(idle) = cfg.idle_timeout {
+            self.idle_since = now;
+            self.ev.timers.add(now + idle, Timer::Idle);
+        }
+        if let Some(age) = cfg.max_connection_age {
+            self.ev.timers.add(now + age, Timer::Age);
+        }
+    }
+
+    /// Starts a graceful shutdown of this connection (GOAWAY, in-flight
+    /// calls finish).
+    fn go_away(&mut self) {
+        self.shutting_down = true;
+        if let Phase::Open(c) = &mut self.phase {
+            c.graceful_shutdown();
+            self.conn_waker.wake_by_ref();
+        }
+    }
+
+    /// A stream left the map: when it was the last one, the idle clock
+    /// starts.
+    fn stream_removed(&mut self) {
+        if self.streams.is_empty() {
+            self.idle_since = Instant::now();
+            if let Some(idle) = self.server.config.idle_timeout {
+                self.ev.timers.add(self.idle_since + idle, Timer::Idle);
+            }
+        }
+    }
+
+    /// Reads the connection's first bytes: HTTP/2 goes on to the handshake
+    /// (h2 re-reads those bytes), HTTP/1.x gets an error reply, anything
+    /// else is closed.
+    fn sniff(&mut self) {
+        let Phase::Sniffing(socket, buf) = &mut self.phase else {
+            return;
+        };
+        let mut chunk = [0u8; 1024];
+        let verdict = loop {
+            match socket.read_raw(&mut chunk) {
+                Ok(0) => break Sniffed::Garbage,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    match sniff(buf) {
+                        Sniffed::NeedMore if buf.len() < MAX_SNIFF => continue,
+                        Sniffed::NeedMore => break Sniffed::Garbage,
+                        verdict => break verdict,
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => break Sniffed::Garbage,
+            }
+        };
+        let Phase::Sniffing(mut socket, buf) = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return;
+        };
+        match verdict {
+            Sniffed::Http2 => {
+                socket.set_replay(Bytes::from(buf));
+                self.phase = Phase::Handshaking(self.server.config.h2().handshake(socket));
+            }
+            Sniffed::Http1(reply) => {
+                log::debug!(
+                    "answering an HTTP/1.x request from {:?} with an error",
+                    self.peer
+                );
+                socket.reply_and_close(&reply);
+            }
+            Sniffed::NeedMore | Sniffed::Garbage => {
+                log::debug!(
+                    "closing a connection from {:?} that does not speak HTTP/2",
+                    self.peer
+                );
+            }
+        }
+    }
+
+    /// A new request: routes it, and hands it to its handler or refuses it.
+    fn accept(&mut self, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+        let (parts, mut body) = req.into_parts();
+        let cfg = &self.server.config;
+        let Route {
+            head,
+            service,
+            response_encoding,
+            run,
+        } = match route(&parts, &self.server.registry, cfg.inline_unary) {
+            Ok(route) => route,
+            Err(Rejection::Http(status, why)) => {
+                log::debug!("refusing a non-gRPC request: {why}");
+                let _ = respond.send_response(headers::http_error(status), true);
+                return;
+            }
+            Err(Rejection::Grpc(status)) => return reject(&mut respond, &status),
+        };
+        let key = StreamKey(self.next_key);
+        self.next_key += 1;
+        let state = Arc::new(CallState::new());
+        let (in_tx, in_rx) = mailbox();
+        let deadline = head.timeout.map(|t| (Instant::now() + t, t));
+        let call = ServerCall {
+            key,
+            conn: self.handle.clone(),
+            state: state.clone(),
+            inbox: in_rx,
+            service: head.service,
+            method: head.method,
+            metadata: head.metadata,
+            peer: self.peer,
+            deadline: deadline.map(|(at, _)| at),
+            request_encoding: head.encoding,
+            response_encoding,
+            accept_encoding: head.accept_encoding,
+            policy: self.server.errors.clone(),
+            max_receive: cfg.conn.max_receive_message_size,
+            max_send: cfg.conn.max_send_message_size,
+        };
+        let mut inline = None;
+        match run {
+            Run::Inline => inline = Some(Box::new((service, call))),
+            Run::Pool => {
+                let method = call.method.clone();
+                let job = Box::new(move || service.call(&method, call));
+                if let Err(e) = self.server.pool.execute(job) {
+                    let status = match e {
+                        PoolError::Full => Status::resource_exhausted(format!(
+                            "the server is running its maximum of {} handlers; try again later",
+                            cfg.max_concurrent_handlers
+                        )),
+                        PoolError::Closed => Status::unavailable("the server is shutting down"),
+                    };
+                    return reject(&mut respond, &status);
+                }
+            }
+        }
+        if let Some((at, _)) = deadline {
+            self.ev.timers.add(at, Timer::Deadline(key));
+        }
+        let flow = body.flow_control().clone();
+        self.streams.insert(
+            key,
+            Stream {
+                waker: stream_waker(self.ev.wake_handle(), key),
+                state,
+                deadline,
+                respond: Some(respond),
+                send: None,
+                recv: Some(body),
+                flow,
+                inbox: Some(in_tx),
+                out: SendQueue::default(),
+                trailers: None,
+                finished: false,
+                inline,
+            },
+        );
+        self.poll_stream(key);
+    }
+
+    /// Gives queued response data to h2 as far as flow control allows, then
+    /// the trailers; removes the stream once it is complete.
+    fn flush(&mut self, key: StreamKey) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        if let Some(send) = &mut s.send {
+            let mut cx = Context::from_waker(&s.waker);
+            match s.out.flush(send, &mut cx, false) {
+                Ok(flushed) => {
+                    if flushed.sent > 0 {
+                        s.state.sent(flushed.sent);
+                    }
+                }
+                Err(e) => {
+                    self.cancel(key, status_for_client_reset(e.reason()));
+                    return;
+                }
+            }
+            if s.out.is_empty() {
+                if let Some(trailers) = s.trailers.take() {
+                    if let Err(e) = send.send_trailers(trailers) {
+                        log::debug!("sending trailers failed: {e}");
+                    }
+                    s.finished = true;
+                }
+            }
+        }
+        if s.finished {
+            // Dropping the handles closes the stream; if the client is still
+            // sending, h2 resets it with NO_ERROR as the spec asks.
+            self.take_stream(key);
+            self.stream_removed();
+        }
+    }
+
+    /// Takes a stream out of the map, with its deadline timer.
+    fn take_stream(&mut self, key: StreamKey) -> Option<Stream> {
+        let s = self.streams.remove(&key)?;
+        if let Some((at, _)) = s.deadline {
+            self.ev.timers.remove(at, Timer::Deadline(key));
+        }
+        Some(s)
+    }
+
+    /// Ends a call early: tells the handler and drops the stream (h2 resets
+    /// it if it is still open).
+    fn cancel(&mut self, key: StreamKey, status: Status) {
+        if let Some(s) = self.take_stream(key) {
+            tell_handler(&s, status);
+            self.stream_removed();
+        }
+    }
+
+    fn deadline_exceeded(&mut self, key: StreamKey) {
+        let Some(mut s) = self.take_stream(key) else {
+            return;
+        };
+        let status = Status::deadline_exceeded("the call's deadline passed on the server");
+        tell_handler(&s, status.clone());
+        if let Some(mut respond) = s.respond.take() {
+            reject(&mut respond, &status);
+        } else if let Some(send) = &mut s.send {
+            let _ = send.send_trailers(headers::trailers(&status));
+        }
+        self.stream_removed();
+    }
+
+    fn close_all(&mut self, status: Status) {
+        for (_, s) in self.streams.drain() {
+            tell_handler(&s, status.clone());
+        }
+    }
+}
+
+/// Tells a call's handler that the call is over: its sends fail and its
+/// request iterator ends with `status`.
+fn tell_handler(s: &Stream, status: Status) {
+    s.state.cancel(status.clone());
+    if let Some(tx) = &s.inbox {
+        let _ = tx.send(Inbound::Error(status));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reset_near_the_deadline_is_reported_as_the_deadline() {
+        let now = Instant::now();
+        let timeout = Duration::from_secs(10);
+        let cancelled = || Status::cancelled("the client cancelled the call");
+        // 1 s before a 10 s deadline: within the margin (1 s, the cap).
+        let near = Some((now + Duration::from_secs(1), timeout));
+        assert_eq!(
+            at_deadline(cancelled(), near, now).code(),
+            Code::DeadlineExceeded
+        );
+        // 5 s before: a real cancellation.
+        let far = Some((now + Duration::from_secs(5), timeout));
+        assert_eq!(at_deadline(cancelled(), far, now).code(), Code::Cancelled);
+        // No deadline, or not a cancellation: unchanged.
+        assert_eq!(at_deadline(cancelled(), None, now).code(), Code::Cancelled);
+        let other = Status::internal("x");
+        assert_eq!(at_deadline(other, near, now).code(), Code::Internal);
+    }
+}

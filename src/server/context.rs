@@ -1,0 +1,187 @@
+//! [`ServerContext`]: what a handler knows of its call beyond the messages,
+//! and the controls it has over the response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::call_context::CallContext;
+use crate::code::Code;
+use crate::metadata::Metadata;
+use crate::server::link::Wakeup;
+use crate::server::response::Outbound;
+use crate::status::Status;
+use crate::wire::compression::Encoding;
+
+/// The server side of one call: what the client sent besides its messages,
+/// and the controls a handler has over the response.
+///
+/// A handler reads the request metadata, the deadline, whether the call was
+/// cancelled and the peer's address here, and sets the response's initial
+/// metadata, trailing metadata, status code and message. (It is what
+/// grpcio's `ServicerContext` and nameko-grpc's `context` offer, for those
+/// who know them.)
+///
+/// ```
+/// use grpc_blocking::server::ServerContext;
+/// use grpc_blocking::{Metadata, Status};
+///
+/// fn handler(ctx: &ServerContext) -> Result<String, Status> {
+///     let user = ctx.metadata().get("x-user").unwrap_or("anonymous");
+///     if ctx.time_remaining().is_some_and(|left| left.as_millis() < 10) {
+///         return Err(Status::deadline_exceeded("not enough time left to answer"));
+///     }
+///     let mut trailers = Metadata::new();
+///     trailers.insert("x-served-by", "example")?;
+///     ctx.set_trailing_metadata(trailers);
+///     Ok(format!("hello {user}"))
+/// }
+/// # let _ = handler;
+/// ```
+pub struct ServerContext {
+    method: String,
+    metadata: Metadata,
+    peer: Option<SocketAddr>,
+    deadline: Option<Instant>,
+    out: Arc<Outbound>,
+}
+
+impl ServerContext {
+    pub(crate) fn new(
+        method: String,
+        metadata: Metadata,
+        peer: Option<SocketAddr>,
+        deadline: Option<Instant>,
+        out: Arc<Outbound>,
+    ) -> Self {
+        ServerContext {
+            method,
+            metadata,
+            peer,
+            deadline,
+            out,
+        }
+    }
+
+    pub(crate) fn outbound(&self) -> &Outbound {
+        &self.out
+    }
+
+    /// The metadata the client sent with the call (its request headers, less
+    /// the ones gRPC itself uses).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The full method path, e.g. `/nameko.example/unary_unary`.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// When the call's deadline passes, if the client set one
+    /// (`grpc-timeout`).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the deadline (zero once it has passed); `None` when
+    /// there is no deadline.
+    pub fn time_remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// True once the call is over for the client: it cancelled, its deadline
+    /// passed, or the connection was lost. Long-running handlers should check
+    /// this and stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.out.state.is_cancelled()
+    }
+
+    /// Sends the response headers now, with `metadata` in them. Fails if the
+    /// headers were already sent (by an earlier call or by the first response
+    /// message).
+    pub fn send_initial_metadata(&self, metadata: Metadata) -> Result<(), Status> {
+        let mut inner = self.out.inner.lock();
+        if inner.headers_sent {
+            return Err(Status::failed_precondition(
+                "initial metadata was already sent",
+            ));
+        }
+        self.out.ensure_headers(&mut inner, metadata, Wakeup::Now);
+        Ok(())
+    }
+
+    /// Whether the most recent request message arrived compressed (for a
+    /// unary handler: its request).
+    pub fn request_compressed(&self) -> bool {
+        self.out.state.received_compressed()
+    }
+
+    /// Chooses the compression of the response messages (by default the
+    /// request's, when the client accepts it, else none). Must be called
+    /// before the response headers are sent, and only with an algorithm the
+    /// client listed in `grpc-accept-encoding` (or identity).
+    pub fn set_compression(&self, encoding: Encoding) -> Result<(), Status> {
+        let mut inner = self.out.inner.lock();
+        if inner.headers_sent {
+            return Err(Status::failed_precondition(
+                "the response compression cannot change after the headers were sent",
+            ));
+        }
+        if encoding != Encoding::Identity && !self.out.accept_encoding.contains(&encoding) {
+            return Err(Status::invalid_argument(format!(
+                "the client does not accept {encoding} compressed responses"
+            )));
+        }
+        inner.encoding = encoding;
+        Ok(())
+    }
+
+    /// The response compression in effect.
+    pub fn compression(&self) -> Encoding {
+        self.out.inner.lock().encoding
+    }
+
+    /// Sets metadata to send in the trailers when the call ends (replacing
+    /// what was set before).
+    pub fn set_trailing_metadata(&self, metadata: Metadata) {
+        self.out.inner.lock().trailing = metadata;
+    }
+
+    /// Sets the status code the call ends with when the handler returns `Ok`.
+    pub fn set_code(&self, code: Code) {
+        self.out.inner.lock().code = Some(code);
+    }
+
+    /// Sets the status message the call ends with when the handler returns
+    /// `Ok`.
+    pub fn set_message(&self, message: impl Into<String>) {
+        self.out.inner.lock().message = Some(message.into());
+    }
+}
+
+impl CallContext for ServerContext {
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+    fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+}
+
+impl std::fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerContext")
+            .field("method", &self.method)
+            .field("metadata", &self.metadata)
+            .field("peer", &self.peer)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,177 @@
+//! Where a request goes, decided from its headers alone: the service and
+//! method, the response compression, and whether the handler runs on the
+//! connection thread or a worker; or the answer that refuses it. A plain
+//! function, so the connection thread only moves bytes.
+
+use std::sync::Arc;
+
+use http::request::Parts;
+
+use crate::server::service::{Registry, Service};
+use crate::status::Status;
+use crate::wire::compression::{self, Encoding};
+use crate::wire::headers::{self, CallHead, Rejection};
+
+/// Where a handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Run {
+    /// On a worker of the pool (any handler; the default).
+    Pool,
+    /// On the connection thread once the request has fully arrived (unary
+    /// handlers, when the server allows it).
+    Inline,
+}
+
+/// An accepted call: what the handler needs to know, and where it runs.
+pub(crate) struct Route {
+    pub(crate) head: CallHead,
+    pub(crate) service: Arc<dyn Service>,
+    pub(crate) response_encoding: Encoding,
+    pub(crate) run: Run,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("head", &self.head)
+            .field("service", &self.service.name())
+            .field("response_encoding", &self.response_encoding)
+            .field("run", &self.run)
+            .finish()
+    }
+}
+
+/// Routes a request: checks its headers, finds its service and method, and
+/// picks its response compression and where its handler runs.
+pub(crate) fn route(
+    parts: &Parts,
+    registry: &Registry,
+    inline_unary: bool,
+) -> Result<Route, Rejection> {
+    let head = headers::parse_request(parts)?;
+    let service = match registry.get(&head.service) {
+        Some(s) if s.methods().contains(&head.method.as_str()) => s.clone(),
+        Some(_) => {
+            return Err(Rejection::Grpc(Status::unimplemented(format!(
+                "unknown method {} for service {}",
+                head.method, head.service
+            ))))
+        }
+        None => {
+            return Err(Rejection::Grpc(Status::unimplemented(format!(
+                "unknown service {}",
+                head.service
+            ))))
+        }
+    };
+    let run = if inline_unary && service.unary_methods().contains(&head.method.as_str()) {
+        Run::Inline
+    } else {
+        Run::Pool
+    };
+    let response_encoding = compression::response_encoding(head.encoding, &head.accept_encoding);
+    Ok(Route {
+        head,
+        service,
+        response_encoding,
+        run,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::code::Code;
+    use crate::server::call::ServerCall;
+    use http::Request;
+
+    struct Svc;
+    impl Service for Svc {
+        fn name(&self) -> &'static str {
+            "pkg.Svc"
+        }
+        fn methods(&self) -> &'static [&'static str] {
+            &["Unary", "Stream"]
+        }
+        fn unary_methods(&self) -> &'static [&'static str] {
+            &["Unary"]
+        }
+        fn call(&self, _method: &str, call: ServerCall) {
+            call.unimplemented();
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut r = Registry::default();
+        r.add(Arc::new(Svc));
+        r
+    }
+
+    fn parts(path: &str, extra: &[(&str, &str)]) -> Parts {
+        let mut b = Request::builder()
+            .method("POST")
+            .uri(format!("http://h{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn refused(r: Result<Route, Rejection>) -> Status {
+        match r {
+            Err(Rejection::Grpc(s)) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_services_and_methods_are_unimplemented() {
+        let s = refused(route(&parts("/pkg.Nope/Unary", &[]), &registry(), false));
+        assert_eq!(s.code(), Code::Unimplemented);
+        assert_eq!(s.message(), "unknown service pkg.Nope");
+        let s = refused(route(&parts("/pkg.Svc/Nope", &[]), &registry(), false));
+        assert_eq!(s.code(), Code::Unimplemented);
+        assert_eq!(s.message(), "unknown method Nope for service pkg.Svc");
+    }
+
+    #[test]
+    fn only_unary_methods_run_inline_and_only_when_allowed() {
+        let r = route(&parts("/pkg.Svc/Unary", &[]), &registry(), true).unwrap();
+        assert_eq!(r.run, Run::Inline);
+        assert_eq!(
+            (r.head.service.as_str(), r.head.method.as_str()),
+            ("pkg.Svc", "Unary")
+        );
+        let r = route(&parts("/pkg.Svc/Stream", &[]), &registry(), true).unwrap();
+        assert_eq!(r.run, Run::Pool);
+        let r = route(&parts("/pkg.Svc/Unary", &[]), &registry(), false).unwrap();
+        assert_eq!(r.run, Run::Pool);
+    }
+
+    #[test]
+    fn responses_are_compressed_as_the_request_when_accepted() {
+        let gzip = [("grpc-encoding", "gzip"), ("grpc-accept-encoding", "gzip")];
+        let r = route(&parts("/pkg.Svc/Unary", &gzip), &registry(), false).unwrap();
+        assert_eq!(r.response_encoding, Encoding::Gzip);
+        let only_deflate = [
+            ("grpc-encoding", "gzip"),
+            ("grpc-accept-encoding", "deflate"),
+        ];
+        let r = route(&parts("/pkg.Svc/Unary", &only_deflate), &registry(), false).unwrap();
+        assert_eq!(r.response_encoding, Encoding::Identity);
+        let r = route(&parts("/pkg.Svc/Unary", &[]), &registry(), false).unwrap();
+        assert_eq!(r.response_encoding, Encoding::Identity);
+    }
+
+    #[test]
+    fn bad_headers_are_refused_before_routing() {
+        let r = route(
+            &parts("/pkg.Svc/Unary", &[("grpc-timeout", "1x")]),
+            &registry(),
+            false,
+        );
+        assert_eq!(refused(r).code(), Code::Internal);
+    }
+}

@@ -1,0 +1,50 @@
+//! The blocking gRPC server.
+//!
+//! [`Server::builder`] takes services (the adapters the code generator
+//! emits, such as `ExampleServer::new(MyImpl)`), binds a TCP port, and then
+//! either [`Server::serve`]s on the calling thread or [`Server::spawn`]s into
+//! the background, returning a [`ServerHandle`] to shut it down.
+//!
+//! Threading: one acceptor thread; one OS thread per connection, which owns
+//! the socket and all HTTP/2 state; handlers run on a pool of worker threads
+//! that grows on demand up to [`ServerBuilder::max_concurrent_handlers`].
+//! A handler may block (on a database, a file, another gRPC call) without
+//! slowing other calls down.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `builder.rs`, `config.rs` | the settings and their defaults |
+//! | `serve.rs` | a bound server: serve, spawn, shut down |
+//! | `acceptor.rs` | new connections, the connection limit, draining at shutdown |
+//! | `conn.rs` | one connection's thread |
+//! | `dispatch.rs` | routing a request: service, method, compression, where the handler runs |
+//! | `link.rs` | what handlers and connection threads say to each other |
+//! | `call.rs` | a call as its handler receives it; running the four kinds of handler |
+//! | `requests.rs`, `response.rs`, `context.rs` | the request iterator, the response sink, the call's context |
+//! | `pool.rs` | the handler threads |
+//! | `error_policy.rs` | handler errors and panics as statuses |
+//! | `service.rs`, `state.rs` | the services, and what every connection shares |
+
+mod acceptor;
+mod builder;
+mod call;
+mod config;
+mod conn;
+mod context;
+mod dispatch;
+mod error_policy;
+mod link;
+mod pool;
+mod requests;
+mod response;
+mod serve;
+mod service;
+mod state;
+
+pub use builder::ServerBuilder;
+pub use call::{bidi_streaming, client_streaming, server_streaming, unary, ServerCall};
+pub use context::ServerContext;
+pub use requests::Requests;
+pub use response::ResponseSink;
+pub use serve::{Server, ServerHandle, ShutdownHandle};
+pub use service::Service;

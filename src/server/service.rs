@@ -1,0 +1,55 @@
+//! The [`Service`] trait the server dispatches to, and the registry of the
+//! services a server hosts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::server::call::ServerCall;
+
+/// A gRPC service the server can dispatch to. The code generator implements
+/// it for each service's `XxxServer<T>` adapter; implement it by hand only for
+/// services without a proto.
+pub trait Service: Send + Sync + 'static {
+    /// The fully-qualified service name, exactly as in the proto
+    /// (`package.Service`).
+    fn name(&self) -> &'static str;
+    /// The service's method names, exactly as in the proto.
+    fn methods(&self) -> &'static [&'static str];
+    /// The methods that are unary-unary (one request, one response). The
+    /// server may run these on the connection thread when
+    /// [`ServerBuilder::run_unary_handlers_inline`](crate::server::ServerBuilder::run_unary_handlers_inline)
+    /// is on. Generated code lists them; the default is none.
+    fn unary_methods(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Runs one call of `method` (one of [`Service::methods`]) on the
+    /// calling thread (a worker's, or the connection's for inline unary
+    /// handlers).
+    fn call(&self, method: &str, call: ServerCall);
+}
+
+/// The services of a server, by full name.
+#[derive(Default, Clone)]
+pub(crate) struct Registry {
+    services: HashMap<&'static str, Arc<dyn Service>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.services.keys().collect();
+        names.sort();
+        f.debug_list().entries(names).finish()
+    }
+}
+
+impl Registry {
+    /// Adds `service`, replacing one of the same name.
+    pub(crate) fn add(&mut self, service: Arc<dyn Service>) {
+        self.services.insert(service.name(), service);
+    }
+
+    /// The service of that name.
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn Service>> {
+        self.services.get(name)
+    }
+}
