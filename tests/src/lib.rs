@@ -64,3 +64,10 @@ pub mod codegen {
         grpc_blocking::include_proto!("codegen.wkt");
     }
 }
+
+/// The example service's server side (`nameko.example`) generated with
+/// default stubs: a test service implements only the methods it needs and
+/// the rest answer `UNIMPLEMENTED`. Messages are the examples crate's.
+pub mod stubbed {
+    include!(concat!(env!("OUT_DIR"), "/stubbed/nameko.rs"));
+}

@@ -643,3 +643,57 @@ fn lazy_client_connects_on_first_call() {
         .unwrap();
     assert_eq!(reply.n, 1);
 }
+
+/// With default stubs (`Builder::generate_default_stubs`), a service that
+/// implements no method still serves: every call answers UNIMPLEMENTED,
+/// naming the method; overriding one method serves it.
+#[test]
+fn default_stubs_answer_unimplemented() {
+    use grpc_blocking_examples::nameko::{ExampleClient, ExampleReply, ExampleRequest};
+    use grpc_blocking_tests::stubbed;
+
+    struct OnlyUnary;
+    impl stubbed::Example for OnlyUnary {
+        fn unary_unary(
+            &self,
+            request: ExampleRequest,
+            _: &ServerContext,
+        ) -> Result<ExampleReply, Status> {
+            Ok(ExampleReply {
+                message: request.value,
+                seqno: 0,
+            })
+        }
+    }
+
+    let server = Server::builder()
+        .add_service(stubbed::ExampleServer::new(OnlyUnary))
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let client = ExampleClient::connect(server.local_addr()).unwrap();
+    let req = || ExampleRequest {
+        value: "v".into(),
+        multiplier: 1,
+    };
+    assert_eq!(client.unary_unary(req()).unwrap().message, "v");
+    let expect = |result: Result<ExampleReply, Status>, method: &str| {
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented, "{status}");
+        assert_eq!(
+            status.message(),
+            format!("/nameko.example/{method} is not implemented by this server")
+        );
+    };
+    expect(
+        client.unary_stream(req()).next().expect("an item"),
+        "unary_stream",
+    );
+    expect(client.stream_unary(vec![req()]), "stream_unary");
+    expect(
+        client.stream_stream(vec![req()]).next().expect("an item"),
+        "stream_stream",
+    );
+    server.shutdown().unwrap();
+}

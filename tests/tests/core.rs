@@ -13,6 +13,7 @@ use grpc_blocking_examples::nameko::{
     Example, ExampleClient, ExampleReply, ExampleRequest, ExampleServer,
 };
 use grpc_blocking_examples::ExampleService;
+use grpc_blocking_tests::stubbed;
 use grpc_blocking_tests::support::{req, serve, settle, target, with_timeout, Gate};
 
 fn example() -> (grpc_blocking::ServerHandle, ExampleClient) {
@@ -203,7 +204,7 @@ const CHUNKS: usize = 2048; // 64 MiB in all
 /// send queue (64 KiB) and one message; measured: 1,114,112 bytes.
 const BOUND: usize = 4 * 1024 * 1024;
 
-impl Example for Backpressure {
+impl stubbed::Example for Backpressure {
     fn unary_unary(&self, r: ExampleRequest, _: &ServerContext) -> Result<ExampleReply, Status> {
         Ok(ExampleReply {
             message: r.value,
@@ -243,22 +244,13 @@ impl Example for Backpressure {
             seqno: 0,
         })
     }
-
-    fn stream_stream(
-        &self,
-        _: Requests<ExampleRequest>,
-        _: &ServerContext,
-        _: &mut ResponseSink<ExampleReply>,
-    ) -> Result<(), Status> {
-        Err(Status::unimplemented("not used"))
-    }
 }
 
 #[test]
 fn a_handler_that_stops_reading_blocks_the_client() {
     with_timeout(180, || {
         let svc = Arc::new(Backpressure::default());
-        let server = serve(ExampleServer::from_arc(svc.clone()));
+        let server = serve(stubbed::ExampleServer::from_arc(svc.clone()));
         let client = ExampleClient::connect(target(&server)).unwrap();
         let (mut sink, call) = client.stream_unary_sender(CallOptions::new());
         let sent = Arc::new(AtomicUsize::new(0));
@@ -287,7 +279,7 @@ fn a_handler_that_stops_reading_blocks_the_client() {
 fn a_client_that_stops_reading_blocks_the_handler() {
     with_timeout(180, || {
         let svc = Arc::new(Backpressure::default());
-        let server = serve(ExampleServer::from_arc(svc.clone()));
+        let server = serve(stubbed::ExampleServer::from_arc(svc.clone()));
         let client = ExampleClient::connect(target(&server)).unwrap();
         let mut responses = client.unary_stream(req("", CHUNKS as i32));
         assert_eq!(responses.next().unwrap().unwrap().seqno, 0);

@@ -17,6 +17,7 @@ use grpc_blocking_examples::nameko::{
     Example, ExampleClient, ExampleReply, ExampleRequest, ExampleServer,
 };
 use grpc_blocking_tests::raw_h2::{frame, RawClient, RawResponse};
+use grpc_blocking_tests::stubbed;
 use grpc_blocking_tests::support::{every_error_detail, req, serve, target, with_timeout, Gate};
 use prost::Message;
 
@@ -1059,7 +1060,7 @@ struct Relay {
     results: mpsc::Sender<(Result<ExampleReply, Status>, Option<Instant>, Instant)>,
 }
 
-impl Example for Relay {
+impl stubbed::Example for Relay {
     fn unary_unary(&self, r: ExampleRequest, ctx: &ServerContext) -> Result<ExampleReply, Status> {
         let options = CallOptions::new()
             .inherit_deadline(ctx)
@@ -1069,29 +1070,6 @@ impl Example for Relay {
             .results
             .send((result.clone(), ctx.deadline(), Instant::now()));
         result
-    }
-    fn unary_stream(
-        &self,
-        _: ExampleRequest,
-        _: &ServerContext,
-        _: &mut ResponseSink<ExampleReply>,
-    ) -> Result<(), Status> {
-        Err(Status::unimplemented("not used"))
-    }
-    fn stream_unary(
-        &self,
-        _: Requests<ExampleRequest>,
-        _: &ServerContext,
-    ) -> Result<ExampleReply, Status> {
-        Err(Status::unimplemented("not used"))
-    }
-    fn stream_stream(
-        &self,
-        _: Requests<ExampleRequest>,
-        _: &ServerContext,
-        _: &mut ResponseSink<ExampleReply>,
-    ) -> Result<(), Status> {
-        Err(Status::unimplemented("not used"))
     }
 }
 
@@ -1107,7 +1085,7 @@ fn relay_pair() -> (
     let (svc, notes) = Hold::with_gate(open_gate());
     let inner = serve(ExampleServer::from_arc(svc.clone()));
     let (tx, results) = mpsc::channel();
-    let outer = serve(ExampleServer::new(Relay {
+    let outer = serve(stubbed::ExampleServer::new(Relay {
         next: client_of(&inner),
         results: tx,
     }));
@@ -1412,10 +1390,7 @@ fn failure(r: &ExampleRequest) -> Status {
     status
 }
 
-impl Example for FailMidStream {
-    fn unary_unary(&self, _: ExampleRequest, _: &ServerContext) -> Result<ExampleReply, Status> {
-        Err(Status::unimplemented("not used"))
-    }
+impl stubbed::Example for FailMidStream {
     fn unary_stream(
         &self,
         r: ExampleRequest,
@@ -1459,7 +1434,7 @@ impl Example for FailMidStream {
 #[test]
 fn a_handler_failing_mid_stream_ends_the_clients_iterator_with_its_status() {
     with_timeout(60, || {
-        let server = serve(ExampleServer::new(FailMidStream));
+        let server = serve(stubbed::ExampleServer::new(FailMidStream));
         let client = client_of(&server);
         for code in [
             Code::DataLoss,

@@ -28,6 +28,7 @@ use grpc_blocking_tests::raw::{
     self, code, grpc_request_headers, setting, Event, RawConn, PREFACE,
 };
 use grpc_blocking_tests::raw_h2::{frame, RawClient, RawResponse};
+use grpc_blocking_tests::stubbed;
 use grpc_blocking_tests::support::{req, target, with_timeout, Gate};
 use prost::Message;
 
@@ -1469,7 +1470,7 @@ fn a_huge_header_block_in_continuation_frames_is_refused() {
 /// Trailing metadata of about `bytes` bytes.
 struct BigTrailers(usize);
 
-impl grpc_blocking_examples::nameko::Example for BigTrailers {
+impl stubbed::Example for BigTrailers {
     fn unary_unary(
         &self,
         r: ExampleRequest,
@@ -1483,36 +1484,14 @@ impl grpc_blocking_examples::nameko::Example for BigTrailers {
             seqno: 0,
         })
     }
-    fn unary_stream(
-        &self,
-        _: ExampleRequest,
-        _: &ServerContext,
-        _: &mut ResponseSink<grpc_blocking_examples::nameko::ExampleReply>,
-    ) -> Result<(), Status> {
-        Err(Status::unimplemented("not used"))
-    }
-    fn stream_unary(
-        &self,
-        _: Requests<ExampleRequest>,
-        _: &ServerContext,
-    ) -> Result<grpc_blocking_examples::nameko::ExampleReply, Status> {
-        Err(Status::unimplemented("not used"))
-    }
-    fn stream_stream(
-        &self,
-        _: Requests<ExampleRequest>,
-        _: &ServerContext,
-        _: &mut ResponseSink<grpc_blocking_examples::nameko::ExampleReply>,
-    ) -> Result<(), Status> {
-        Err(Status::unimplemented("not used"))
-    }
 }
 
 #[test]
 fn the_client_header_list_limit_defaults_to_16_kib_and_is_configurable() {
     with_timeout(60, || {
-        let server =
-            grpc_blocking_tests::support::serve(ExampleServer::new(BigTrailers(20 * 1024)));
+        let server = grpc_blocking_tests::support::serve(stubbed::ExampleServer::new(BigTrailers(
+            20 * 1024,
+        )));
         // Default (16 KiB): 20 KiB of trailers fail the call, and the
         // connection keeps working for a call with small trailers.
         let client = ExampleClient::connect(target(&server)).unwrap();
@@ -1532,7 +1511,8 @@ fn the_client_header_list_limit_defaults_to_16_kib_and_is_configurable() {
             .unwrap();
         assert_eq!(resp.message.message, "b");
         assert_eq!(resp.trailers.get("x-big").map(str::len), Some(20 * 1024));
-        let small = grpc_blocking_tests::support::serve(ExampleServer::new(BigTrailers(10)));
+        let small =
+            grpc_blocking_tests::support::serve(stubbed::ExampleServer::new(BigTrailers(10)));
         let client = ExampleClient::connect(target(&small)).unwrap();
         assert_eq!(client.unary_unary(req("c", 1)).unwrap().message, "c");
     });
