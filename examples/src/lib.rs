@@ -16,8 +16,6 @@
 use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
 use grpc_blocking::Status;
 
-pub mod args;
-
 /// The code generated from `proto/example.proto` (package `nameko`).
 pub mod nameko {
     grpc_blocking::include_proto!("nameko");

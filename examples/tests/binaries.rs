@@ -145,9 +145,10 @@ fn example_client_fails_without_a_server_and_on_bad_flags() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--port"), "{}", text(&out));
+    // A missing flag is a usage error, which names the flag.
     let out = run(&mut Command::new(env!("CARGO_BIN_EXE_example-server")), 60);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("--port is required"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--port"), "{}", text(&out));
 }
 
 #[test]
@@ -225,4 +226,73 @@ fn bench_reports_a_result_line() {
         assert!(result.contains(&format!("rpc={rpc}")), "{result}");
         assert!(result.contains("errors=0"), "{result}");
     }
+}
+
+#[test]
+fn every_binary_explains_its_flags_with_help() {
+    for (bin, flags) in [
+        (
+            env!("CARGO_BIN_EXE_example-server"),
+            &["--port", "--host"][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_example-client"),
+            &["--server_host", "--server_port"][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_interop-server"),
+            &["--port", "--host", "--use_tls"][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_interop-client"),
+            &[
+                "--server_host",
+                "--server_port",
+                "--test_case",
+                "--use_tls",
+                "--server_host_override",
+            ][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_bench"),
+            &[
+                "--server_port",
+                "--connections",
+                "--concurrency",
+                "--duration",
+                "--rpc",
+                "--payload",
+            ][..],
+        ),
+    ] {
+        let out = run(Command::new(bin).arg("--help"), 60);
+        assert!(out.status.success(), "{bin}: {}", text(&out));
+        let help = text(&out);
+        for flag in flags {
+            assert!(
+                help.contains(flag),
+                "{bin} --help does not mention {flag}:\n{help}"
+            );
+        }
+    }
+}
+
+#[test]
+fn boolean_flags_are_bare_or_take_true_or_false() {
+    let bin = env!("CARGO_BIN_EXE_interop-server");
+    // `--use_tls` alone and `--use_tls=true` mean true: not supported yet.
+    for form in ["--use_tls", "--use_tls=true"] {
+        let out = run(Command::new(bin).args(["--port", "1", form]), 60);
+        assert_eq!(out.status.code(), Some(1), "{form}: {}", text(&out));
+        assert!(
+            text(&out).contains("TLS is not supported"),
+            "{form}: {}",
+            text(&out)
+        );
+    }
+    let out = run(
+        Command::new(bin).args(["--port", "1", "--use_tls=maybe"]),
+        60,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }

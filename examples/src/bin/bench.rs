@@ -29,8 +29,10 @@ use std::str::FromStr;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use clap::{CommandFactory, Parser};
 use grpc_blocking::{CallOptions, Channel};
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleReply, ExampleRequest};
+use hdrhistogram::Histogram;
 
 /// How long callers run before latencies start being recorded.
 const WARM_UP: Duration = Duration::from_millis(500);
@@ -40,28 +42,6 @@ const STREAM_LEN: usize = 10;
 
 /// Replies per call of the server-streaming rpc (`unary_stream`).
 const SERVER_STREAM_LEN: usize = 2;
-
-const USAGE: &str = "\
-usage: bench [flags]
-
-  --server_host H     server address (default 127.0.0.1)
-  --server_port N     server port (required)
-  --connections C     client connections, one HTTP/2 connection each (default 1)
-  --concurrency M     concurrent callers IN TOTAL, spread round-robin over the
-                      connections; must be >= connections (default 1)
-  --duration S        seconds to measure, after a 0.5 s warm-up (default 5)
-  --rpc KIND          unary | server_stream | client_stream | bidi (default unary)
-                        unary:         unary_unary, 1 request, 1 reply
-                        server_stream: unary_stream, 1 request, 2 replies
-                        client_stream: stream_unary, 10 requests, 1 reply
-                        bidi:          stream_stream, 10 requests, each reply
-                                       read before the next request is sent
-  --payload BYTES     size of each request's `value` string (default 0)
-  --help              print this and exit
-
-Prints calls/s, latency p50/p90/p99 and errors, then one line
-`RESULT rpc=.. conns=.. conc=.. payload=.. calls_per_sec=.. p50_us=.. p90_us=.. p99_us=.. errors=..`.
-Exits 1 if any call failed, 2 on bad flags.";
 
 /// The kind of call each caller makes in a loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,108 +83,82 @@ impl fmt::Display for Rpc {
     }
 }
 
-/// The parsed command line.
-#[derive(Clone, Debug)]
+/// A closed-loop load generator for nameko-grpc's example service.
+///
+/// Prints calls/s, latency p50/p90/p99 and errors, then one line
+/// `RESULT rpc=.. conns=.. conc=.. payload=.. calls_per_sec=.. p50_us=.. p90_us=.. p99_us=.. errors=..`.
+/// Exits 1 if any call failed, 2 on bad flags.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "bench")]
 struct Config {
-    /// Server host name or address.
+    /// The server's host name or address.
+    #[arg(long = "server_host", default_value = "127.0.0.1")]
     host: String,
-    /// Server port.
+    /// The server's port.
+    #[arg(long = "server_port")]
     port: u16,
-    /// Number of client connections.
+    /// Client connections, one HTTP/2 connection each.
+    #[arg(long, default_value_t = 1)]
     connections: usize,
-    /// Number of caller threads in total.
+    /// Concurrent callers IN TOTAL, spread round-robin over the connections;
+    /// at least the number of connections.
+    #[arg(long, default_value_t = 1)]
     concurrency: usize,
-    /// Length of the measured window.
-    duration: Duration,
-    /// The call each caller makes.
+    /// Seconds to measure, after a 0.5 s warm-up.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// unary (1 request, 1 reply) | server_stream (1 request, 2 replies) |
+    /// client_stream (10 requests, 1 reply) | bidi (10 requests, each reply
+    /// read before the next request is sent).
+    #[arg(long, default_value = "unary")]
     rpc: Rpc,
-    /// Bytes in each request's `value`.
+    /// Size of each request's `value` string, in bytes.
+    #[arg(long, default_value_t = 0)]
     payload: usize,
 }
 
-/// What the command line asked for.
-enum Command {
-    /// Run the benchmark.
-    Run(Config),
-    /// Print the usage and exit successfully.
-    Help,
+impl Config {
+    /// Checks what clap cannot: the flags' relations.
+    fn check(&self) -> Result<(), String> {
+        if self.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if self.concurrency < self.connections {
+            return Err(format!(
+                "--concurrency ({}) is the total number of callers and must be at least \
+                 --connections ({})",
+                self.concurrency, self.connections
+            ));
+        }
+        if !(self.duration.is_finite() && self.duration > 0.0) {
+            return Err(format!(
+                "--duration must be a positive number of seconds, not {}",
+                self.duration
+            ));
+        }
+        Ok(())
+    }
+
+    /// The measured window.
+    fn window(&self) -> Duration {
+        Duration::from_secs_f64(self.duration)
+    }
 }
 
-/// Parses a flag's value, naming the flag in the error.
-fn parse_value<T: FromStr>(flag: &str, text: &str) -> Result<T, String>
-where
-    T::Err: fmt::Display,
-{
-    text.parse()
-        .map_err(|e| format!("bad value {text:?} for {flag}: {e}"))
-}
-
-/// Parses the flags (`--flag value` or `--flag=value`).
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut host = String::from("127.0.0.1");
-    let mut port = None;
-    let mut connections = 1usize;
-    let mut concurrency = 1usize;
-    let mut duration = 5.0f64;
-    let mut rpc = Rpc::Unary;
-    let mut payload = 0usize;
-
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "--help" || arg == "-h" {
-            return Ok(Command::Help);
-        }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
-            None => (arg, None),
-        };
-        let value = match inline {
-            Some(value) => value,
-            None => args.next().ok_or_else(|| format!("{flag} needs a value"))?,
-        };
-        match flag.as_str() {
-            "--server_host" => host = value,
-            "--server_port" => port = Some(parse_value::<u16>(&flag, &value)?),
-            "--connections" => connections = parse_value(&flag, &value)?,
-            "--concurrency" => concurrency = parse_value(&flag, &value)?,
-            "--duration" => duration = parse_value(&flag, &value)?,
-            "--rpc" => rpc = value.parse()?,
-            "--payload" => payload = parse_value(&flag, &value)?,
-            other => return Err(format!("unknown flag {other:?}")),
-        }
-    }
-
-    let port = port.ok_or("--server_port is required")?;
-    if connections == 0 {
-        return Err("--connections must be at least 1".into());
-    }
-    if concurrency < connections {
-        return Err(format!(
-            "--concurrency ({concurrency}) is the total number of callers and must be \
-             at least --connections ({connections})"
-        ));
-    }
-    if !(duration.is_finite() && duration > 0.0) {
-        return Err(format!(
-            "--duration must be a positive number of seconds, not {duration}"
-        ));
-    }
-    Ok(Command::Run(Config {
-        host,
-        port,
-        connections,
-        concurrency,
-        duration: Duration::from_secs_f64(duration),
-        rpc,
-        payload,
-    }))
+/// Parses and checks the flags.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Config, clap::Error> {
+    let config = Config::try_parse_from(std::iter::once("bench".to_owned()).chain(args))?;
+    config
+        .check()
+        .map_err(|e| Config::command().error(clap::error::ErrorKind::ValueValidation, e))?;
+    Ok(config)
 }
 
 /// What one caller thread measured.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct WorkerResult {
-    /// Latency of each call completed inside the measured window, in µs.
-    latencies_us: Vec<u32>,
+    /// Latencies of the calls completed inside the measured window, in µs.
+    latencies_us: Histogram<u64>,
     /// Failed calls or wrong replies, warm-up included.
     errors: u64,
     /// The first error seen, for the report.
@@ -285,7 +239,11 @@ fn worker(
         value: "x".repeat(config.payload),
         multiplier: 0,
     };
-    let mut result = WorkerResult::default();
+    let mut result = WorkerResult {
+        latencies_us: latency_histogram(),
+        errors: 0,
+        first_error: None,
+    };
     let mut now = Instant::now();
     while now < end {
         let started = now;
@@ -297,7 +255,7 @@ fn worker(
                     let micros = now.duration_since(started).as_micros();
                     result
                         .latencies_us
-                        .push(u32::try_from(micros).unwrap_or(u32::MAX));
+                        .saturating_record(u64::try_from(micros).unwrap_or(u64::MAX));
                 }
             }
             Err(message) => {
@@ -309,13 +267,22 @@ fn worker(
     result
 }
 
-/// The `p`-th percentile (nearest rank) of sorted values; 0 when empty.
-fn percentile(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
+/// A histogram of latencies in microseconds: 1 µs to an hour, 3
+/// significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// The p50, p90 and p99 of `latencies` (0 when empty).
+fn percentiles(latencies: &Histogram<u64>) -> (u64, u64, u64) {
+    if latencies.is_empty() {
+        return (0, 0, 0);
     }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    (
+        latencies.value_at_quantile(0.50),
+        latencies.value_at_quantile(0.90),
+        latencies.value_at_quantile(0.99),
+    )
 }
 
 /// Connects, runs the callers and prints the report. Returns whether every call
@@ -344,12 +311,12 @@ fn run(config: &Config) -> Result<bool, String> {
         config.connections,
         config.concurrency,
         WARM_UP.as_secs_f64(),
-        config.duration.as_secs_f64(),
+        config.duration,
     );
 
     let start = Instant::now();
     let record_from = start + WARM_UP;
-    let end = record_from + config.duration;
+    let end = record_from + config.window();
     let results: Vec<WorkerResult> = thread::scope(|scope| {
         let handles: Vec<_> = (0..config.concurrency)
             .map(|i| {
@@ -368,21 +335,19 @@ fn run(config: &Config) -> Result<bool, String> {
 
     let errors: u64 = results.iter().map(|r| r.errors).sum();
     let first_error = results.iter().find_map(|r| r.first_error.clone());
-    let mut latencies: Vec<u32> = results.into_iter().flat_map(|r| r.latencies_us).collect();
-    latencies.sort_unstable();
+    let mut latencies = latency_histogram();
+    for r in &results {
+        latencies
+            .add(&r.latencies_us)
+            .expect("histograms of the same bounds add up");
+    }
 
-    let seconds = config.duration.as_secs_f64();
-    let calls_per_sec = latencies.len() as f64 / seconds;
-    let (p50, p90, p99) = (
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 90.0),
-        percentile(&latencies, 99.0),
-    );
-    let max = latencies.last().copied().unwrap_or(0);
-    println!(
-        "calls: {} in {seconds:.2} s = {calls_per_sec:.0} calls/s",
-        latencies.len()
-    );
+    let seconds = config.window().as_secs_f64();
+    let calls = latencies.len();
+    let calls_per_sec = calls as f64 / seconds;
+    let (p50, p90, p99) = percentiles(&latencies);
+    let max = latencies.max();
+    println!("calls: {calls} in {seconds:.2} s = {calls_per_sec:.0} calls/s");
     println!("latency: p50 {p50} us, p90 {p90} us, p99 {p99} us, max {max} us");
     println!("errors: {errors}");
     if let Some(message) = &first_error {
@@ -398,15 +363,9 @@ fn run(config: &Config) -> Result<bool, String> {
 
 fn main() -> ExitCode {
     let config = match parse_args(std::env::args().skip(1)) {
-        Ok(Command::Run(config)) => config,
-        Ok(Command::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("bench: {message}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Ok(config) => config,
+        // Usage errors exit 2, --help 0, as clap does.
+        Err(e) => e.exit(),
     };
     match run(&config) {
         Ok(true) => ExitCode::SUCCESS,
@@ -422,16 +381,12 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Command, String> {
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         parse_args(args.iter().map(|s| s.to_string()))
     }
 
     fn config(args: &[&str]) -> Config {
-        match parse(args) {
-            Ok(Command::Run(config)) => config,
-            Ok(Command::Help) => panic!("parsed as --help"),
-            Err(e) => panic!("{e}"),
-        }
+        parse(args).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -440,7 +395,7 @@ mod tests {
         assert_eq!(c.host, "127.0.0.1");
         assert_eq!(c.port, 50051);
         assert_eq!((c.connections, c.concurrency), (1, 1));
-        assert_eq!(c.duration, Duration::from_secs(5));
+        assert_eq!(c.window(), Duration::from_secs(5));
         assert_eq!(c.rpc, Rpc::Unary);
         assert_eq!(c.payload, 0);
     }
@@ -461,13 +416,17 @@ mod tests {
         ]);
         assert_eq!(c.host, "localhost");
         assert_eq!((c.port, c.connections, c.concurrency), (1, 4, 16));
-        assert_eq!(c.duration, Duration::from_millis(500));
+        assert_eq!(c.window(), Duration::from_millis(500));
         assert_eq!((c.rpc, c.payload), (Rpc::Bidi, 100));
     }
 
     #[test]
     fn rejects_bad_flags() {
-        assert!(matches!(parse(&["--help"]), Ok(Command::Help)));
+        use clap::error::ErrorKind;
+        assert_eq!(
+            parse(&["--help"]).unwrap_err().kind(),
+            ErrorKind::DisplayHelp
+        );
         assert!(parse(&[]).is_err(), "the port is required");
         assert!(parse(&["--server_port"]).is_err());
         assert!(parse(&["--server_port", "x"]).is_err());
@@ -483,7 +442,9 @@ mod tests {
             "--concurrency",
             "2",
         ];
-        assert!(parse(&fewer_callers).is_err());
+        let err = parse(&fewer_callers).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("--concurrency (2)"), "{err}");
     }
 
     #[test]
@@ -494,14 +455,14 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_by_nearest_rank() {
-        let values: Vec<u32> = (1..=100).collect();
-        assert_eq!(percentile(&values, 50.0), 50);
-        assert_eq!(percentile(&values, 90.0), 90);
-        assert_eq!(percentile(&values, 99.0), 99);
-        assert_eq!(percentile(&values, 100.0), 100);
-        assert_eq!(percentile(&[7], 99.0), 7);
-        assert_eq!(percentile(&[], 50.0), 0);
+    fn percentiles_of_recorded_latencies() {
+        let mut h = latency_histogram();
+        for micros in 1..=1000 {
+            h.record(micros).unwrap();
+        }
+        let (p50, p90, p99) = percentiles(&h);
+        assert_eq!((p50, p90, p99), (500, 900, 990));
+        assert_eq!(percentiles(&latency_histogram()), (0, 0, 0));
     }
 
     #[test]

@@ -1,23 +1,28 @@
 //! `example-client --server_host H --server_port N`: calls all four methods
 //! of `nameko.example`, prints each reply, and exits non-zero on any failure.
 
-use grpc_blocking_examples::args::Args;
+use clap::Parser;
 use grpc_blocking_examples::call_all_four;
 use grpc_blocking_examples::nameko::ExampleClient;
 
+/// Calls the four methods of nameko-grpc's example service and prints the
+/// replies.
+#[derive(Parser, Debug)]
+#[command(name = "example-client")]
+struct Args {
+    /// The server's host name or address.
+    #[arg(long = "server_host", default_value = "127.0.0.1")]
+    server_host: String,
+    /// The server's port.
+    #[arg(long = "server_port")]
+    server_port: u16,
+}
+
 fn main() {
-    let args = match Args::parse(std::env::args().skip(1), &["server_host", "server_port"]) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("example-client: {e}\nusage: example-client --server_host H --server_port N");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     let run = || -> Result<(), String> {
-        let host = args.get("server_host").unwrap_or("127.0.0.1");
-        let port: u16 = args.required("server_port")?;
-        let client =
-            ExampleClient::connect(format!("http://{host}:{port}")).map_err(|e| e.to_string())?;
+        let target = format!("http://{}:{}", args.server_host, args.server_port);
+        let client = ExampleClient::connect(target).map_err(|e| e.to_string())?;
         call_all_four(&client).map_err(|e| format!("call failed: {e}"))
     };
     if let Err(e) = run() {

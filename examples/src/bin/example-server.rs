@@ -6,23 +6,28 @@
 //! `EXAMPLE_SERVER_INLINE=0` to run it on the worker pool instead, as a
 //! server with blocking handlers must (the benchmark script measures both).
 
+use clap::Parser;
 use grpc_blocking::Server;
-use grpc_blocking_examples::args::Args;
 use grpc_blocking_examples::nameko::ExampleServer;
 use grpc_blocking_examples::ExampleService;
 
+/// Serves nameko-grpc's example service (`nameko.example`) until killed.
+#[derive(Parser, Debug)]
+#[command(name = "example-server")]
+struct Args {
+    /// The port to listen on (0: any free port, printed at start).
+    #[arg(long)]
+    port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+}
+
 fn main() {
-    let args = match Args::parse(std::env::args().skip(1), &["port", "host"]) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("example-server: {e}\nusage: example-server --port N [--host H]");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
+    let inline = std::env::var("EXAMPLE_SERVER_INLINE").map_or(true, |v| v != "0");
+    let (host, port) = (args.host.as_str(), args.port);
     let run = || -> Result<(), String> {
-        let port: u16 = args.required("port")?;
-        let host = args.get("host").unwrap_or("127.0.0.1");
-        let inline = std::env::var("EXAMPLE_SERVER_INLINE").map_or(true, |v| v != "0");
         let server = Server::builder()
             .add_service(ExampleServer::new(ExampleService))
             .run_unary_handlers_inline(inline)

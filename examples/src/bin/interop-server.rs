@@ -5,25 +5,32 @@
 //! servers listen. The flags are the official interop servers'; TLS is not
 //! supported yet, so `--use_tls=true` is an error.
 
-use grpc_blocking_examples::args::Args;
+use clap::Parser;
 use grpc_blocking_examples::interop;
 
-const USAGE: &str = "usage: interop-server --port N [--host H] [--use_tls=false]";
+/// Serves the gRPC interop test service (`grpc.testing.TestService`).
+#[derive(Parser, Debug)]
+#[command(name = "interop-server")]
+struct Args {
+    /// The port to listen on.
+    #[arg(long)]
+    port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    host: String,
+    /// Serve TLS (not supported yet: only `false` is accepted).
+    #[arg(long = "use_tls", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false")]
+    use_tls: bool,
+}
 
 fn main() {
-    let args = match Args::parse(std::env::args().skip(1), &["port", "host", "use_tls"]) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("interop-server: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     let run = || -> Result<(), String> {
-        if args.parse_or("use_tls", false)? {
+        if args.use_tls {
             return Err("--use_tls=true: TLS is not supported yet; use --use_tls=false".into());
         }
-        let port: u16 = args.required("port")?;
-        let host = args.get("host").unwrap_or("0.0.0.0");
+        let (host, port) = (args.host.as_str(), args.port);
         let server = interop::server((host, port))
             .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
         let addr = server.local_addr().map_err(|e| e.to_string())?;
