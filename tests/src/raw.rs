@@ -1160,6 +1160,40 @@ fn strip_padding<'a>(frame: &Frame, payload: &'a [u8]) -> &'a [u8] {
     &payload[1..end]
 }
 
+/// A fake HTTP/2 server on a free loopback port: accepts up to
+/// `connections` connections, completes the handshake of each
+/// ([`RawConn::accept`]) and runs `serve(connection number, conn)` on a
+/// thread of its own. Returns the address to dial and the threads.
+pub fn fake_server<T, F>(
+    connections: usize,
+    serve: F,
+) -> (SocketAddr, std::thread::JoinHandle<Vec<T>>)
+where
+    T: Send + 'static,
+    F: Fn(usize, RawConn) -> T + Send + Sync + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let addr = listener.local_addr().expect("the bound address");
+    let serve = std::sync::Arc::new(serve);
+    let thread = std::thread::spawn(move || {
+        let mut served = Vec::new();
+        for n in 0..connections {
+            let Ok((socket, _)) = listener.accept() else {
+                break;
+            };
+            let serve = serve.clone();
+            served.push(std::thread::spawn(move || {
+                serve(n, RawConn::accept(socket))
+            }));
+        }
+        served
+            .into_iter()
+            .map(|t| t.join().expect("a fake server connection panicked"))
+            .collect()
+    });
+    (addr, thread)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,9 @@ use grpc_blocking::error_details::{ErrorDetail, RetryInfo};
 use grpc_blocking::internal::compression;
 use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
 use grpc_blocking::Encoding;
-use grpc_blocking::{CallOptions, Channel, Code, Metadata, Server, ServerHandle, Status};
+use grpc_blocking::{
+    CallOptions, Channel, Code, Metadata, Server, ServerHandle, Status, Streaming, UnaryCall,
+};
 use grpc_blocking_examples::nameko::{
     Example, ExampleClient, ExampleReply, ExampleRequest, ExampleServer,
 };
@@ -1252,132 +1254,100 @@ fn assert_worker_freed(client: &ExampleClient) {
     }
 }
 
-#[test]
-fn dropping_a_streaming_call_cancels_the_handler() {
-    with_timeout(60, || {
-        // Server streaming.
-        let (_server, client, notes) = single_worker();
-        let mut stream = client.unary_stream(req("hold", 0));
-        assert_eq!(stream.next().unwrap().unwrap().message, "first");
-        notes.expect(&[Note::Started("unary_stream")]);
-        assert_worker_busy(&client);
-        drop(stream);
-        notes.expect(&[
-            Note::CancelSeen("unary_stream", true),
-            Note::SendAfter("unary_stream", Some(Code::Cancelled)),
-            Note::Done("unary_stream"),
-        ]);
-        assert_worker_freed(&client);
+/// How a test gives up on a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GiveUp {
+    /// Drop the call's handle.
+    Drop,
+    /// Call `cancel()` on it.
+    Cancel,
+}
 
-        // Bidi, with the request sink still open.
-        let (_server, client, notes) = single_worker();
-        let (mut sink, mut stream) = client.stream_stream_sender(CallOptions::new());
-        sink.send(req("a", 1)).unwrap();
-        assert_eq!(stream.next().unwrap().unwrap().message, "a");
-        notes.expect(&[Note::Started("stream_stream")]);
-        assert_worker_busy(&client);
-        drop(stream);
-        notes.expect(&[
-            Note::RequestsEnded("stream_stream", Some(Code::Cancelled)),
-            Note::CancelSeen("stream_stream", true),
-            Note::SendAfter("stream_stream", Some(Code::Cancelled)),
-            Note::Done("stream_stream"),
-        ]);
-        let err = sink.send(req("b", 1)).unwrap_err();
-        assert_eq!(err.code(), Code::Cancelled, "{err}");
-        assert_worker_freed(&client);
-    });
+impl GiveUp {
+    fn unary<T: prost::Message + Default>(self, mut call: UnaryCall<T>) {
+        match self {
+            GiveUp::Drop => drop(call),
+            GiveUp::Cancel => call.cancel(),
+        }
+    }
+
+    fn stream<T: prost::Message + Default>(self, mut stream: Streaming<T>) {
+        match self {
+            GiveUp::Drop => drop(stream),
+            GiveUp::Cancel => stream.cancel(),
+        }
+    }
+}
+
+/// Each kind of call, given up on mid-call as `how` says, on a server with
+/// one worker: the handler sees the cancellation (its request iterator ends
+/// CANCELLED, its sends fail), the client's open request sink fails
+/// CANCELLED, and the worker is free for the next call.
+fn giving_up_cancels_the_handler(how: GiveUp) {
+    // Unary.
+    let (_server, client, notes) = single_worker();
+    let call = client.unary_unary_start(req("hold", 0), CallOptions::new());
+    notes.expect(&[Note::Started("unary")]);
+    assert_worker_busy(&client);
+    how.unary(call);
+    notes.expect(&[Note::CancelSeen("unary", true), Note::Done("unary")]);
+    assert_worker_freed(&client);
+
+    // Server streaming, after its first reply.
+    let (_server, client, notes) = single_worker();
+    let mut stream = client.unary_stream(req("hold", 0));
+    assert_eq!(stream.next().unwrap().unwrap().message, "first");
+    notes.expect(&[Note::Started("unary_stream")]);
+    assert_worker_busy(&client);
+    how.stream(stream);
+    notes.expect(&[
+        Note::CancelSeen("unary_stream", true),
+        Note::SendAfter("unary_stream", Some(Code::Cancelled)),
+        Note::Done("unary_stream"),
+    ]);
+    assert_worker_freed(&client);
+
+    // Client streaming, its request sink still open.
+    let (_server, client, notes) = single_worker();
+    let (mut sink, call) = client.stream_unary_sender(CallOptions::new());
+    sink.send(req("a", 1)).unwrap();
+    notes.expect(&[Note::Started("stream_unary")]);
+    assert_worker_busy(&client);
+    how.unary(call);
+    notes.expect(&[
+        Note::RequestsEnded("stream_unary", Some(Code::Cancelled)),
+        Note::CancelSeen("stream_unary", true),
+        Note::Done("stream_unary"),
+    ]);
+    assert_eq!(sink.send(req("b", 1)).unwrap_err().code(), Code::Cancelled);
+    assert_worker_freed(&client);
+
+    // Bidi, its request sink still open.
+    let (_server, client, notes) = single_worker();
+    let (mut sink, mut stream) = client.stream_stream_sender(CallOptions::new());
+    sink.send(req("a", 1)).unwrap();
+    assert_eq!(stream.next().unwrap().unwrap().message, "a");
+    notes.expect(&[Note::Started("stream_stream")]);
+    assert_worker_busy(&client);
+    how.stream(stream);
+    notes.expect(&[
+        Note::RequestsEnded("stream_stream", Some(Code::Cancelled)),
+        Note::CancelSeen("stream_stream", true),
+        Note::SendAfter("stream_stream", Some(Code::Cancelled)),
+        Note::Done("stream_stream"),
+    ]);
+    assert_eq!(sink.send(req("b", 1)).unwrap_err().code(), Code::Cancelled);
+    assert_worker_freed(&client);
 }
 
 #[test]
-fn dropping_a_unary_call_cancels_the_handler() {
-    with_timeout(60, || {
-        let (_server, client, notes) = single_worker();
-        let call = client.unary_unary_start(req("hold", 0), CallOptions::new());
-        notes.expect(&[Note::Started("unary")]);
-        assert_worker_busy(&client);
-        drop(call);
-        notes.expect(&[Note::CancelSeen("unary", true), Note::Done("unary")]);
-        assert_worker_freed(&client);
-
-        // A client-streaming call dropped mid-stream: its iterator ends
-        // CANCELLED.
-        let (_server, client, notes) = single_worker();
-        let (mut sink, call) = client.stream_unary_sender(CallOptions::new());
-        sink.send(req("a", 1)).unwrap();
-        notes.expect(&[Note::Started("stream_unary")]);
-        assert_worker_busy(&client);
-        drop(call);
-        notes.expect(&[
-            Note::RequestsEnded("stream_unary", Some(Code::Cancelled)),
-            Note::CancelSeen("stream_unary", true),
-            Note::Done("stream_unary"),
-        ]);
-        let err = sink.send(req("b", 1)).unwrap_err();
-        assert_eq!(err.code(), Code::Cancelled, "{err}");
-        assert_worker_freed(&client);
-    });
+fn dropping_a_call_cancels_the_handler() {
+    with_timeout(60, || giving_up_cancels_the_handler(GiveUp::Drop));
 }
 
 #[test]
 fn cancel_mid_call_cancels_the_handler() {
-    with_timeout(60, || {
-        // UnaryCall::cancel.
-        let (_server, client, notes) = single_worker();
-        let mut call = client.unary_unary_start(req("hold", 0), CallOptions::new());
-        notes.expect(&[Note::Started("unary")]);
-        assert_worker_busy(&client);
-        call.cancel();
-        notes.expect(&[Note::CancelSeen("unary", true), Note::Done("unary")]);
-        assert_worker_freed(&client);
-
-        // Streaming::cancel on a server stream.
-        let (_server, client, notes) = single_worker();
-        let mut stream = client.unary_stream(req("hold", 0));
-        assert_eq!(stream.next().unwrap().unwrap().message, "first");
-        notes.expect(&[Note::Started("unary_stream")]);
-        assert_worker_busy(&client);
-        stream.cancel();
-        notes.expect(&[
-            Note::CancelSeen("unary_stream", true),
-            Note::SendAfter("unary_stream", Some(Code::Cancelled)),
-            Note::Done("unary_stream"),
-        ]);
-        assert_worker_freed(&client);
-
-        // Streaming::cancel on a bidi stream whose sink is open.
-        let (_server, client, notes) = single_worker();
-        let (mut sink, mut stream) = client.stream_stream_sender(CallOptions::new());
-        sink.send(req("a", 1)).unwrap();
-        assert_eq!(stream.next().unwrap().unwrap().message, "a");
-        notes.expect(&[Note::Started("stream_stream")]);
-        assert_worker_busy(&client);
-        stream.cancel();
-        notes.expect(&[
-            Note::RequestsEnded("stream_stream", Some(Code::Cancelled)),
-            Note::CancelSeen("stream_stream", true),
-            Note::SendAfter("stream_stream", Some(Code::Cancelled)),
-            Note::Done("stream_stream"),
-        ]);
-        let err = sink.send(req("b", 1)).unwrap_err();
-        assert_eq!(err.code(), Code::Cancelled, "{err}");
-        assert_worker_freed(&client);
-
-        // A client-streaming call cancelled through its UnaryCall.
-        let (_server, client, notes) = single_worker();
-        let (mut sink, mut call) = client.stream_unary_sender(CallOptions::new());
-        sink.send(req("a", 1)).unwrap();
-        notes.expect(&[Note::Started("stream_unary")]);
-        assert_worker_busy(&client);
-        call.cancel();
-        notes.expect(&[
-            Note::RequestsEnded("stream_unary", Some(Code::Cancelled)),
-            Note::CancelSeen("stream_unary", true),
-            Note::Done("stream_unary"),
-        ]);
-        assert_eq!(sink.send(req("b", 1)).unwrap_err().code(), Code::Cancelled);
-        assert_worker_freed(&client);
-    });
+    with_timeout(60, || giving_up_cancels_the_handler(GiveUp::Cancel));
 }
 
 /// Sends `multiplier` messages, then fails with the code in `value`.

@@ -10,7 +10,7 @@
 //! (well-formed HTTP/2 with malformed gRPC inside). Tests that measure the
 //! whole process (threads, memory) are in `hardening_process.rs`.
 
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -508,55 +508,42 @@ fn max_concurrent_streams_our_client_waits_and_every_call_completes() {
 /// and answers every later one; it reports each request as (connection
 /// number, stream id).
 fn refusing_server() -> (SocketAddr, std::sync::mpsc::Receiver<(usize, u32)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let refused_one = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        for n in 0..3 {
-            let Ok((socket, _)) = listener.accept() else {
-                return;
-            };
-            let tx = tx.clone();
-            let refused_one = refused_one.clone();
-            std::thread::spawn(move || {
-                let mut conn = RawConn::accept(socket);
-                loop {
-                    match conn.next_event(Duration::from_secs(20)) {
-                        Some(Event::Data {
-                            stream,
-                            end_stream: true,
-                            ..
-                        }) => {
-                            let _ = tx.send((n, stream));
-                            if !refused_one.swap(true, Ordering::SeqCst) {
-                                let _ = conn.write(&raw::rst_stream(stream, code::REFUSED_STREAM));
-                                continue;
-                            }
-                            let mut out = raw::headers(
-                                stream,
-                                &raw::encode_headers(&[
-                                    (":status", "200"),
-                                    ("content-type", "application/grpc"),
-                                ]),
-                                false,
-                                true,
-                            );
-                            let answer = reply("answered", stream as i32).encode_to_vec();
-                            out.extend(raw::data(stream, &raw::grpc_frame(0, &answer), false));
-                            out.extend(raw::headers(
-                                stream,
-                                &raw::encode_headers(&[("grpc-status", "0")]),
-                                true,
-                                true,
-                            ));
-                            let _ = conn.write(&out);
-                        }
-                        Some(Event::Closed) | None => return,
-                        Some(_) => {}
-                    }
+    let tx = std::sync::Mutex::new(tx);
+    let refused_one = std::sync::atomic::AtomicBool::new(false);
+    let (addr, _threads) = raw::fake_server(3, move |n, mut conn| loop {
+        match conn.next_event(Duration::from_secs(20)) {
+            Some(Event::Data {
+                stream,
+                end_stream: true,
+                ..
+            }) => {
+                let _ = tx.lock().unwrap().send((n, stream));
+                if !refused_one.swap(true, Ordering::SeqCst) {
+                    let _ = conn.write(&raw::rst_stream(stream, code::REFUSED_STREAM));
+                    continue;
                 }
-            });
+                let mut out = raw::headers(
+                    stream,
+                    &raw::encode_headers(&[
+                        (":status", "200"),
+                        ("content-type", "application/grpc"),
+                    ]),
+                    false,
+                    true,
+                );
+                let answer = reply("answered", stream as i32).encode_to_vec();
+                out.extend(raw::data(stream, &raw::grpc_frame(0, &answer), false));
+                out.extend(raw::headers(
+                    stream,
+                    &raw::encode_headers(&[("grpc-status", "0")]),
+                    true,
+                    true,
+                ));
+                let _ = conn.write(&out);
+            }
+            Some(Event::Closed) | None => return,
+            Some(_) => {}
         }
     });
     (addr, rx)
@@ -789,12 +776,8 @@ fn server_keepalive_closes_a_client_that_stops_answering_pings() {
 /// A "server" that completes the HTTP/2 handshake, reads the call's
 /// request headers, and from then on answers nothing (no PING ACK). Returns
 /// how many PINGs it ignored before the client closed the connection.
-fn silent_server() -> (SocketAddr, std::thread::JoinHandle<usize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let thread = std::thread::spawn(move || {
-        let (socket, _) = listener.accept().unwrap();
-        let mut conn = RawConn::accept(socket);
+fn silent_server() -> (SocketAddr, std::thread::JoinHandle<Vec<usize>>) {
+    raw::fake_server(1, |_, mut conn| {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             match conn.next_event_until(deadline) {
@@ -814,8 +797,7 @@ fn silent_server() -> (SocketAddr, std::thread::JoinHandle<usize>) {
                 Some(_) => {}
             }
         }
-    });
-    (addr, thread)
+    })
 }
 
 #[test]
@@ -834,7 +816,7 @@ fn client_keepalive_detects_a_server_that_stops_answering() {
         assert_mentions(err.message(), &["keepalive"]);
         assert!(started.elapsed() < Duration::from_secs(20));
         let ignored = silent.join().expect("the silent server");
-        assert!(ignored >= 1, "the client sent no PING");
+        assert!(ignored[0] >= 1, "the client sent no PING");
     });
 }
 
