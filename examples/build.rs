@@ -1,19 +1,16 @@
-//! Generates the `nameko` module (messages, `Example` trait, `ExampleServer`,
-//! `ExampleClient`) from `proto/example.proto`, and the `grpc.testing`
-//! module (the gRPC interop schema) from `proto/grpc/testing/*.proto`.
+//! Generates the code of every proto under `proto/` in one call: nameko-grpc's
+//! example service (`nameko.example`), the shop (`acme.shop.v1`, which
+//! imports `acme.common.v1` and a well-known type) and the gRPC interop
+//! schema (`grpc.testing`). `src/lib.rs` includes them as a module tree with
+//! `grpc_blocking::include_protos!()`.
 
 fn main() {
-    if let Err(e) = grpc_blocking_codegen::compile_protos(&["proto/example.proto"], &["proto"]) {
-        panic!("{e}");
-    }
-    // The interop schema imports its files as `grpc/testing/*.proto`, so the
-    // include root is `proto`.
-    let interop = [
-        "proto/grpc/testing/empty.proto",
-        "proto/grpc/testing/messages.proto",
+    let protos = [
+        "proto/example.proto",
+        "proto/acme/shop/v1/shop.proto",
         "proto/grpc/testing/test.proto",
     ];
-    if let Err(e) = grpc_blocking_codegen::compile_protos(&interop, &["proto"]) {
+    if let Err(e) = grpc_blocking_codegen::compile_protos(&protos, &["proto"]) {
         panic!("{e}");
     }
 }

@@ -5,9 +5,11 @@
 //!
 //! # Usage
 //!
-//! In `Cargo.toml`, `grpc-blocking-codegen` is a build dependency, and
-//! `grpc-blocking` and `prost` (plus `prost-types` when the protos use the
-//! well-known types) are dependencies. The build script is one call:
+//! In `Cargo.toml`, `grpc-blocking-codegen` is a build dependency and
+//! `grpc-blocking` a dependency; nothing else is needed, as the generated
+//! code reaches `prost` and the well-known types (`prost-types`) through
+//! grpc-blocking's re-exports. The build script is one call, with every
+//! proto of the crate:
 //!
 //! ```no_run
 //! // build.rs
@@ -19,18 +21,25 @@
 //! ```
 //!
 //! It writes one file per proto package to `OUT_DIR` (`nameko.rs` for
-//! `package nameko;`, `_.rs` for protos without a package), which the crate
-//! includes in a module of the same name:
+//! `package nameko;`, `_.rs` for protos without a package), and
+//! `_includes.rs`, which includes them all as a tree of modules that follows
+//! the packages (`acme.shop.v1` is `acme::shop::v1`, so that packages that
+//! import each other find each other). The crate includes that tree:
 //!
 //! ```text
-//! pub mod nameko {
-//!     grpc_blocking::include_proto!("nameko");
+//! pub mod proto {
+//!     grpc_blocking::include_protos!();
 //! }
+//! use proto::acme::shop::v1::{Shop, ShopClient, ShopServer};
 //! ```
 //!
+//! (Each call writes its own `_includes.rs`: compile every proto of a crate
+//! in one call. A single package can also be included on its own, with
+//! `grpc_blocking::include_proto!("nameko")` in a module of that name.)
+//!
 //! [`configure()`] gives a [`Builder`] for the options: output directory,
-//! server or client code only, a file descriptor set for reflection, and so
-//! on.
+//! server or client code only, trait methods with default bodies answering
+//! `UNIMPLEMENTED`, a file descriptor set, and so on.
 //!
 //! # Generated code
 //!
@@ -51,10 +60,12 @@
 //!   `grpc_blocking::server::Service` by dispatching on the method name;
 //!   pass it to `ServerBuilder::add_service`.
 //! - `struct ExampleClient`: a blocking client over a `grpc_blocking::Channel`,
-//!   with per rpc a plain call (`unary_unary(request)`), a `_with` variant
-//!   taking `CallOptions`, and for client and bidirectional streaming a
-//!   `_sender` variant returning a request sink; and the wire paths as
-//!   constants (`ExampleClient::UNARY_UNARY_PATH`).
+//!   with per rpc a plain call (`unary_unary(request)`); a `_with` variant
+//!   taking `CallOptions`, which blocks or streams exactly as the plain call
+//!   does; for rpcs that block for one reply (unary, client streaming) a
+//!   `_start` variant that returns a handle at once; for client and
+//!   bidirectional streaming a `_sender` variant returning a request sink;
+//!   and the wire paths as constants (`ExampleClient::UNARY_UNARY_PATH`).
 //!
 //! Wire paths use the proto names verbatim: `/nameko.example/unary_unary`,
 //! or `/example/unary_unary` without a package. Proto comments on services

@@ -1,6 +1,7 @@
-//! The seeds' example service, `nameko.example`, implemented with
-//! grpc-blocking, and the client calls the `example-client` and `demo`
-//! binaries make.
+//! nameko-grpc's example service, `nameko.example`, implemented with
+//! grpc-blocking, the client calls the `example-client` and `demo` binaries
+//! make, a small shop service ([`shop`]) of the kind a new user writes
+//! first, and the gRPC interop test service and client ([`interop`]).
 //!
 //! The binaries of this crate:
 //! - `example-server --port N [--host H]` serves [`ExampleService`];
@@ -11,26 +12,23 @@
 //! - `interop-server --port N [--host H]` serves the gRPC interop test
 //!   service, and `interop-client --server_host H --server_port N
 //!   --test_case NAME|all` runs the gRPC interop test cases (see
-//!   [`interop`]).
+//!   [`interop`]);
+//! - `shop` serves the shop and calls it from eight client threads.
 
 use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
 use grpc_blocking::Status;
 
-/// The code generated from `proto/example.proto` (package `nameko`).
-pub mod nameko {
-    grpc_blocking::include_proto!("nameko");
+/// The code generated from every proto under `proto/` (see `build.rs`), one
+/// module per proto package, nested as the packages are: `nameko`,
+/// `acme::shop::v1`, `acme::common::v1`, `grpc::testing`.
+pub mod proto {
+    grpc_blocking::include_protos!();
 }
 
-/// The gRPC interop schema (package `grpc`, only nested packages below it).
-pub mod grpc {
-    /// Package `grpc.testing`: `proto/grpc/testing/*.proto`, the services and
-    /// messages of the gRPC interoperability tests.
-    pub mod testing {
-        grpc_blocking::include_proto!("grpc.testing");
-    }
-}
+pub use proto::{acme, grpc, nameko};
 
 pub mod interop;
+pub mod shop;
 
 use nameko::{Example, ExampleClient, ExampleReply, ExampleRequest};
 
@@ -40,7 +38,8 @@ fn repeated(request: &ExampleRequest) -> String {
     request.value.repeat(times)
 }
 
-/// The example service, with the behaviour the seeds describe.
+/// The example service, with the behaviour nameko-grpc's documentation
+/// describes.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ExampleService;
 

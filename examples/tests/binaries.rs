@@ -296,3 +296,14 @@ fn boolean_flags_are_bare_or_take_true_or_false() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[test]
+fn shop_serves_eight_client_threads_with_blocking_handlers() {
+    let out = run(&mut Command::new(env!("CARGO_BIN_EXE_shop")), 120);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("orders placed: 30, refused as sold out: 10"),
+        "{}",
+        text(&out)
+    );
+}

@@ -438,7 +438,7 @@ impl proto::Equivalence for EquivalenceService {
 }
 
 // ---------------------------------------------------------------------------
-// The seeds' `nameko.example`
+// nameko-grpc's example service, `nameko.example`
 
 use grpc_blocking_examples::nameko::ExampleServer;
 pub use grpc_blocking_examples::nameko::{ExampleReply, ExampleRequest};
@@ -446,7 +446,7 @@ pub use grpc_blocking_examples::nameko::{ExampleReply, ExampleRequest};
 /// check against grpcio.
 pub use grpc_blocking_examples::ExampleService;
 
-/// Wire paths of the seeds' example service.
+/// Wire paths of the example service.
 pub mod example_paths {
     pub const UNARY_UNARY: &str = "/nameko.example/unary_unary";
     pub const UNARY_STREAM: &str = "/nameko.example/unary_stream";

@@ -480,7 +480,7 @@ impl Drop for GrpcioClient {
     }
 }
 
-/// Runs `client.py example --target ADDR` (the seeds' calls to
+/// Runs `client.py example --target ADDR` (the example client's calls to
 /// `nameko.example` made by grpcio) and returns its stdout lines.
 pub fn run_example_client(
     addr: std::net::SocketAddr,

@@ -1,5 +1,5 @@
 //! The core behaviour of server and client over loopback TCP, through the
-//! code generated for the seeds' `nameko.example` proto: the four patterns,
+//! code generated for nameko-grpc's example service (`nameko.example`): the four patterns,
 //! concurrency, large and long streams, backpressure both ways, metadata,
 //! and errors.
 

@@ -162,7 +162,8 @@ fn unique(prefix: &str, p: Pairing) -> String {
 
 // ---------------------------------------------------------------------------
 
-/// The seeds' `nameko.example` service, with the seeds' behaviour.
+/// nameko-grpc's example service, `nameko.example`, with the behaviour its
+/// documentation gives it.
 fn example_service(p: Pairing) {
     let ex = |value: &str, multiplier| ExampleRequest {
         value: value.into(),
@@ -1651,7 +1652,7 @@ fn check_example_lines(lines: &[serde_json::Value]) {
     assert_eq!(serde_json::Value::Array(lines.to_vec()), expected);
 }
 
-/// The grpcio example client (`client.py example`, the seeds' calls made with
+/// The grpcio example client (`client.py example`, the example client's calls made with
 /// grpcio's generated stubs) against our example server.
 #[test]
 fn grpcio_example_client_against_our_server() {

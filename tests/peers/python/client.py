@@ -9,7 +9,7 @@ Two modes:
         "id". Ends when stdin closes.
 
     python client.py --stubs DIR example --target 127.0.0.1:50051
-        Calls the four methods of the seeds' `nameko.example` service and
+        Calls the four methods of nameko-grpc's example service, `nameko.example`, and
         prints what came back, one JSON line per call.
 
 Commands of `serve` (every field but "id" and "op" optional unless noted):
@@ -375,7 +375,7 @@ def serve(grpc, modules):
 
 
 def example(grpc, modules, target):
-    """The seeds' client calls against `nameko.example`, printed as JSON lines."""
+    """The example client's calls against `nameko.example`, printed as JSON lines."""
     import example_pb2
     import example_pb2_grpc
 

@@ -1,5 +1,5 @@
-"""grpcio server for the equivalence tests: `equivalence.Equivalence` and the
-seeds' `nameko.example`.
+"""grpcio server for the equivalence tests: `equivalence.Equivalence` and
+nameko-grpc's example service, `nameko.example`.
 
     python server.py --stubs DIR [--host 127.0.0.1] [--port 0] [--forever]
 
@@ -248,7 +248,7 @@ def make_servicers(grpc, pb2, pb2_grpc, example_pb2, example_pb2_grpc):
     if example_pb2 is not None:
         ExampleReply = example_pb2.ExampleReply
 
-        # The seeds' example service, verbatim in behaviour.
+        # nameko-grpc's example service, verbatim in behaviour.
         class Example(example_pb2_grpc.exampleServicer):
             def unary_unary(self, request, context):
                 message = request.value * (request.multiplier or 1)

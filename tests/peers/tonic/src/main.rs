@@ -1,4 +1,5 @@
-//! `tonic-example-server`: the seeds' `nameko.example` service on tonic.
+//! `tonic-example-server`: nameko-grpc's example service, `nameko.example`,
+//! on tonic.
 //!
 //! The baseline grpc-blocking's example server is measured against (see
 //! `../bench-vs-tonic.sh`). Default tonic settings, tokio's multi-thread
@@ -40,7 +41,7 @@ fn repeat(request: &ExampleRequest) -> String {
     request.value.repeat(times)
 }
 
-/// The example service with the seeds' behaviour.
+/// The example service, behaving as nameko-grpc's documentation says.
 #[derive(Debug, Default)]
 struct ExampleService;
 
