@@ -26,7 +26,7 @@ use crate::client::link::{CallEvent, ClientCmd, ClientConn, RequestEnd, StartCal
 use crate::error::TransportError;
 use crate::rt::call_state::CallState;
 use crate::rt::event_loop::{conn_waker, drive, stream_waker, Driver, EventLoop, Socket};
-use crate::rt::keepalive::{Keepalive, KeepaliveEvent};
+use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::Producer;
 use crate::rt::send_queue::SendQueue;
 use crate::rt::settings::ConnConfig;
@@ -324,26 +324,21 @@ impl Driver for Conn {
             }
             Timer::Close if self.closing => self.phase = Phase::Done,
             Timer::KeepalivePing | Timer::KeepalivePong => {
-                let has_calls = !self.streams.is_empty();
-                match self
+                let idle = self.streams.is_empty();
+                let timers = &mut self.ev.timers;
+                let liveness = self
                     .keepalive
-                    .on_timer(timer, now, has_calls, &mut self.ev.timers)
-                {
-                    KeepaliveEvent::Nothing => {}
-                    KeepaliveEvent::PingSent => self.conn_waker.wake_by_ref(),
-                    KeepaliveEvent::PeerGone => {
-                        let timeout = self.keepalive.timeout();
-                        log::debug!(
-                            "closing the connection: keepalive ping not answered within {timeout:?}"
-                        );
-                        self.alive.store(false, Ordering::Release);
-                        self.fail_all(Status::from_transport(TransportError::ConnectionLost(
-                            format!(
-                                "the server did not answer a keepalive ping within {timeout:?}"
-                            ),
-                        )));
-                        self.phase = Phase::Done;
-                    }
+                    .on_timer(timer, now, !idle, timers, &self.conn_waker);
+                if liveness == Liveness::PeerGone {
+                    let timeout = self.keepalive.timeout();
+                    log::debug!(
+                        "closing the connection: keepalive ping not answered within {timeout:?}"
+                    );
+                    self.alive.store(false, Ordering::Release);
+                    self.fail_all(Status::from_transport(TransportError::ConnectionLost(
+                        format!("the server did not answer a keepalive ping within {timeout:?}"),
+                    )));
+                    self.phase = Phase::Done;
                 }
             }
             _ => {}

@@ -5,7 +5,7 @@
 //! The timing lives in the connection's [`Timers`] ([`Timer::KeepalivePing`],
 //! [`Timer::KeepalivePong`]); this file decides what each timer does.
 
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::rt::timers::{Timer, Timers};
@@ -39,13 +39,11 @@ impl Pinger for h2::PingPong {
     }
 }
 
-/// What a keepalive timer asks of the connection.
+/// What a keepalive timer found out about the peer.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum KeepaliveEvent {
-    /// Nothing to do.
-    Nothing,
-    /// A PING was queued: poll the connection so that it goes out.
-    PingSent,
+pub(crate) enum Liveness {
+    /// Nothing is known against it.
+    Alive,
     /// The last PING went unanswered: close the connection.
     PeerGone,
 }
@@ -101,30 +99,32 @@ impl<P: Pinger> Keepalive<P> {
     }
 
     /// Handles [`Timer::KeepalivePing`] and [`Timer::KeepalivePong`];
-    /// `has_calls` says whether any call is open.
+    /// `has_calls` says whether any call is open. A PING that goes out wakes
+    /// `conn` (the connection's own waker), so that h2 writes it.
     pub(crate) fn on_timer(
         &mut self,
         timer: Timer,
         now: Instant,
         has_calls: bool,
         timers: &mut Timers,
-    ) -> KeepaliveEvent {
+        conn: &Waker,
+    ) -> Liveness {
         match timer {
             Timer::KeepalivePing => {
                 if self.config.interval.is_none() || self.sent_at.is_some() {
                     // Off, or a PING is out: its PONG arms the next.
-                    return KeepaliveEvent::Nothing;
+                    return Liveness::Alive;
                 }
                 let wanted = self.config.without_calls || has_calls;
                 let sent = wanted && self.pinger.as_mut().is_some_and(|p| p.send_ping());
                 if sent {
                     self.sent_at = Some(now);
                     timers.add(now + self.config.timeout, Timer::KeepalivePong);
-                    KeepaliveEvent::PingSent
+                    conn.wake_by_ref();
                 } else {
                     self.arm(now, timers);
-                    KeepaliveEvent::Nothing
                 }
+                Liveness::Alive
             }
             // A PONG timer can outlive its PING (answered in time): only the
             // outstanding PING's age decides.
@@ -133,9 +133,9 @@ impl<P: Pinger> Keepalive<P> {
                     .sent_at
                     .is_some_and(|at| now.saturating_duration_since(at) >= self.config.timeout) =>
             {
-                KeepaliveEvent::PeerGone
+                Liveness::PeerGone
             }
-            _ => KeepaliveEvent::Nothing,
+            _ => Liveness::Alive,
         }
     }
 }
@@ -143,6 +143,18 @@ impl<P: Pinger> Keepalive<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct CountWakes(AtomicUsize);
+
+    impl std::task::Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 
     /// A pinger whose PONG arrives when the test says.
     #[derive(Default)]
@@ -175,7 +187,7 @@ mod tests {
     }
 
     fn cx() -> Context<'static> {
-        Context::from_waker(std::task::Waker::noop())
+        Context::from_waker(Waker::noop())
     }
 
     #[test]
@@ -186,22 +198,48 @@ mod tests {
         let mut k = Keepalive::new(config(true));
         k.start(Some(FakePinger::default()), t0, &mut timers);
         assert_eq!(timers.pop_due(t0 + s(10)), Some(Timer::KeepalivePing));
-        let ev = k.on_timer(Timer::KeepalivePing, t0 + s(10), false, &mut timers);
-        assert_eq!(ev, KeepaliveEvent::PingSent);
+        let woken = Arc::new(CountWakes::default());
+        let conn = Waker::from(woken.clone());
+        let ev = k.on_timer(Timer::KeepalivePing, t0 + s(10), false, &mut timers, &conn);
+        assert_eq!(ev, Liveness::Alive);
+        assert_eq!(k.pinger.as_ref().unwrap().sent, 1);
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            1,
+            "the PING wakes the connection"
+        );
         // Answered in time: the next PING is armed, the PONG timer is moot.
         k.pinger.as_mut().unwrap().answered = true;
         k.poll_pong(&mut cx(), t0 + s(11), &mut timers);
         assert_eq!(timers.pop_due(t0 + s(12)), Some(Timer::KeepalivePong));
-        let ev = k.on_timer(Timer::KeepalivePong, t0 + s(12), false, &mut timers);
-        assert_eq!(ev, KeepaliveEvent::Nothing);
+        let ev = k.on_timer(
+            Timer::KeepalivePong,
+            t0 + s(12),
+            false,
+            &mut timers,
+            Waker::noop(),
+        );
+        assert_eq!(ev, Liveness::Alive);
         assert_eq!(timers.pop_due(t0 + s(21)), Some(Timer::KeepalivePing));
         // Not answered: the peer is gone at the PONG deadline.
-        let ev = k.on_timer(Timer::KeepalivePing, t0 + s(21), false, &mut timers);
-        assert_eq!(ev, KeepaliveEvent::PingSent);
+        let ev = k.on_timer(
+            Timer::KeepalivePing,
+            t0 + s(21),
+            false,
+            &mut timers,
+            Waker::noop(),
+        );
+        assert_eq!(ev, Liveness::Alive);
         assert_eq!(k.pinger.as_ref().unwrap().sent, 2);
         assert_eq!(timers.pop_due(t0 + s(23)), Some(Timer::KeepalivePong));
-        let ev = k.on_timer(Timer::KeepalivePong, t0 + s(23), false, &mut timers);
-        assert_eq!(ev, KeepaliveEvent::PeerGone);
+        let ev = k.on_timer(
+            Timer::KeepalivePong,
+            t0 + s(23),
+            false,
+            &mut timers,
+            Waker::noop(),
+        );
+        assert_eq!(ev, Liveness::PeerGone);
     }
 
     #[test]
@@ -211,13 +249,26 @@ mod tests {
         let mut timers = Timers::default();
         let mut k = Keepalive::new(config(false));
         k.start(Some(FakePinger::default()), t0, &mut timers);
-        let ev = k.on_timer(Timer::KeepalivePing, t0 + s(10), false, &mut timers);
-        assert_eq!(ev, KeepaliveEvent::Nothing);
+        let ev = k.on_timer(
+            Timer::KeepalivePing,
+            t0 + s(10),
+            false,
+            &mut timers,
+            Waker::noop(),
+        );
+        assert_eq!(ev, Liveness::Alive);
         assert_eq!(k.pinger.as_ref().unwrap().sent, 0);
         // Re-armed for the next interval, when a call is open.
         assert_eq!(timers.pop_due(t0 + s(20)), Some(Timer::KeepalivePing));
-        let ev = k.on_timer(Timer::KeepalivePing, t0 + s(20), true, &mut timers);
-        assert_eq!(ev, KeepaliveEvent::PingSent);
+        let ev = k.on_timer(
+            Timer::KeepalivePing,
+            t0 + s(20),
+            true,
+            &mut timers,
+            Waker::noop(),
+        );
+        assert_eq!(ev, Liveness::Alive);
+        assert_eq!(k.pinger.as_ref().unwrap().sent, 1);
     }
 
     #[test]

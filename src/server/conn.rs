@@ -25,7 +25,7 @@ use crate::code::Code;
 use crate::metadata::Metadata;
 use crate::rt::call_state::CallState;
 use crate::rt::event_loop::{conn_waker, drive, stream_waker, Driver, EventLoop, Socket};
-use crate::rt::keepalive::{Keepalive, KeepaliveEvent};
+use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::{mailbox, Producer};
 use crate::rt::send_queue::SendQueue;
 use crate::rt::timers::Timer;
@@ -306,23 +306,20 @@ impl Driver for Conn {
             }
             Timer::KeepalivePing | Timer::KeepalivePong => {
                 let has_calls = !self.streams.is_empty();
-                match self
-                    .keepalive
-                    .on_timer(timer, now, has_calls, &mut self.ev.timers)
-                {
-                    KeepaliveEvent::Nothing => {}
-                    KeepaliveEvent::PingSent => self.conn_waker.wake_by_ref(),
-                    KeepaliveEvent::PeerGone => {
-                        log::debug!(
-                            "closing connection from {:?}: keepalive ping not answered within {:?}",
-                            self.peer,
-                            self.keepalive.timeout()
-                        );
-                        self.close_all(Status::unavailable(
-                            "the connection was closed: the client stopped answering keepalive pings",
-                        ));
-                        self.phase = Phase::Done;
-                    }
+                let timers = &mut self.ev.timers;
+                let liveness =
+                    self.keepalive
+                        .on_timer(timer, now, has_calls, timers, &self.conn_waker);
+                if liveness == Liveness::PeerGone {
+                    log::debug!(
+                        "closing connection from {:?}: keepalive ping not answered within {:?}",
+                        self.peer,
+                        self.keepalive.timeout()
+                    );
+                    self.close_all(Status::unavailable(
+                        "the connection was closed: the client stopped answering keepalive pings",
+                    ));
+                    self.phase = Phase::Done;
                 }
             }
             Timer::Idle => {
