@@ -16,6 +16,10 @@ pub mod raw_h2;
 /// hardening tests' malformed, partial and abusive input.
 pub mod raw;
 
+/// A gRPC server written frame by frame that records the frames its
+/// clients send, for the half-close tests.
+pub mod frame_recorder;
+
 /// The grpcio (Python) peers of the equivalence tests: virtualenv, server,
 /// client driver.
 pub mod python;
