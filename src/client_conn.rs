@@ -393,15 +393,15 @@ impl Worker {
                 let Some(start) = s.start.take() else {
                     continue;
                 };
-                let end_now = s.end && s.out.is_empty();
-                match sr.send_request(start.request, end_now) {
+                // Never END_STREAM on the request HEADERS, even when the
+                // request is already over: the spec (PROTOCOL-HTTP2.md)
+                // ends a request with a DATA frame, an empty one when no
+                // data remains, and some servers (grpc-go 1.33) never
+                // answer otherwise. `flush` sends it.
+                match sr.send_request(start.request, false) {
                     Ok((response, send)) => {
                         s.response = Some(response);
-                        if end_now {
-                            s.send_done = true;
-                        } else {
-                            s.send = Some(send);
-                        }
+                        s.send = Some(send);
                         started.push(key);
                     }
                     Err(e) => failed.push((key, protocol::status_for_h2_error(&e), true)),
