@@ -141,6 +141,7 @@ impl ClientConn {
             alive,
             streams: HashMap::new(),
             waiting: VecDeque::new(),
+            last_opened: None,
             timers: Timers::default(),
             closing: false,
             end_status: None,
@@ -235,6 +236,13 @@ struct Worker {
     streams: HashMap<u64, Stream>,
     /// Streams waiting for h2 to accept another request.
     waiting: VecDeque<u64>,
+    /// The stream handed to h2 last, until `poll_ready` says it is open.
+    /// h2 holds a new stream back while the server's concurrent-stream
+    /// limit is reached, and `poll_ready` then parks the connection's
+    /// waker in that stream's one wake-up slot, replacing the stream's own
+    /// (its flush waiting for send capacity): the stream must be polled
+    /// again once it opens, or its request data never leaves.
+    last_opened: Option<u64>,
     timers: Timers,
     closing: bool,
     /// Why the connection ended, when h2 said (a GOAWAY's reason, say).
@@ -364,6 +372,7 @@ impl Worker {
     /// Opens the streams that wait, as far as h2 lets us.
     fn start_waiting(&mut self) {
         let mut started = Vec::new();
+        let mut reopened = Vec::new();
         let mut failed = Vec::new();
         if let Phase::Open {
             send_request: Some(sr),
@@ -371,11 +380,7 @@ impl Worker {
         } = &mut self.phase
         {
             let mut cx = Context::from_waker(&self.conn_waker);
-            while let Some(&key) = self.waiting.front() {
-                let Some(s) = self.streams.get_mut(&key) else {
-                    self.waiting.pop_front();
-                    continue;
-                };
+            while !self.waiting.is_empty() || self.last_opened.is_some() {
                 match sr.poll_ready(&mut cx) {
                     Poll::Pending => break,
                     Poll::Ready(Err(e)) => {
@@ -389,7 +394,16 @@ impl Worker {
                     }
                     Poll::Ready(Ok(())) => {}
                 }
-                self.waiting.pop_front();
+                // The stream opened last is open on the wire now.
+                if let Some(key) = self.last_opened.take() {
+                    reopened.push(key);
+                }
+                let Some(key) = self.waiting.pop_front() else {
+                    break;
+                };
+                let Some(s) = self.streams.get_mut(&key) else {
+                    continue;
+                };
                 let Some(start) = s.start.take() else {
                     continue;
                 };
@@ -402,6 +416,7 @@ impl Worker {
                     Ok((response, send)) => {
                         s.response = Some(response);
                         s.send = Some(send);
+                        self.last_opened = Some(key);
                         started.push(key);
                     }
                     Err(e) => failed.push((key, protocol::status_for_h2_error(&e), true)),
@@ -412,6 +427,11 @@ impl Worker {
             self.fail_with(key, status, refused);
         }
         for key in started {
+            self.poll_stream(key);
+        }
+        // h2 may have held these back for the server's stream limit: their
+        // wake-ups went to the connection (see `last_opened`).
+        for key in reopened {
             self.poll_stream(key);
         }
     }

@@ -14,7 +14,10 @@
 //! - a fresh connection (a lazy channel: the call opens the connection, so
 //!   the request may be complete before the HTTP/2 handshake is; several
 //!   rounds, each on a new connection);
-//! - a busy one (other calls in flight on the same channel).
+//! - a busy one (other calls in flight on the same channel);
+//! - a full one (the server allows two concurrent streams and two calls
+//!   hold them, so the case's calls wait for a free stream and their
+//!   requests are complete before their streams open).
 //!
 //! And the other side: our server still accepts END_STREAM on the request
 //! HEADERS from lenient clients (strict in what we send, tolerant in what
@@ -384,6 +387,42 @@ fn on_a_busy_connection(name: &'static str, case: Case) {
     });
 }
 
+/// Runs `case` twice on a connection whose every stream is taken (the
+/// server allows [`BUSY_CALLS`]): the first call waits inside h2, the
+/// second in our connection's queue, both with their requests complete
+/// before their streams open; then the busy calls end.
+fn on_a_full_connection(name: &'static str, case: Case) {
+    with_timeout(120, move || {
+        let max = u32::try_from(BUSY_CALLS).expect("a few calls");
+        let recorder = FrameRecorder::with_max_concurrent_streams(Some(max));
+        let channel = Channel::connect(&recorder.target()).expect("connect");
+        // The client has acknowledged the server's SETTINGS: it knows the
+        // limit.
+        recorder.wait_until("the client's SETTINGS ACK", WAIT, |f| {
+            f.iter()
+                .any(|r| r.kind == kind::SETTINGS && r.has(flag::ACK))
+        });
+        let busy = Busy::open(&channel, &recorder);
+        let waiting: Vec<Started> = (0..2).map(|_| case(&channel, next_tag(name))).collect();
+        let mut busy = Some(busy);
+        for started in waiting {
+            let (tag, ending) = (started.tag.clone(), started.ending);
+            if let Some(busy) = busy.take() {
+                // The cases' calls start only now.
+                let frames = recorder.frames();
+                assert!(
+                    streams_tagged(&frames, &tag).is_empty(),
+                    "{tag} opened a stream beyond the server's limit: {}",
+                    describe(&frames)
+                );
+                busy.release(&recorder);
+            }
+            (started.finish)(&recorder);
+            assert_spec_form(&recorder.frames(), &tag, ending);
+        }
+    });
+}
+
 /// One module per case, with a test per kind of connection.
 macro_rules! half_close_cases {
     ($($case:ident),* $(,)?) => {$(
@@ -396,6 +435,11 @@ macro_rules! half_close_cases {
             #[test]
             fn busy_connection() {
                 super::on_a_busy_connection(stringify!($case), super::$case);
+            }
+
+            #[test]
+            fn full_connection() {
+                super::on_a_full_connection(stringify!($case), super::$case);
             }
         }
     )*};
