@@ -20,6 +20,10 @@ pub mod raw;
 /// clients send, for the half-close tests.
 pub mod frame_recorder;
 
+/// The process side of the equivalence tests' peers: server and driver
+/// processes, waits with timeouts.
+pub mod peer_process;
+
 /// The grpcio (Python) peers of the equivalence tests: virtualenv, server,
 /// client driver.
 pub mod python;
