@@ -402,12 +402,17 @@ impl From<TransportError> for Status {
 
 /// Percent-encodes a status message for `grpc-message`: every byte of its
 /// UTF-8 form outside printable ASCII (0x20..=0x7E), and `%` itself, becomes
-/// `%XX` with upper-case hex digits.
+/// `%XX` with upper-case hex digits; so does a space that starts or ends
+/// the message, because HTTP/2 (RFC 9113, section 8.2.1) forbids a field
+/// value that starts or ends with whitespace (Node's HTTP/2, under grpc-js,
+/// drops such a field).
 pub fn encode_message(message: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = message.as_bytes();
     let mut out = String::with_capacity(message.len());
-    for &b in message.as_bytes() {
-        if (0x20..=0x7E).contains(&b) && b != b'%' {
+    for (i, &b) in bytes.iter().enumerate() {
+        let at_an_end = i == 0 || i + 1 == bytes.len();
+        if (0x20..=0x7E).contains(&b) && b != b'%' && !(b == b' ' && at_an_end) {
             out.push(b as char);
         } else {
             out.push('%');
@@ -495,6 +500,10 @@ mod tests {
             assert_eq!(decode_message(enc.as_bytes()), msg);
         }
         assert_eq!(encode_message("a%b\n"), "a%25b%0A");
+        // No whitespace at either end of the field value (RFC 9113, 8.2.1).
+        assert_eq!(encode_message(" a b "), "%20a b%20");
+        assert_eq!(encode_message(" "), "%20");
+        assert_eq!(decode_message(b"%20a b%20"), " a b ");
     }
 
     #[test]
