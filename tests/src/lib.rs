@@ -32,6 +32,9 @@ pub mod python;
 /// with grpc-blocking, and the driver of the four client/server pairings.
 pub mod equivalence;
 
+/// The behaviours the equivalence tests run in every pairing.
+pub mod behaviours;
+
 /// Protos without a package (`_.rs`): `proto/codegen/noPackage.proto`.
 pub mod no_package {
     grpc_blocking::include_proto!("_");
