@@ -65,9 +65,47 @@ fn by_name(md: &MdList) -> MdList {
     md
 }
 
+/// Metadata as the gRPC spec defines its meaning (PROTOCOL-HTTP2.md,
+/// Custom-Metadata): besides [`by_name`], "Duplicate header names may have
+/// their values joined with "," as the delimiter and be considered
+/// semantically equivalent", and an ASCII value's leading or trailing
+/// whitespace "may be stripped". grpc-js does join them: Node's http2 hands
+/// it the values of a repeated field joined with ", " (it splits `-bin`
+/// values again, as the spec asks). So in the pairings with grpc-js the
+/// values of each ASCII name are compared joined, trimmed around each
+/// comma.
+fn joined(md: &MdList) -> MdList {
+    let mut out: MdList = Vec::new();
+    for (name, value) in by_name(md) {
+        let Md::Text(text) = value else {
+            out.push((name, value));
+            continue;
+        };
+        match out.last_mut() {
+            Some((last, Md::Text(all))) if *last == name => {
+                all.push(',');
+                all.push_str(&text);
+            }
+            _ => out.push((name, Md::Text(text))),
+        }
+    }
+    for (_, value) in &mut out {
+        if let Md::Text(text) = value {
+            *text = text.split(',').map(str::trim).collect::<Vec<_>>().join(",");
+        }
+    }
+    out
+}
+
+/// Asserts two metadata lists mean the same in the pairing `p` (see
+/// [`by_name`], [`joined`]).
 #[track_caller]
-fn assert_md(actual: &MdList, expected: &MdList, what: &str) {
-    assert_eq!(by_name(actual), by_name(expected), "{what}");
+fn assert_md(p: Pairing, actual: &MdList, expected: &MdList, what: &str) {
+    if p.client == Peer::GrpcJs || p.server == Peer::GrpcJs {
+        assert_eq!(joined(actual), joined(expected), "{what}");
+    } else {
+        assert_eq!(by_name(actual), by_name(expected), "{what}");
+    }
 }
 
 /// A key no other test run of this process shares.
@@ -84,7 +122,8 @@ fn unique(prefix: &str, p: Pairing) -> String {
 
 // ---------------------------------------------------------------------------
 
-/// The seeds' `nameko.example` service, with the seeds' behaviour.
+/// nameko-grpc's example service (`nameko.example`), with its documented
+/// behaviour.
 pub fn example_service(p: Pairing) {
     let ex = |value: &str, multiplier| ExampleRequest {
         value: value.into(),
@@ -322,6 +361,7 @@ pub fn request_metadata(p: Pairing) {
         assert!(!replies.is_empty(), "{p} {kind:?}");
         for r in &replies {
             assert_md(
+                p,
                 &received(r),
                 &md,
                 &format!("{p} {kind:?}: metadata the server saw"),
@@ -358,16 +398,19 @@ pub fn metadata_order_within_names(p: Pairing) {
         let what = format!("{p} {kind:?}");
         assert_eq!(out.code, Code::Ok, "{what}: {out:?}");
         assert_md(
+            p,
             &received(&out.responses[0]),
             &md,
             &format!("{what}: request metadata as the handler saw it"),
         );
         assert_md(
+            p,
             &out.headers,
             &md,
             &format!("{what}: initial metadata as the client saw it"),
         );
         assert_md(
+            p,
             &out.trailers,
             &md,
             &format!("{what}: trailing metadata as the client saw it"),
@@ -375,11 +418,59 @@ pub fn metadata_order_within_names(p: Pairing) {
     }
 }
 
+/// The fields of a response a pairing's client shows as metadata besides
+/// the handler's own: (in the headers, in the trailers, in the trailers of
+/// a Trailers-Only response). grpcio's client and ours show none of the
+/// protocol's own fields. grpc-js brings two differences, neither against
+/// the spec (which says nothing of what a client's API shows, and whose
+/// grammar reads any other field as Custom-Metadata): grpc-js's client
+/// shows the response's `content-type` (and, in a Trailers-Only response,
+/// `content-type` and `grpc-accept-encoding` with the trailers); grpc-js's
+/// server sends a `date` field with its response headers (Node's http2 adds
+/// one), which our client shows as the metadata the spec says it is.
+fn protocol_fields_shown(p: Pairing) -> [&'static [&'static str]; 3] {
+    match (p.client, p.server) {
+        (Peer::GrpcJs, _) => [
+            &["content-type"],
+            &[],
+            &["content-type", "grpc-accept-encoding"],
+        ],
+        (_, Peer::GrpcJs) => [&["date"], &[], &["date"]],
+        _ => [&[], &[], &[]],
+    }
+}
+
+/// Asserts the metadata a client shows is `expected` plus the fields named
+/// in `protocol` (whatever their values), in any order.
+#[track_caller]
+fn assert_shown(actual: &MdList, expected: &MdList, protocol: &[&str], what: &str) {
+    let mut names: Vec<&str> = actual
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| protocol.contains(n))
+        .collect();
+    names.sort_unstable();
+    let mut wanted = protocol.to_vec();
+    wanted.sort_unstable();
+    assert_eq!(
+        names, wanted,
+        "{what}: the protocol's fields shown in {actual:?}"
+    );
+    let rest: MdList = actual
+        .iter()
+        .filter(|(n, _)| !protocol.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(by_name(&rest), by_name(expected), "{what}");
+}
+
 /// Handlers see the application's metadata plus `user-agent`, none of the
 /// protocol's own headers (`content-type`, `te`, `grpc-timeout`, `:path`,
 /// ...); clients see only the metadata the handler sent, none of the
-/// response's own headers and trailers (`grpc-status`, `content-type`, ...).
+/// response's own headers and trailers (`grpc-status`, `content-type`, ...),
+/// except as [`protocol_fields_shown`] says.
 pub fn reserved_headers_hidden(p: Pairing) {
+    let [in_headers, in_trailers, in_trailers_only] = protocol_fields_shown(p);
     for kind in Kind::ALL {
         let request = Request {
             all_metadata: true,
@@ -393,32 +484,47 @@ pub fn reserved_headers_hidden(p: Pairing) {
         }
         let out = p.call::<_, Reply>(Call::to(kind, requests).metadata(text_md(&[("x-k", "v")])));
         let what = format!("{p} {kind:?}");
-        assert_eq!(
-            out.all_headers,
-            text_md(&[("x-k", "v")]),
-            "{what}: headers the client shows"
+        assert_shown(
+            &out.all_headers,
+            &text_md(&[("x-k", "v")]),
+            in_headers,
+            &format!("{what}: headers the client shows"),
         );
-        assert_eq!(
-            out.all_trailers,
-            text_md(&[("x-k", "v")]),
-            "{what}: trailers the client shows"
+        assert_shown(
+            &out.all_trailers,
+            &text_md(&[("x-k", "v")]),
+            in_trailers,
+            &format!("{what}: trailers the client shows"),
         );
         let replies = out.ok();
         let seen = received(&replies[0]);
-        let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+        let mut names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+        let mut expected = vec!["user-agent", "x-k"];
+        if p.client == Peer::GrpcJs {
+            // Besides, grpc-js's client sends `accept-encoding: identity`,
+            // HTTP's field, which the spec's grammar reads as
+            // Custom-Metadata (and its custom metadata before
+            // `user-agent`: the order between names is not significant).
+            expected.push("accept-encoding");
+            expected.sort_unstable();
+            names.sort_unstable();
+        }
         assert_eq!(
-            names,
-            vec!["user-agent", "x-k"],
+            names, expected,
             "{what}: metadata the handler sees: {seen:?}"
         );
     }
-    // Failing calls too (a Trailers-Only response for the unary ones).
+    // Failing calls too (a Trailers-Only response).
     for kind in Kind::ALL {
         let out = p.run(kind, failing(kind, Code::NotFound.as_i32(), "gone"));
         out.assert_status(Code::NotFound, "gone");
-        assert!(
-            out.all_headers.is_empty() && out.all_trailers.is_empty(),
-            "{p} {kind:?}: {out:?}"
+        let what = format!("{p} {kind:?}, failing");
+        assert_shown(&out.all_headers, &vec![], &[], &format!("{what}: headers"));
+        assert_shown(
+            &out.all_trailers,
+            &vec![],
+            in_trailers_only,
+            &format!("{what}: trailers"),
         );
     }
 }
@@ -445,10 +551,11 @@ pub fn metadata_edge_values(p: Pairing) {
         };
         let out = p.call::<_, Reply>(Call::to(kind, vec![request]).metadata(md.clone()));
         let what = format!("{p} {kind:?}");
-        assert_md(&out.headers, &md, &format!("{what}: headers"));
-        assert_md(&out.trailers, &md, &format!("{what}: trailers"));
+        assert_md(p, &out.headers, &md, &format!("{what}: headers"));
+        assert_md(p, &out.trailers, &md, &format!("{what}: trailers"));
         let replies = out.ok();
         assert_md(
+            p,
             &received(&replies[0]),
             &md,
             &format!("{what}: metadata the server saw"),
@@ -473,11 +580,17 @@ pub fn response_initial_metadata(p: Pairing) {
     for kind in Kind::ALL {
         let out = echo(kind, p, true, false);
         assert_md(
+            p,
             &out.headers,
             &sample_metadata(),
             &format!("{p} {kind:?}: headers"),
         );
-        assert_md(&out.trailers, &vec![], &format!("{p} {kind:?}: trailers"));
+        assert_md(
+            p,
+            &out.trailers,
+            &vec![],
+            &format!("{p} {kind:?}: trailers"),
+        );
     }
 }
 
@@ -485,8 +598,9 @@ pub fn response_initial_metadata(p: Pairing) {
 pub fn response_trailing_metadata(p: Pairing) {
     for kind in Kind::ALL {
         let out = echo(kind, p, false, true);
-        assert_md(&out.headers, &vec![], &format!("{p} {kind:?}: headers"));
+        assert_md(p, &out.headers, &vec![], &format!("{p} {kind:?}: headers"));
         assert_md(
+            p,
             &out.trailers,
             &sample_metadata(),
             &format!("{p} {kind:?}: trailers"),
@@ -499,11 +613,13 @@ pub fn response_initial_and_trailing_metadata(p: Pairing) {
     for kind in Kind::ALL {
         let out = echo(kind, p, true, true);
         assert_md(
+            p,
             &out.headers,
             &sample_metadata(),
             &format!("{p} {kind:?}: headers"),
         );
         assert_md(
+            p,
             &out.trailers,
             &sample_metadata(),
             &format!("{p} {kind:?}: trailers"),
@@ -645,8 +761,14 @@ pub fn error_with_metadata(p: Pairing) {
             let what = format!("{p} {kind:?} initial={initial} trailing={trailing}");
             out.assert_status(Code::FailedPrecondition, "with metadata");
             let expect = |yes: bool| if yes { md.clone() } else { vec![] };
-            assert_md(&out.headers, &expect(initial), &format!("{what}: headers"));
             assert_md(
+                p,
+                &out.headers,
+                &expect(initial),
+                &format!("{what}: headers"),
+            );
+            assert_md(
+                p,
                 &out.trailers,
                 &expect(trailing),
                 &format!("{what}: trailers"),
@@ -938,10 +1060,13 @@ pub fn deadline_exceeded(p: Pairing) {
     }
 }
 
-/// A handler that raises (Python) or panics (Rust): UNKNOWN, with grpcio's
-/// message, which names where the exception came from: "Exception calling
+/// A handler that raises (Python), panics (Rust) or fails with a plain
+/// Error (JavaScript): UNKNOWN, and the server keeps serving. The message
+/// is each server's own (the spec leaves it open): grpcio's, which ours
+/// copies, names where the exception came from: "Exception calling
 /// application: ..." from a handler that returns one reply, "Exception
-/// iterating responses: ..." from one that streams them.
+/// iterating responses: ..." from one that streams them; grpc-js sends the
+/// error's message.
 pub fn handler_panic(p: Pairing) {
     let message = "boom: ünïcödé 100%\nnext line";
     for kind in Kind::ALL {
@@ -951,10 +1076,14 @@ pub fn handler_panic(p: Pairing) {
             ..req("p")
         };
         let out = p.run(kind, vec![request]);
-        let expected = if kind.streams_responses() {
-            format!("Exception iterating responses: {message}")
-        } else {
-            format!("Exception calling application: {message}")
+        let expected = match p.server {
+            // grpc-js: an asynchronous handler fails with an Error that
+            // carries no gRPC code (tests/peers/node/server.js).
+            Peer::GrpcJs => message.to_string(),
+            Peer::Grpcio | Peer::Ours if kind.streams_responses() => {
+                format!("Exception iterating responses: {message}")
+            }
+            Peer::Grpcio | Peer::Ours => format!("Exception calling application: {message}"),
         };
         out.assert_status(Code::Unknown, &expected);
         let replies = if kind == Kind::UnaryStream { 1 } else { 0 };
@@ -1024,6 +1153,49 @@ pub fn response_cardinality(p: Pairing) {
     }
 }
 
+/// Where grpc-js and the spec disagree: response cardinality (see
+/// [`response_cardinality`]). grpc-js's client follows the spec when no
+/// reply comes (UNIMPLEMENTED, "No message received"), and when a
+/// client-streaming call gets two (UNIMPLEMENTED, "Too many responses
+/// received"); but a unary call that gets two hangs until its deadline and
+/// ends with DEADLINE_EXCEEDED (as grpcio's does), where the spec says
+/// UNIMPLEMENTED: grpc-js 1.14.7's unary call (`makeUnaryRequest`) asks
+/// for no message after the first, so it never reads the second one, nor
+/// the status after it. The test gives those calls a short deadline and
+/// holds grpc-js to what it does.
+pub fn response_cardinality_of_grpcjs_client(p: Pairing) {
+    assert_eq!(p.client, Peer::GrpcJs, "a grpc-js client behaviour");
+    for (path, kind) in [
+        (paths::UNARY_STREAM, Kind::UnaryUnary),
+        (paths::STREAM_STREAM, Kind::StreamUnary),
+    ] {
+        for count in [0, 2] {
+            let request = Request {
+                response_count: Some(count),
+                ..req("c")
+            };
+            let requests = if kind == Kind::UnaryUnary {
+                vec![request]
+            } else {
+                (0..count).map(|_| request.clone()).collect()
+            };
+            let timeout = Duration::from_secs(2);
+            let out = p.call::<Request, Reply>(Call::new(path, kind, requests).timeout(timeout));
+            let expected = match (count, kind) {
+                (0, _) => (Code::Unimplemented, "No message received"),
+                (_, Kind::StreamUnary) => (Code::Unimplemented, "Too many responses received"),
+                // grpc-js's own message, with timings.
+                _ => (Code::DeadlineExceeded, out.message.as_str()),
+            };
+            assert_eq!(
+                (out.code, out.message.as_str()),
+                expected,
+                "{p} {path} as {kind:?}, {count} replies: {out:?}"
+            );
+        }
+    }
+}
+
 /// A request the server cannot parse: INTERNAL (doc/statuscodes.md: "Error
 /// parsing request proto"). The message is not specified.
 pub fn unparseable_request(p: Pairing) {
@@ -1050,6 +1222,96 @@ pub fn unparseable_reply(p: Pairing) {
         let out = p.call::<_, ReplyAsText>(call);
         assert_eq!(out.code, Code::Internal, "{p} {kind:?}: {out:?}");
         assert!(out.responses.is_empty(), "{p} {kind:?}");
+    }
+}
+
+/// Bytes sent as they are, whatever they encode: a request no protobuf
+/// library would build. Decoding skips every field.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawMessage(pub Vec<u8>);
+
+impl prost::Message for RawMessage {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// A request that is no protobuf message at all (field 9, `payload`, says
+/// 5 bytes follow; 1 does), which every protobuf library fails to parse:
+/// INTERNAL (doc/statuscodes.md: "Error parsing request proto").
+pub fn malformed_request(p: Pairing) {
+    for kind in Kind::ALL {
+        let bad = vec![RawMessage(vec![0x4a, 0x05, 0x01])];
+        let out = p.call::<_, Reply>(Call::new(kind.path(), kind, bad).raw());
+        assert_eq!(out.code, Code::Internal, "{p} {kind:?}: {out:?}");
+        assert!(out.responses.is_empty(), "{p} {kind:?}");
+    }
+}
+
+/// Where grpc-js and the spec disagree: a request whose string field holds
+/// bytes that are not UTF-8. proto3 says a string field holds UTF-8 text,
+/// and a request that does not parse gets INTERNAL (doc/statuscodes.md:
+/// "Error parsing request proto"; our server and grpcio's do so, see
+/// [`unparseable_request`]). grpc-js's server parses it with protobufjs,
+/// which decodes the bytes lossily (U+FFFD for each bad sequence) without
+/// error, and the handler runs with that text.
+pub fn invalid_utf8_request_accepted_by_grpcjs(p: Pairing) {
+    assert_eq!(p.server, Peer::GrpcJs, "a grpc-js server behaviour");
+    for kind in Kind::ALL {
+        let bad = vec![RequestAsBytes {
+            value: vec![0xff, 0xfe],
+        }];
+        let out = p.call::<_, Reply>(Call::new(kind.path(), kind, bad).raw());
+        let what = format!("{p} {kind:?}");
+        let replies = out.ok();
+        let expected = if kind == Kind::UnaryStream { 2 } else { 1 };
+        assert_eq!(replies.len(), expected, "{what}: {replies:?}");
+        assert_eq!(replies[0].message, "\u{fffd}\u{fffd}", "{what}");
+    }
+}
+
+/// Where grpc-js and the spec disagree: a reply whose string field holds
+/// bytes that are not UTF-8 (read as `ReplyAsText`). The spec's answer is
+/// INTERNAL (doc/statuscodes.md: "Error parsing response proto"; our client
+/// and grpcio's give it, see [`unparseable_reply`]); grpc-js's client
+/// parses it with protobufjs, which decodes the bytes lossily (U+FFFD for
+/// each bad sequence), and the call succeeds.
+pub fn invalid_utf8_reply_accepted_by_grpcjs(p: Pairing) {
+    assert_eq!(p.client, Peer::GrpcJs, "a grpc-js client behaviour");
+    for kind in Kind::ALL {
+        // Payload bytes 128..=250 are not UTF-8.
+        let requests = vec![Request {
+            response_size: 300,
+            ..Default::default()
+        }];
+        let call = Call::new(kind.path(), kind, requests).response_type("equivalence.ReplyAsText");
+        let out = p.call::<_, ReplyAsText>(call);
+        let what = format!("{p} {kind:?}");
+        let replies = out.ok();
+        assert!(!replies.is_empty(), "{what}");
+        for reply in &replies {
+            let expected = String::from_utf8_lossy(&pattern(300)).into_owned();
+            assert!(reply.payload.contains('\u{fffd}'), "{what}: {reply:?}");
+            assert_eq!(reply.payload, expected, "{what}: decoded lossily");
+        }
     }
 }
 
@@ -1158,10 +1420,11 @@ fn check_compression(
         Some(replies_compressed),
         "{what}: replies compressed on the wire? {wire:?}"
     );
-    // grpcio's server does not show the flag (the field stays unset).
+    // grpcio's and grpc-js's servers do not show the flag (the field stays
+    // unset).
     let seen: Vec<Option<bool>> = replies.iter().map(|r| r.request_compressed).collect();
     let expected = match p.server {
-        Peer::Grpcio => None,
+        Peer::Grpcio | Peer::GrpcJs => None,
         Peer::Ours => Some(requests_compressed),
     };
     assert_eq!(
@@ -1169,9 +1432,9 @@ fn check_compression(
         vec![expected; down],
         "{what}: the compressed flag of the requests, as the server saw it"
     );
-    // grpcio's client does not show the flag.
+    // grpcio's and grpc-js's clients do not show the flag.
     let expected = match p.client {
-        Peer::Grpcio => None,
+        Peer::Grpcio | Peer::GrpcJs => None,
         Peer::Ours => Some(vec![replies_compressed; down]),
     };
     assert_eq!(
@@ -1235,8 +1498,13 @@ pub fn compression_channel_default(p: Pairing) {
 /// its replies compressed with it, whether the requests were compressed with
 /// the same algorithm (the server answering in the request's algorithm),
 /// not at all, or with the other one; and identity turns it off for a
-/// compressed request.
+/// compressed request. A grpc-js server has no way to compress its replies
+/// (its handlers cannot ask, and it never does by itself): they go plain,
+/// which the spec allows (doc/compression.md: a peer "MAY choose to respond
+/// using a different compression method ... including not performing any
+/// compression").
 pub fn compression_set_by_server(p: Pairing) {
+    let replies_compressed = p.server != Peer::GrpcJs;
     let other = |e: Encoding| {
         if e == Encoding::Gzip {
             Encoding::Deflate
@@ -1257,7 +1525,8 @@ pub fn compression_set_by_server(p: Pairing) {
                 }
                 let out = p.call::<_, Reply>(call);
                 let what = format!("requests {request_encoding:?}, replies {encoding}");
-                check_compression(p, kind, out, request_encoding.is_some(), true, &what);
+                let requests_compressed = request_encoding.is_some();
+                check_compression(p, kind, out, requests_compressed, replies_compressed, &what);
             }
         }
         let identity_replies = |r: Request| Request {
@@ -1278,8 +1547,10 @@ pub fn compression_set_by_server(p: Pairing) {
 /// One streamed reply sent without compression (grpcio:
 /// `context.disable_next_message_compression()`; ours:
 /// `ResponseSink::send_uncompressed`) in a stream of compressed ones: only
-/// that message goes plain.
+/// that message goes plain. (From a grpc-js server all three go plain: it
+/// never compresses replies, see [`compression_set_by_server`].)
 pub fn compression_off_for_one_reply(p: Pairing) {
+    let compressing = p.server != Peer::GrpcJs;
     for encoding in COMPRESSING {
         let request = |plain: bool| Request {
             response_size: BIG as i32,
@@ -1302,13 +1573,15 @@ pub fn compression_off_for_one_reply(p: Pairing) {
             replies.iter().all(|r| r.payload == pattern(BIG)),
             "{what}: a reply payload differs"
         );
-        // One plain message and two compressed ones.
+        let plain = if compressing { 1 } else { 3 };
+        // One plain message and two compressed ones (or three plain ones).
         assert!(
-            (BIG as u64..(BIG + BIG / 2) as u64).contains(&wire.down),
+            ((plain * BIG) as u64..(plain * BIG + BIG / 2) as u64).contains(&wire.down),
             "{what}: {wire:?}"
         );
         if p.client == Peer::Ours {
-            assert_eq!(flags, Some(vec![true, false, true]), "{what}");
+            let expected = vec![compressing, false, compressing];
+            assert_eq!(flags, Some(expected), "{what}");
         }
     }
 }

@@ -28,6 +28,10 @@ pub mod peer_process;
 /// client driver.
 pub mod python;
 
+/// The grpc-js (Node.js) peers of the equivalence tests: `npm ci` install,
+/// server, client driver.
+pub mod node;
+
 /// The equivalence tests' service (`proto/equivalence.proto`) implemented
 /// with grpc-blocking, and the driver of the four client/server pairings.
 pub mod equivalence;

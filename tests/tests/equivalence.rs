@@ -189,8 +189,8 @@ fn check_example_lines(lines: &[serde_json::Value]) {
     assert_eq!(serde_json::Value::Array(lines.to_vec()), expected);
 }
 
-/// The grpcio example client (`client.py example`, the seeds' calls made with
-/// grpcio's generated stubs) against our example server.
+/// The grpcio example client (`client.py example`, nameko-grpc's example
+/// calls made with grpcio's generated stubs) against our example server.
 #[test]
 fn grpcio_example_client_against_our_server() {
     let lines =
