@@ -59,6 +59,7 @@ pub(crate) fn start(
         alive,
         streams: HashMap::new(),
         waiting: VecDeque::new(),
+        last_opened: None,
         closing: false,
         end_status: None,
     };
@@ -119,6 +120,13 @@ struct Conn {
     streams: HashMap<StreamKey, Stream>,
     /// Streams waiting for h2 to accept another request.
     waiting: VecDeque<StreamKey>,
+    /// The stream handed to h2 last, until `poll_ready` says it is open.
+    /// h2 holds a new stream back while the server's concurrent-stream
+    /// limit is reached, and `poll_ready` then parks the connection's
+    /// waker in that stream's one wake-up slot, replacing the stream's own
+    /// (its flush waiting for send capacity): the stream must be polled
+    /// again once it opens, or its request data never leaves.
+    last_opened: Option<StreamKey>,
     closing: bool,
     /// Why the connection ended, when h2 said (a GOAWAY's reason, say).
     end_status: Option<Status>,
@@ -416,6 +424,7 @@ impl Conn {
     /// Opens the streams that wait, as far as h2 lets us.
     fn start_waiting(&mut self) {
         let mut started = Vec::new();
+        let mut reopened = Vec::new();
         let mut failed = Vec::new();
         if let Phase::Open {
             send_request: Some(sr),
@@ -423,11 +432,7 @@ impl Conn {
         } = &mut self.phase
         {
             let mut cx = Context::from_waker(&self.conn_waker);
-            while let Some(&key) = self.waiting.front() {
-                let Some(s) = self.streams.get_mut(&key) else {
-                    self.waiting.pop_front();
-                    continue;
-                };
+            while !self.waiting.is_empty() || self.last_opened.is_some() {
                 match sr.poll_ready(&mut cx) {
                     Poll::Pending => break,
                     Poll::Ready(Err(e)) => {
@@ -441,19 +446,29 @@ impl Conn {
                     }
                     Poll::Ready(Ok(())) => {}
                 }
-                self.waiting.pop_front();
+                // The stream opened last is open on the wire now.
+                if let Some(key) = self.last_opened.take() {
+                    reopened.push(key);
+                }
+                let Some(key) = self.waiting.pop_front() else {
+                    break;
+                };
+                let Some(s) = self.streams.get_mut(&key) else {
+                    continue;
+                };
                 let Some(request) = s.start.take() else {
                     continue;
                 };
-                let end_now = s.end && s.out.is_empty();
-                match sr.send_request(request, end_now) {
+                // Never END_STREAM on the request HEADERS, even when the
+                // request is already over: the spec (PROTOCOL-HTTP2.md)
+                // ends a request with a DATA frame, an empty one when no
+                // data remains, and some servers (grpc-go 1.33) never
+                // answer otherwise. `flush` sends it.
+                match sr.send_request(request, false) {
                     Ok((response, send)) => {
                         s.response = Some(response);
-                        if end_now {
-                            s.send_done = true;
-                        } else {
-                            s.send = Some(send);
-                        }
+                        s.send = Some(send);
+                        self.last_opened = Some(key);
                         started.push(key);
                     }
                     Err(e) => failed.push((key, status_for_h2_error(&e))),
@@ -464,6 +479,11 @@ impl Conn {
             self.fail(key, status, Processed::Never);
         }
         for key in started {
+            self.poll_stream(key);
+        }
+        // h2 may have held these back for the server's stream limit: their
+        // wake-ups went to the connection (see `last_opened`).
+        for key in reopened {
             self.poll_stream(key);
         }
     }

@@ -10,9 +10,23 @@ const ESCAPED: &AsciiSet = &CONTROLS.add(b'%');
 
 /// Percent-encodes a status message for `grpc-message`: every byte of its
 /// UTF-8 form outside printable ASCII (0x20..=0x7E), and `%` itself, becomes
-/// `%XX` with upper-case hex digits.
+/// `%XX` with upper-case hex digits; so does a space that starts or ends the
+/// message, because HTTP/2 (RFC 9113, section 8.2.1) forbids a field value
+/// that starts or ends with whitespace (Node's HTTP/2, under grpc-js, drops
+/// such a field).
 pub fn encode_message(message: &str) -> String {
-    utf8_percent_encode(message, ESCAPED).to_string()
+    let inner = message.trim_matches(' ');
+    let (start, end) = (
+        message.len() - message.trim_start_matches(' ').len(),
+        message.len() - message.trim_end_matches(' ').len(),
+    );
+    if inner.is_empty() {
+        return "%20".repeat(message.len());
+    }
+    let mut out = "%20".repeat(start);
+    out.extend(utf8_percent_encode(inner, ESCAPED));
+    out.push_str(&"%20".repeat(end));
+    out
 }
 
 /// Decodes a `grpc-message` value. As the spec asks, a `%` not followed by
@@ -42,6 +56,11 @@ mod tests {
             assert_eq!(decode_message(enc.as_bytes()), msg);
         }
         assert_eq!(encode_message("a%b\n"), "a%25b%0A");
+        // No whitespace at either end of the field value (RFC 9113, 8.2.1).
+        assert_eq!(encode_message(" a b "), "%20a b%20");
+        assert_eq!(encode_message("  a  "), "%20%20a%20%20");
+        assert_eq!(encode_message(" "), "%20");
+        assert_eq!(decode_message(b"%20a b%20"), " a b ");
         assert_eq!(encode_message("\u{e9}"), "%C3%A9");
     }
 

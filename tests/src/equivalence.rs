@@ -1,16 +1,19 @@
-//! The equivalence tests' machinery (issue #3): our implementation of the
-//! test service, and a driver that runs one call in any of the four pairings
-//! {grpcio server, our server} x {grpcio client, our client}.
+//! The equivalence tests' machinery (issues #3 and #9): our implementation
+//! of the test service, and a driver that runs one call in any pairing of a
+//! server and a client among grpcio (Python, C-core), grpc-js (Node.js) and
+//! ours.
 //!
 //! A test builds a [`Call`] once and runs it through a [`Pairing`]; the
 //! [`Outcome`] (status, the `x-` metadata of headers and trailers, replies)
 //! has the same shape whoever the client was, so a test asserts one
-//! expectation in all four pairings. grpcio is the reference: where the two
-//! disagree, the tests hold grpcio's behaviour.
+//! expectation in every pairing. grpcio is the reference: where it and we
+//! disagree, the tests hold grpcio's behaviour, unless the gRPC spec says
+//! otherwise.
 //!
 //! The service's behaviour is specified in `tests/proto/equivalence.proto`;
-//! [`EquivalenceService`] here and `tests/peers/python/server.py` implement
-//! it identically, line for line where they can.
+//! [`EquivalenceService`] here, `tests/peers/python/server.py` and
+//! `tests/peers/node/server.js` implement it identically, line for line
+//! where they can (server.js lists what grpc-js cannot do).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,6 +33,8 @@ use grpc_blocking::{CallOptions, Channel, Code, Encoding, Metadata, MetadataValu
 use prost::Message as _;
 use serde_json::{json, Value};
 
+use crate::node::{GrpcJsClient, GrpcJsServer};
+use crate::peer_process::DriverClient;
 use crate::python::{GrpcioClient, GrpcioServer};
 
 /// The generated code of `tests/proto/equivalence.proto`.
@@ -446,7 +451,7 @@ pub use grpc_blocking_examples::nameko::{ExampleReply, ExampleRequest};
 /// check against grpcio.
 pub use grpc_blocking_examples::ExampleService;
 
-/// Wire paths of the example service.
+/// Wire paths of nameko-grpc's example service.
 pub mod example_paths {
     pub const UNARY_UNARY: &str = "/nameko.example/unary_unary";
     pub const UNARY_STREAM: &str = "/nameko.example/unary_stream";
@@ -481,6 +486,19 @@ pub enum Peer {
     Grpcio,
     /// grpc-blocking.
     Ours,
+    /// The official Node.js gRPC in pure JavaScript (@grpc/grpc-js).
+    GrpcJs,
+}
+
+impl Peer {
+    /// Its name in test messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Grpcio => "grpcio",
+            Peer::Ours => "ours",
+            Peer::GrpcJs => "grpc-js",
+        }
+    }
 }
 
 /// The four call patterns.
@@ -848,12 +866,11 @@ pub struct Pairing {
 
 impl fmt::Display for Pairing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = |p: Peer| if p == Peer::Grpcio { "grpcio" } else { "ours" };
         write!(
             f,
             "{} client -> {} server",
-            name(self.client),
-            name(self.server)
+            self.client.name(),
+            self.server.name()
         )
     }
 }
@@ -887,6 +904,7 @@ impl Pairing {
         match self.server {
             Peer::Grpcio => GrpcioServer::shared().addr(),
             Peer::Ours => our_server(),
+            Peer::GrpcJs => GrpcJsServer::shared().addr(),
         }
     }
 
@@ -900,8 +918,19 @@ impl Pairing {
         let tap = call.count_wire.then(|| WireTap::start(addr));
         let target = tap.as_ref().map_or(addr, |t| t.addr());
         let mut outcome = match self.client {
-            Peer::Grpcio => grpcio_call(target, call),
+            Peer::Grpcio => driver_call(
+                GrpcioClient::shared().driver(),
+                GrpcioClient::slack(),
+                target,
+                call,
+            ),
             Peer::Ours => our_call(target, call),
+            Peer::GrpcJs => driver_call(
+                GrpcJsClient::shared().driver(),
+                GrpcJsClient::slack(),
+                target,
+                call,
+            ),
         };
         outcome.wire = tap.map(|t| t.bytes());
         outcome
@@ -930,7 +959,14 @@ impl Pairing {
     }
 }
 
-fn grpcio_call<Req, Resp>(addr: SocketAddr, call: Call<Req>) -> Outcome<Resp>
+/// A call made by a peer's driver client (grpcio's `client.py serve`,
+/// grpc-js's `client.js serve`: the same protocol).
+fn driver_call<Req, Resp>(
+    client: &DriverClient,
+    slack: Duration,
+    addr: SocketAddr,
+    call: Call<Req>,
+) -> Outcome<Resp>
 where
     Req: prost::Message,
     Resp: prost::Message + Default,
@@ -951,8 +987,8 @@ where
         "channel_compression": call.channel_compression.map(Encoding::as_str),
         "cancel_after": call.cancel_after,
     });
-    let answer = GrpcioClient::shared()
-        .request(command, call.timeout + GrpcioClient::slack())
+    let answer = client
+        .request(command, call.timeout + slack)
         .unwrap_or_else(|e| panic!("{e}"));
     let decode = |value: &Value| -> Vec<u8> {
         BASE64
@@ -965,7 +1001,7 @@ where
         .iter()
         .map(|r| {
             Resp::decode(decode(r).as_slice())
-                .expect("grpcio client returned a reply we cannot decode")
+                .expect("the peer's client returned a reply we cannot decode")
         })
         .collect();
     let mut outcome = Outcome::new(
@@ -977,13 +1013,20 @@ where
     );
     if !answer["rich_status"].is_null() {
         let rpc = RpcStatus::decode(decode(&answer["rich_status"]).as_slice())
-            .expect("grpcio's rich status decodes as google.rpc.Status");
+            .expect("the peer's rich status decodes as google.rpc.Status");
+        // grpcio's `rpc_status.from_call` checks this itself; grpc-js has no
+        // such helper.
+        assert_eq!(
+            (rpc.code, rpc.message.as_str()),
+            (outcome.code.as_i32(), outcome.message.as_str()),
+            "the details' google.rpc.Status is not the call's status"
+        );
         outcome.error_details = rpc
             .details
             .iter()
             .map(|any| {
                 ErrorDetail::from_any(any.clone())
-                    .unwrap_or_else(|e| panic!("a detail grpcio returned: {any:?}: {e}"))
+                    .unwrap_or_else(|e| panic!("a detail the peer returned: {any:?}: {e}"))
             })
             .collect();
         outcome.rich_status = Some(rpc);

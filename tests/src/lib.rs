@@ -16,13 +16,28 @@ pub mod raw_h2;
 /// hardening tests' malformed, partial and abusive input.
 pub mod raw;
 
+/// A gRPC server written frame by frame that records the frames its
+/// clients send, for the half-close tests.
+pub mod frame_recorder;
+
+/// The process side of the equivalence tests' peers: server and driver
+/// processes, waits with timeouts.
+pub mod peer_process;
+
 /// The grpcio (Python) peers of the equivalence tests: virtualenv, server,
 /// client driver.
 pub mod python;
 
+/// The grpc-js (Node.js) peers of the equivalence tests: `npm ci` install,
+/// server, client driver.
+pub mod node;
+
 /// The equivalence tests' service (`proto/equivalence.proto`) implemented
 /// with grpc-blocking, and the driver of the four client/server pairings.
 pub mod equivalence;
+
+/// The behaviours the equivalence tests run in every pairing.
+pub mod behaviours;
 
 /// Protos without a package (`_.rs`): `proto/codegen/noPackage.proto`.
 pub mod no_package {

@@ -23,18 +23,18 @@
 //! virtualenv (default `python3`); `CARGO_TARGET_DIR` moves the virtualenv
 //! with the target dir.
 
-use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use crate::peer_process::{tail_of_file, wait_with_timeout, DriverClient, PeerServer, StderrTail};
+pub use crate::peer_process::{target_dir, workspace_root};
 
 /// How long the first provisioning (venv + pip install) may take.
 const PROVISION_TIMEOUT: Duration = Duration::from_secs(20 * 60);
@@ -48,30 +48,6 @@ const INSTALL_HINT: &str =
 as a peer. They need Python 3.10 or later with the venv module and pip on PATH as `python3` \
 (or named by GRPC_BLOCKING_PYTHON) and access to the Python package index. \
 On Debian/Ubuntu: `apt-get install python3 python3-venv python3-pip`.";
-
-/// The workspace root (the parent of the `tests` crate).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests crate has a parent folder")
-        .to_path_buf()
-}
-
-/// The cargo target dir: `CARGO_TARGET_DIR` if set (relative to the
-/// workspace root when relative), else `<workspace>/target`.
-pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                workspace_root().join(dir)
-            }
-        }
-        _ => workspace_root().join("target"),
-    }
-}
 
 /// The folder of the Python peers' sources.
 pub fn peers_dir() -> PathBuf {
@@ -205,110 +181,18 @@ fn provision() -> Result<PythonEnv, String> {
     }
 }
 
-/// Waits for `child` up to `timeout`; kills it and returns None past that.
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-}
-
-fn tail_of_file(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Collects a child's stderr (the last 64 KiB) for error messages.
-#[derive(Clone, Default)]
-struct StderrTail(Arc<Mutex<String>>);
-
-impl StderrTail {
-    fn collect(&self, stderr: impl Read + Send + 'static) {
-        let buf = self.0.clone();
-        thread::spawn(move || {
-            let mut reader = BufReader::new(stderr);
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                let mut b = buf.lock().unwrap();
-                b.push_str(&line);
-                if b.len() > 64 * 1024 {
-                    let cut = b.len() - 32 * 1024;
-                    let cut = (cut..b.len()).find(|&i| b.is_char_boundary(i)).unwrap_or(0);
-                    b.drain(..cut);
-                }
-                line.clear();
-            }
-        });
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
-}
-
 /// A grpcio server (`server.py`) on 127.0.0.1, killed on drop.
-pub struct GrpcioServer {
-    child: Mutex<Child>,
-    // Held open: the server serves until it closes.
-    _stdin: ChildStdin,
-    port: u16,
-    stderr: StderrTail,
-}
+pub struct GrpcioServer(PeerServer);
 
 impl GrpcioServer {
     /// Starts a server on a free port. Panics if it does not come up.
     pub fn start() -> GrpcioServer {
         let env = PythonEnv::get();
-        let mut child = env
-            .command("server.py")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the grpcio server: {e}"));
-        let stderr = StderrTail::default();
-        stderr.collect(child.stderr.take().expect("piped stderr"));
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next();
-            let _ = tx.send(first);
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Some(Ok(line))) => line,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the grpcio server did not report its port ({other:?}); stderr:\n{}",
-                    stderr.text()
-                );
-            }
-        };
-        let port = serde_json::from_str::<Value>(&line)
-            .ok()
-            .and_then(|v| v["port"].as_u64())
-            .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or_else(|| panic!("the grpcio server printed {line:?}, not its port"));
-        GrpcioServer {
-            child: Mutex::new(child),
-            _stdin: stdin,
-            port,
-            stderr,
-        }
+        GrpcioServer(PeerServer::start(
+            "grpcio server",
+            env.command("server.py"),
+            START_TIMEOUT,
+        ))
     }
 
     /// One server shared by all the tests of this process (ends with it).
@@ -317,98 +201,38 @@ impl GrpcioServer {
         SERVER.get_or_init(GrpcioServer::start)
     }
 
+    /// Its port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
+        self.0.port()
     }
 
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+        self.0.addr()
     }
 
     /// What the server printed on stderr so far (for failure messages).
     pub fn stderr(&self) -> String {
-        self.stderr.text()
+        self.0.stderr()
     }
 }
-
-impl Drop for GrpcioServer {
-    fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-type Pending = Arc<Mutex<Option<HashMap<u64, mpsc::Sender<Value>>>>>;
 
 /// A grpcio client process (`client.py serve`) driven by JSON lines.
 /// Thread-safe: commands from many threads run concurrently in the client.
-pub struct GrpcioClient {
-    child: Mutex<Child>,
-    stdin: Mutex<ChildStdin>,
-    // None once the client's stdout has closed.
-    pending: Pending,
-    next_id: AtomicU64,
-    stderr: StderrTail,
-}
+pub struct GrpcioClient(DriverClient);
 
 impl GrpcioClient {
     /// Starts a client process. Panics if it does not answer.
     pub fn start() -> GrpcioClient {
         let env = PythonEnv::get();
-        let mut child = env
-            .command("client.py")
-            .arg("serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the grpcio client: {e}"));
-        let stderr = StderrTail::default();
-        stderr.collect(child.stderr.take().expect("piped stderr"));
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
-        let dispatch = pending.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let Ok(value) = serde_json::from_str::<Value>(&line) else {
-                    eprintln!("grpcio client printed a non-JSON line: {line}");
-                    continue;
-                };
-                let Some(id) = value["id"].as_u64() else {
-                    eprintln!("grpcio client answered without an id: {line}");
-                    continue;
-                };
-                let waiter = dispatch
-                    .lock()
-                    .unwrap()
-                    .as_mut()
-                    .and_then(|m| m.remove(&id));
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(value);
-                }
-            }
-            // Closed: wake every waiter (their senders drop).
-            dispatch.lock().unwrap().take();
-        });
-        let client = GrpcioClient {
-            child: Mutex::new(child),
-            stdin: Mutex::new(stdin),
-            pending,
-            next_id: AtomicU64::new(1),
-            stderr,
-        };
-        let version = client
-            .request(json!({"op": "version"}), START_TIMEOUT)
-            .unwrap_or_else(|e| panic!("the grpcio client did not start: {e}"));
-        assert!(
-            version["grpcio"].is_string(),
-            "unexpected version answer {version}"
-        );
-        client
+        let mut command = env.command("client.py");
+        command.arg("serve");
+        GrpcioClient(DriverClient::start(
+            "grpcio client",
+            command,
+            "grpcio",
+            START_TIMEOUT,
+        ))
     }
 
     /// One client process shared by all the tests of this process.
@@ -419,64 +243,18 @@ impl GrpcioClient {
 
     /// Sends one command (an "id" is added) and waits up to `timeout` for
     /// its answer. Errors say why, with the client's stderr.
-    pub fn request(&self, mut command: Value, timeout: Duration) -> Result<Value, String> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        command["id"] = json!(id);
-        let (tx, rx) = mpsc::channel();
-        match self.pending.lock().unwrap().as_mut() {
-            Some(map) => {
-                map.insert(id, tx);
-            }
-            None => {
-                return Err(format!(
-                    "the grpcio client has exited; stderr:\n{}",
-                    self.stderr.text()
-                ))
-            }
-        }
-        let line = format!("{command}\n");
-        let written = {
-            let mut stdin = self.stdin.lock().unwrap();
-            stdin.write_all(line.as_bytes()).and_then(|_| stdin.flush())
-        };
-        if let Err(e) = written {
-            return Err(format!(
-                "cannot write to the grpcio client: {e}; stderr:\n{}",
-                self.stderr.text()
-            ));
-        }
-        match rx.recv_timeout(timeout) {
-            Ok(answer) => match answer.get("error") {
-                Some(error) => Err(format!("grpcio client: {error}")),
-                None => Ok(answer),
-            },
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Some(map) = self.pending.lock().unwrap().as_mut() {
-                    map.remove(&id);
-                }
-                Err(format!(
-                    "the grpcio client did not answer within {timeout:?}: {command}; stderr:\n{}",
-                    self.stderr.text()
-                ))
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(format!(
-                "the grpcio client exited; stderr:\n{}",
-                self.stderr.text()
-            )),
-        }
+    pub fn request(&self, command: Value, timeout: Duration) -> Result<Value, String> {
+        self.0.request(command, timeout)
+    }
+
+    /// The process, for the driver of the equivalence tests.
+    pub fn driver(&self) -> &DriverClient {
+        &self.0
     }
 
     /// Extra time to allow beyond a call's deadline when waiting for its answer.
     pub fn slack() -> Duration {
         COMMAND_SLACK
-    }
-}
-
-impl Drop for GrpcioClient {
-    fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 

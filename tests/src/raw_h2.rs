@@ -147,6 +147,19 @@ impl RawClient {
     /// (`content-type: application/grpc` and `te: trailers` plus `headers`),
     /// leaving the request open.
     pub fn start(&mut self, path: &str, headers: &[(&str, &str)]) -> RawCall {
+        self.open(path, headers, false)
+    }
+
+    /// A whole call whose request HEADERS carry END_STREAM and no DATA
+    /// follows, as lenient clients end a request without messages (the
+    /// spec asks for an empty DATA frame with END_STREAM instead); then the
+    /// response.
+    pub fn call_headers_only(&mut self, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+        let call = self.open(path, headers, true);
+        self.finish(call)
+    }
+
+    fn open(&mut self, path: &str, headers: &[(&str, &str)], end: bool) -> RawCall {
         let mut builder = Request::builder()
             .method("POST")
             .uri(format!("http://{}{}", self.authority, path))
@@ -163,11 +176,11 @@ impl RawClient {
                 .expect("ready in time")
                 .expect("the connection takes a new stream");
             ready
-                .send_request(request, false)
+                .send_request(request, end)
                 .expect("send the request headers")
         });
         RawCall {
-            body: Some(body),
+            body: (!end).then_some(body),
             response,
         }
     }
