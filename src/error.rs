@@ -16,7 +16,7 @@ use crate::code::Code;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    /// The target is not of the form `http://host:port` (or `host:port`).
+    /// The target is not one of the forms a channel accepts.
     #[error("invalid target {target:?}: {reason}")]
     InvalidUri {
         /// The target as given.
@@ -59,6 +59,16 @@ pub enum TransportError {
         retry_in: Duration,
         /// The error of the last attempt.
         last_error: String,
+    },
+    /// The TLS handshake failed: the server's certificate was expired, not
+    /// valid for the name, or from an unknown issuer; it refused ours; or
+    /// one side does not speak TLS. `reason` says which, in rustls's words.
+    #[error("TLS with {target} failed: {reason}")]
+    Tls {
+        /// The target that was dialled.
+        target: String,
+        /// What went wrong.
+        reason: String,
     },
     /// The connection ended while the call was in flight.
     #[error("connection lost: {0}")]

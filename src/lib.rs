@@ -166,6 +166,7 @@ pub mod metadata;
 mod rt;
 pub mod server;
 mod status;
+mod transport;
 mod wire;
 
 pub use call_context::CallContext;
@@ -178,6 +179,12 @@ pub use metadata::{Metadata, MetadataError, MetadataValue};
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use status::Status;
 pub use wire::compression::Encoding;
+
+/// TLS and mutual TLS (the `tls` feature): certificates, keys and roots for
+/// [`ServerBuilder::tls`] and [`ChannelBuilder::tls`], and what a handler
+/// learns of a client's certificate.
+#[cfg(feature = "tls")]
+pub use transport::tls;
 
 /// The protobuf runtime the generated code uses, so that a crate needs no
 /// `prost` dependency of its own to compile it.

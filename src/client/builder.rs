@@ -93,9 +93,51 @@ impl ChannelBuilder {
         self
     }
 
+    /// TLS settings (the `tls` feature): the roots to trust, the server
+    /// name to expect, a client identity for mutual TLS. Needs an
+    /// `https://` target (or a Unix socket); an `https://` target without
+    /// them trusts Mozilla's roots and expects the target's host.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTlsConfig) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
     /// A channel that connects on its first call.
     pub fn connect_lazy(self) -> Result<Channel, TransportError> {
         let mut target = parse_target(&self.target)?;
+        let invalid = |reason: &str| TransportError::InvalidUri {
+            target: self.target.clone(),
+            reason: reason.to_owned(),
+        };
+        #[cfg(feature = "tls")]
+        {
+            if self.config.tls.is_some() && !target.tls {
+                match target.dial {
+                    crate::client::target::Dial::Tcp(_) => {
+                        return Err(invalid(
+                            "TLS settings were given for a plaintext target: use https://",
+                        ))
+                    }
+                    crate::client::target::Dial::Unix(_) => target.tls = true,
+                }
+            }
+            if let Some(name) = self
+                .config
+                .tls
+                .as_ref()
+                .and_then(|t| t.server_name_override())
+            {
+                target.host = name.to_owned();
+                target.authority_header = name.to_owned();
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        if target.tls {
+            return Err(invalid(
+                "https:// needs grpc-blocking's `tls` feature (features = [\"tls\"])",
+            ));
+        }
         if let Some(authority) = &self.config.authority {
             if http::uri::Authority::try_from(authority.as_str()).is_err() {
                 return Err(TransportError::InvalidUri {
@@ -107,7 +149,7 @@ impl ChannelBuilder {
         }
         let mut config = self.config;
         config.backoff_max = config.backoff_max.max(config.backoff_initial);
-        Ok(Channel::new(target, config))
+        Channel::new(target, config)
     }
 
     /// A channel connected now; fails if the server cannot be reached.

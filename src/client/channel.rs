@@ -18,7 +18,7 @@ use crate::client::backoff::Backoff;
 use crate::client::call::{CallCore, Streaming, UnaryCall};
 use crate::client::config::ChannelConfig;
 use crate::client::conn;
-use crate::client::connect::connect_tcp;
+use crate::client::connect::connect;
 use crate::client::link::{ClientCmd, ClientConn, Opened, RequestEnd, StartCall};
 use crate::client::options::CallOptions;
 use crate::client::retry::{Reopen, RetryPlan};
@@ -46,7 +46,7 @@ pub struct Channel {
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channel")
-            .field("target", &self.inner.target.authority)
+            .field("target", &self.inner.target.describe())
             .finish_non_exhaustive()
     }
 }
@@ -54,6 +54,9 @@ impl std::fmt::Debug for Channel {
 struct ChannelInner {
     target: Target,
     config: ChannelConfig,
+    /// The rustls configuration, when the target speaks TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
     conn: Mutex<Option<Arc<ClientConn>>>,
     backoff: Mutex<Backoff>,
 }
@@ -69,11 +72,10 @@ impl ChannelInner {
         }
         *slot = None;
         let mut backoff = self.backoff.lock();
-        if let Some(wait) = backoff.wait(Instant::now(), &self.target.authority) {
+        if let Some(wait) = backoff.wait(Instant::now(), &self.target.describe()) {
             return Err(wait);
         }
-        let connected = connect_tcp(&self.target.authority, self.config.connect_timeout)
-            .and_then(|stream| conn::start(stream, &self.config.conn));
+        let connected = self.dial();
         match connected {
             Ok(conn) => {
                 backoff.succeeded();
@@ -91,6 +93,34 @@ impl ChannelInner {
                 Err(e)
             }
         }
+    }
+
+    /// Connects (with TLS, when the target speaks it) and starts the
+    /// connection thread, within the connect timeout.
+    fn dial(&self) -> Result<Arc<ClientConn>, TransportError> {
+        let deadline = Instant::now() + self.config.connect_timeout;
+        let socket = connect(&self.target, self.config.connect_timeout)?;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let session = crate::tls::client_handshake(
+                &socket,
+                tls,
+                &self.target.host,
+                &self.target.describe(),
+                deadline,
+            )?;
+            return conn::start(
+                socket,
+                |raw, blocked| crate::transport::Transport::with_tls(raw, blocked, session),
+                &self.config.conn,
+            );
+        }
+        let _ = deadline;
+        conn::start(
+            socket,
+            crate::transport::Transport::plain,
+            &self.config.conn,
+        )
     }
 
     fn encoding(&self, options: &CallOptions) -> Encoding {
@@ -116,7 +146,7 @@ impl ChannelInner {
         let request = headers::request(&RequestHead {
             path,
             authority: &self.target.authority_header,
-            scheme: self.target.scheme,
+            scheme: self.target.scheme(self.target.tls),
             metadata: &options.metadata,
             timeout,
             encoding: self.encoding(options),
@@ -164,15 +194,27 @@ impl Reopen for ChannelInner {
 }
 
 impl Channel {
-    pub(crate) fn new(target: Target, config: ChannelConfig) -> Channel {
-        Channel {
+    pub(crate) fn new(target: Target, config: ChannelConfig) -> Result<Channel, TransportError> {
+        #[cfg(feature = "tls")]
+        let tls = if target.tls {
+            let settings = config.tls.clone().unwrap_or_default();
+            Some(settings.build().map_err(|e| TransportError::Tls {
+                target: target.describe(),
+                reason: e.to_string(),
+            })?)
+        } else {
+            None
+        };
+        Ok(Channel {
             inner: Arc::new(ChannelInner {
                 target,
                 config,
+                #[cfg(feature = "tls")]
+                tls,
                 conn: Mutex::new(None),
                 backoff: Mutex::new(Backoff::default()),
             }),
-        }
+        })
     }
 
     /// Connects now if not connected.

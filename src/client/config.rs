@@ -17,6 +17,10 @@ pub(crate) struct ChannelConfig {
     pub(crate) authority: Option<String>,
     pub(crate) backoff_initial: Duration,
     pub(crate) backoff_max: Duration,
+    /// TLS settings; with an `https://` target and none given, the
+    /// defaults ([`ClientTlsConfig::new`](crate::tls::ClientTlsConfig::new)).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::ClientTlsConfig>,
 }
 
 impl Default for ChannelConfig {
@@ -28,6 +32,8 @@ impl Default for ChannelConfig {
             authority: None,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(120),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

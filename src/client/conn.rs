@@ -9,7 +9,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::net::TcpStream;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,6 +32,7 @@ use crate::rt::settings::ConnConfig;
 use crate::rt::timers::Timer;
 use crate::rt::StreamKey;
 use crate::status::Status;
+use crate::transport::{Blocked, RawSocket, Transport};
 use crate::wire::reset::{never_processed, status_for_h2_error};
 
 /// How long a closing connection may take to say goodbye.
@@ -41,11 +41,12 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Starts the connection thread on a connected socket; returns the handle
 /// calls use.
 pub(crate) fn start(
-    stream: TcpStream,
+    socket: RawSocket,
+    transport: impl FnOnce(Arc<RawSocket>, Arc<Blocked>) -> Transport,
     config: &ConnConfig,
 ) -> Result<Arc<ClientConn>, TransportError> {
-    let _ = stream.set_nodelay(true);
-    let (ev, socket) = EventLoop::new(stream).map_err(TransportError::Resource)?;
+    let (ev, socket) =
+        EventLoop::with_transport(socket, transport).map_err(TransportError::Resource)?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let alive = Arc::new(AtomicBool::new(true));
     let handle = Arc::new(ClientConn::new(tx, ev.wake_handle().clone(), alive.clone()));

@@ -1,13 +1,31 @@
-//! Dialling a target: every address its name resolves to, in order, within
-//! the connect timeout.
+//! Dialling a target: every address its name resolves to, in order, or its
+//! Unix socket, within the connect timeout; then, for TLS, the handshake.
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use crate::client::target::{Dial, Target};
 use crate::error::TransportError;
+use crate::transport::{RawSocket, UnixAddr};
+
+/// Connects to the target's socket (no TLS yet).
+pub(crate) fn connect(target: &Target, timeout: Duration) -> Result<RawSocket, TransportError> {
+    match &target.dial {
+        Dial::Tcp(authority) => connect_tcp(authority, timeout).map(RawSocket::Tcp),
+        Dial::Unix(addr) => connect_unix(addr).map(RawSocket::Unix),
+    }
+}
+
+fn connect_unix(addr: &UnixAddr) -> Result<std::os::unix::net::UnixStream, TransportError> {
+    // A local connect does not wait: it succeeds or fails at once.
+    addr.connect().map_err(|source| TransportError::Connect {
+        target: format!("unix:{addr}"),
+        source,
+    })
+}
 
 /// Connects to `authority` (`host:port`), trying each resolved address.
-pub(crate) fn connect_tcp(authority: &str, timeout: Duration) -> Result<TcpStream, TransportError> {
+fn connect_tcp(authority: &str, timeout: Duration) -> Result<TcpStream, TransportError> {
     let addrs: Vec<SocketAddr> = authority
         .to_socket_addrs()
         .map_err(|source| TransportError::Resolve {

@@ -4,8 +4,9 @@
 //! through `std::task::Waker`, but needs no runtime. Each connection thread
 //! therefore owns:
 //!
-//! - a non-blocking socket, wrapped in [`Socket`], which records when a read
-//!   or write would block so the thread knows what to wait for;
+//! - a non-blocking transport (plaintext or TLS, `transport::Transport`),
+//!   wrapped in [`Socket`] for h2; it records when a read or write would
+//!   block so the thread knows what to wait for;
 //! - a [`Wake`]: a `polling::Poller` the thread sleeps in (socket readiness,
 //!   plus a cross-thread notify), a set of "dirty" keys (streams whose h2
 //!   futures were woken), and a `sleeping` flag so other threads only pay for
@@ -16,10 +17,9 @@
 //! stream (or the connection) dirty. The loop then re-polls exactly what is
 //! dirty.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::rt::timers::{Timer, Timers};
 use crate::rt::StreamKey;
+use crate::transport::{Blocked, RawSocket, Transport};
 
 /// The poller key of the socket.
 const SOCKET_KEY: usize = 0;
@@ -96,24 +97,14 @@ pub(crate) fn conn_waker(wake: &Arc<Wake>) -> Waker {
     }))
 }
 
-#[derive(Default)]
-struct Blocked {
-    read: AtomicBool,
-    write: AtomicBool,
-    /// Bytes read from the socket so far.
-    total_read: AtomicUsize,
-}
-
 /// Bytes read from the socket in one round before h2 is made to yield, so
 /// that the thread gets back to its streams (moving data to handlers and
 /// callers) between reads instead of parsing a whole socket buffer at once.
 const READ_ROUND: usize = 64 * 1024;
 
-/// A non-blocking TCP stream as h2 wants it. Records would-block so the event
-/// loop knows which readiness to wait for.
+/// A connection's transport (plaintext, or TLS) as h2 wants it.
 pub(crate) struct Socket {
-    stream: Arc<TcpStream>,
-    blocked: Arc<Blocked>,
+    transport: Transport,
     /// Bytes read in the current round.
     round: usize,
     /// Bytes already read (while sniffing the protocol) that h2 must see
@@ -122,33 +113,28 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
-    /// Reads what is available without h2 (before the handshake); records
-    /// would-block like h2's reads do.
+    /// Reads what is available without h2 (before the HTTP/2 handshake):
+    /// `WouldBlock` when nothing is.
     pub(crate) fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match (&*self.stream).read(buf).inspect(|&n| {
-                self.blocked.total_read.fetch_add(n, Ordering::Relaxed);
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.blocked.read.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
+        self.transport.read(buf)
     }
 
-    /// Writes a short reply without h2 (best effort: what the socket takes
-    /// at once), then closes the writing side.
-    pub(crate) fn reply_and_close(&mut self, reply: &[u8]) {
-        let _ = (&*self.stream).write(reply);
-        let _ = self.stream.shutdown(Shutdown::Both);
+    /// The transport underneath.
+    pub(crate) fn transport(&mut self) -> &mut Transport {
+        &mut self.transport
     }
 
     /// Bytes h2 must read before the socket's own.
     pub(crate) fn set_replay(&mut self, bytes: bytes::Bytes) {
         self.replay = bytes;
+    }
+}
+
+/// `Poll` for a non-blocking operation's result.
+fn poll_io<T>(result: io::Result<T>) -> Poll<io::Result<T>> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+        other => Poll::Ready(other),
     }
 }
 
@@ -171,78 +157,48 @@ impl AsyncRead for Socket {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        loop {
-            match (&*self.stream).read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    self.round += n;
-                    self.blocked.total_read.fetch_add(n, Ordering::Relaxed);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.round = 0;
-                    self.blocked.read.store(true, Ordering::Relaxed);
-                    return Poll::Pending;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+        match self.transport.read(buf.initialize_unfilled()) {
+            Ok(n) => {
+                buf.advance(n);
+                self.round += n;
+                Poll::Ready(Ok(()))
             }
-        }
-    }
-}
-
-impl Socket {
-    fn would_block<T>(&self, result: io::Result<T>) -> Option<Poll<io::Result<T>>> {
-        match result {
-            Ok(n) => Some(Poll::Ready(Ok(n))),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.blocked.write.store(true, Ordering::Relaxed);
-                Some(Poll::Pending)
+                self.round = 0;
+                Poll::Pending
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
-            Err(e) => Some(Poll::Ready(Err(e))),
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 }
 
 impl AsyncWrite for Socket {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            if let Some(p) = self.would_block((&*self.stream).write(buf)) {
-                return p;
-            }
-        }
+        poll_io(self.transport.write(buf))
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            if let Some(p) = self.would_block((&*self.stream).write_vectored(bufs)) {
-                return p;
-            }
-        }
+        poll_io(self.transport.write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        poll_io(self.transport.flush())
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.stream.shutdown(Shutdown::Write) {
-            Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
-            _ => Poll::Ready(Ok(())),
-        }
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.transport.shutdown_write())
     }
 }
 
@@ -252,26 +208,37 @@ pub(crate) struct EventLoop {
     /// The connection's timers: the next one bounds each sleep.
     pub(crate) timers: Timers,
     wake: Arc<Wake>,
-    stream: Arc<TcpStream>,
+    socket: Arc<RawSocket>,
     blocked: Arc<Blocked>,
     events: Events,
     registered: bool,
 }
 
 impl EventLoop {
-    /// Makes `stream` non-blocking and sets up the poller. Returns the loop,
-    /// and the socket to hand to h2.
-    pub(crate) fn new(stream: TcpStream) -> io::Result<(EventLoop, Socket)> {
-        stream.set_nonblocking(true)?;
-        let stream = Arc::new(stream);
+    /// Makes `socket` non-blocking and sets up the poller. Returns the loop,
+    /// and the socket to hand to h2 (plaintext: `with_transport` sets TLS
+    /// up).
+    pub(crate) fn new(socket: RawSocket) -> io::Result<(EventLoop, Socket)> {
+        Self::with_transport(socket, Transport::plain)
+    }
+
+    /// [`EventLoop::new`] with the transport made by `transport` from the
+    /// raw socket and its blocked flags (a client's TLS session, say).
+    pub(crate) fn with_transport(
+        socket: RawSocket,
+        transport: impl FnOnce(Arc<RawSocket>, Arc<Blocked>) -> Transport,
+    ) -> io::Result<(EventLoop, Socket)> {
+        socket.set_nonblocking(true)?;
+        socket.set_nodelay();
+        let raw = Arc::new(socket);
         let poller = Poller::new()?;
         // SAFETY: `polling` requires that a registered source is deleted from
-        // the poller before the source is closed. The stream is kept alive by
-        // `EventLoop::stream` (an `Arc`), and `EventLoop::drop` deletes it
+        // the poller before the source is closed. The socket is kept alive by
+        // `EventLoop::socket` (an `Arc`), and `EventLoop::drop` deletes it
         // from the poller before that `Arc` is released; the poller itself
         // lives in `Wake`, which may outlive the loop, but holds no source
         // after the delete.
-        unsafe { poller.add(&*stream, Event::none(SOCKET_KEY))? };
+        unsafe { poller.add(&*raw, Event::none(SOCKET_KEY))? };
         let wake = Arc::new(Wake {
             poller,
             sleeping: AtomicBool::new(false),
@@ -280,8 +247,7 @@ impl EventLoop {
         });
         let blocked = Arc::new(Blocked::default());
         let socket = Socket {
-            stream: stream.clone(),
-            blocked: blocked.clone(),
+            transport: transport(raw.clone(), blocked.clone()),
             round: 0,
             replay: bytes::Bytes::new(),
         };
@@ -289,7 +255,7 @@ impl EventLoop {
             EventLoop {
                 timers: Timers::default(),
                 wake,
-                stream,
+                socket: raw,
                 blocked,
                 events: Events::new(),
                 registered: true,
@@ -341,7 +307,7 @@ impl EventLoop {
             (false, true) => Event::writable(SOCKET_KEY),
             (false, false) => Event::none(SOCKET_KEY),
         };
-        self.wake.poller.modify(&*self.stream, interest)?;
+        self.wake.poller.modify(&*self.socket, interest)?;
         self.events.clear();
         let result = self.wake.poller.wait(&mut self.events, timeout);
         self.wake.sleeping.store(false, Ordering::SeqCst);
@@ -423,7 +389,7 @@ pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> i
 impl Drop for EventLoop {
     fn drop(&mut self) {
         if self.registered {
-            let _ = self.wake.poller.delete(&*self.stream);
+            let _ = self.wake.poller.delete(&*self.socket);
             self.registered = false;
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use polling::{Event, Events, Poller};
 use crate::server::conn;
 use crate::server::link::{ConnCmd, ConnHandle};
 use crate::server::state::ServerShared;
+use crate::transport::{Listener, RawSocket};
 use crate::wire::goaway;
 
 const LISTENER_KEY: usize = 0;
@@ -48,7 +49,7 @@ impl Acceptor {
     }
 
     /// Accepts connections from `listener` until stopped.
-    pub(crate) fn run(self: &Arc<Self>, listener: &TcpListener) -> io::Result<()> {
+    pub(crate) fn run(self: &Arc<Self>, listener: &Listener) -> io::Result<()> {
         // SAFETY: `polling` requires a registered source to be deleted before
         // it is closed. The listener outlives this function (it is
         // borrowed), and it is deleted from the poller below before the
@@ -59,7 +60,7 @@ impl Acceptor {
         result
     }
 
-    fn accept_until_stopped(self: &Arc<Self>, listener: &TcpListener) -> io::Result<()> {
+    fn accept_until_stopped(self: &Arc<Self>, listener: &Listener) -> io::Result<()> {
         let mut events = Events::new();
         loop {
             if self.stop.load(Ordering::SeqCst) {
@@ -67,7 +68,7 @@ impl Acceptor {
             }
             loop {
                 match listener.accept() {
-                    Ok((stream, _)) => self.start_connection(stream),
+                    Ok(socket) => self.start_connection(socket),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -90,20 +91,16 @@ impl Acceptor {
         }
     }
 
-    fn start_connection(self: &Arc<Self>, stream: TcpStream) {
+    fn start_connection(self: &Arc<Self>, socket: RawSocket) {
         let limit = self.shared.config.max_connections;
         if self.conns.lock().len() >= limit {
             refuse(
-                stream,
+                socket,
                 &format!("the server is at its limit of {limit} connections"),
             );
             return;
         }
-        if let Err(e) = stream.set_nonblocking(false) {
-            log::debug!("dropping a new connection: {e}");
-            return;
-        }
-        let (handle, run) = match conn::prepare(stream, self.shared.clone()) {
+        let (handle, run) = match conn::prepare(socket, self.shared.clone()) {
             Ok(x) => x,
             Err(e) => {
                 log::error!("could not set up a connection: {e}");
@@ -157,11 +154,11 @@ impl Acceptor {
 /// Refuses a connection over the limit: best effort, never blocking the
 /// acceptor, write the GOAWAY, and drain what the client sent so far so
 /// that closing does not reset the connection before the client reads it.
-fn refuse(stream: TcpStream, reason: &str) {
+fn refuse(socket: RawSocket, reason: &str) {
     log::warn!("refusing a connection: {reason}");
-    let _ = stream.set_nonblocking(true);
-    let _ = (&stream).write_all(&goaway::refusal(reason));
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = socket.set_nonblocking(true);
+    let _ = (&socket).write_all(&goaway::refusal(reason));
+    let _ = socket.shutdown(Shutdown::Write);
     let mut sink = [0u8; 4096];
-    while matches!((&stream).read(&mut sink), Ok(n) if n > 0) {}
+    while matches!((&socket).read(&mut sink), Ok(n) if n > 0) {}
 }

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::server::error_policy::ErrorPolicy;
 use crate::server::serve::Server;
 use crate::server::service::{Registry, Service};
 use crate::status::Status;
+use crate::transport::{Listener, UnixAddr};
 
 /// Builds a [`Server`]: add services, change settings, then
 /// [`bind`](ServerBuilder::bind).
@@ -198,20 +200,52 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds the listening socket (address reuse on, backlog 1024). Use port
-    /// 0 for any free port and read it back with [`Server::local_addr`].
+    /// Serves TLS (the `tls` feature): the server's certificate and key,
+    /// and whether it asks clients for theirs (default: plaintext, h2c).
+    /// ALPN `h2` is advertised; clients that send no ALPN are served too.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ServerTlsConfig) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
+    /// Binds a TCP listening socket (address reuse on, backlog 1024). Use
+    /// port 0 for any free port and read it back with
+    /// [`Server::local_addr`].
     pub fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
         let mut last = None;
         for addr in addr.to_socket_addrs()? {
             match bind_listener(addr) {
-                Ok(listener) => {
-                    return Server::new(listener, self.registry, self.config, self.errors)
-                }
+                Ok(listener) => return self.serve_on(Listener::Tcp(listener)),
                 Err(e) => last = Some(e),
             }
         }
         Err(last
             .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")))
+    }
+
+    /// Binds a Unix domain socket at `path`. A stale socket file there
+    /// (nobody listens on it) is replaced; a path where a server listens,
+    /// or that holds anything but a socket, is an error. The file is
+    /// removed when the server shuts down. Handlers see the path as their
+    /// peer. Clients connect with `unix:PATH` (or `unix:///ABSOLUTE`).
+    pub fn bind_unix(self, path: impl AsRef<Path>) -> io::Result<Server> {
+        self.bind_unix_addr(UnixAddr::Path(path.as_ref().to_path_buf()))
+    }
+
+    /// Binds a Unix domain socket named `name` in Linux's abstract
+    /// namespace (no file). Clients connect with `unix-abstract:NAME`.
+    pub fn bind_unix_abstract(self, name: impl AsRef<[u8]>) -> io::Result<Server> {
+        self.bind_unix_addr(UnixAddr::Abstract(name.as_ref().to_vec()))
+    }
+
+    fn bind_unix_addr(self, addr: UnixAddr) -> io::Result<Server> {
+        let listener = addr.bind()?;
+        self.serve_on(Listener::Unix(listener, addr))
+    }
+
+    fn serve_on(self, listener: Listener) -> io::Result<Server> {
+        Server::new(listener, self.registry, self.config, self.errors)
     }
 }
 

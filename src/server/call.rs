@@ -5,7 +5,6 @@
 //! mailbox, and what they send goes back as commands to the connection
 //! thread (`link.rs`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +18,7 @@ use crate::rt::StreamKey;
 use crate::server::context::ServerContext;
 use crate::server::error_policy::{ErrorPolicy, Responses};
 use crate::server::link::{ConnHandle, Inbound, Wakeup};
+use crate::server::peer::PeerInfo;
 use crate::server::requests::{RequestReader, Requests};
 use crate::server::response::{OutState, Outbound, ResponseSink};
 use crate::status::Status;
@@ -36,7 +36,7 @@ pub struct ServerCall {
     pub(crate) service: String,
     pub(crate) method: String,
     pub(crate) metadata: Metadata,
-    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) peer: Arc<PeerInfo>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) request_encoding: Encoding,
     pub(crate) response_encoding: Encoding,

@@ -24,6 +24,9 @@ pub(crate) struct ServerConfig {
     pub(crate) handler_stack_size: usize,
     pub(crate) handler_idle_timeout: Duration,
     pub(crate) inline_unary: bool,
+    /// TLS settings; `None` serves plaintext (h2c).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +46,8 @@ impl Default for ServerConfig {
             handler_stack_size: 2 * 1024 * 1024,
             handler_idle_timeout: Duration::from_secs(60),
             inline_unary: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -33,10 +32,13 @@ use crate::rt::StreamKey;
 use crate::server::call::ServerCall;
 use crate::server::dispatch::{route, Route, Run};
 use crate::server::link::{ConnCmd, ConnHandle, Inbound, StreamCmd};
+use crate::server::peer::{Peer, PeerInfo};
 use crate::server::pool::PoolError;
 use crate::server::service::Service;
 use crate::server::state::ServerShared;
 use crate::status::Status;
+use crate::transport::RawSocket;
+use crate::wire::goaway;
 use crate::wire::headers::{self, Rejection};
 use crate::wire::preface::{sniff, Sniffed, MAX_SNIFF, PREFACE};
 use crate::wire::reset::status_for_client_reset;
@@ -75,7 +77,7 @@ struct Conn {
     next_key: u64,
     rx: Receiver<ConnCmd>,
     handle: Arc<ConnHandle>,
-    peer: Option<SocketAddr>,
+    peer: Arc<PeerInfo>,
     server: Arc<ServerShared>,
     shutting_down: bool,
     keepalive: Keepalive,
@@ -86,12 +88,16 @@ struct Conn {
 /// Sets up a connection: returns the handle other threads use and the
 /// function to run on the connection's own thread.
 pub(crate) fn prepare(
-    stream: TcpStream,
+    socket: RawSocket,
     server: Arc<ServerShared>,
 ) -> std::io::Result<(Arc<ConnHandle>, impl FnOnce())> {
-    let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok();
-    let (ev, socket) = EventLoop::new(stream)?;
+    let peer = match (socket.tcp_peer(), &server.unix_name) {
+        (Some(addr), _) => Peer::Tcp(addr),
+        (None, Some(name)) => Peer::Unix(name.clone()),
+        (None, None) => Peer::Unix(String::new()),
+    };
+    let peer = Arc::new(PeerInfo::new(peer));
+    let (ev, socket) = EventLoop::new(socket)?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let handle = Arc::new(ConnHandle::new(tx, ev.wake_handle().clone()));
     let mut conn = Conn {
@@ -253,7 +259,7 @@ impl Driver for Conn {
                     self.opened(pinger);
                 }
                 Poll::Ready(Err(e)) => {
-                    log::debug!("HTTP/2 handshake with {:?} failed: {e}", self.peer);
+                    log::debug!("HTTP/2 handshake with {} failed: {e}", self.peer.addr);
                     self.phase = Phase::Done;
                     return;
                 }
@@ -270,11 +276,11 @@ impl Driver for Conn {
                 Poll::Ready(Some(Ok((req, respond)))) => self.accept(req, respond),
                 Poll::Ready(Some(Err(e))) => {
                     if e.is_io() || e.is_go_away() || e.reason().is_some() && !e.is_remote() {
-                        log::debug!("connection from {:?} ended: {e}", self.peer);
+                        log::debug!("connection from {} ended: {e}", self.peer.addr);
                         self.phase = Phase::Done;
                         return;
                     }
-                    log::debug!("stream error on connection from {:?}: {e}", self.peer);
+                    log::debug!("stream error on connection from {}: {e}", self.peer.addr);
                 }
                 Poll::Ready(None) => {
                     self.phase = Phase::Done;
@@ -298,8 +304,8 @@ impl Driver for Conn {
                     || matches!(self.phase, Phase::Open(_)) && incomplete
                 {
                     log::debug!(
-                        "closing connection from {:?}: no HTTP/2 preface in time",
-                        self.peer
+                        "closing connection from {}: no HTTP/2 preface in time",
+                        self.peer.addr
                     );
                     self.phase = Phase::Done;
                 }
@@ -312,8 +318,8 @@ impl Driver for Conn {
                         .on_timer(timer, now, has_calls, timers, &self.conn_waker);
                 if liveness == Liveness::PeerGone {
                     log::debug!(
-                        "closing connection from {:?}: keepalive ping not answered within {:?}",
-                        self.peer,
+                        "closing connection from {}: keepalive ping not answered within {:?}",
+                        self.peer.addr,
                         self.keepalive.timeout()
                     );
                     self.close_all(Status::unavailable(
@@ -332,14 +338,14 @@ impl Driver for Conn {
                 }
                 let due = self.idle_since + idle;
                 if due <= now {
-                    log::debug!("closing idle connection from {:?}", self.peer);
+                    log::debug!("closing idle connection from {}", self.peer.addr);
                     self.go_away();
                 } else {
                     self.ev.timers.add(due, Timer::Idle);
                 }
             }
             Timer::Age => {
-                log::debug!("connection from {:?} reached its maximum age", self.peer);
+                log::debug!("connection from {} reached its maximum age", self.peer.addr);
                 self.go_away();
                 let grace = self.server.config.max_connection_age_grace;
                 self.ev.timers.add(now + grace, Timer::AgeGrace);
@@ -451,51 +457,142 @@ impl Conn {
     }
 
     /// Reads the connection's first bytes: HTTP/2 goes on to the handshake
-    /// (h2 re-reads those bytes), HTTP/1.x gets an error reply, anything
-    /// else is closed.
+    /// (h2 re-reads those bytes), a TLS ClientHello starts TLS (on a TLS
+    /// server; then the decrypted bytes are sniffed again), HTTP/1.x gets
+    /// an error reply, anything else is closed. A plaintext client on a TLS
+    /// port, and a TLS client on a plaintext port, get a GOAWAY that says
+    /// which side speaks TLS.
     fn sniff(&mut self) {
-        let Phase::Sniffing(socket, buf) = &mut self.phase else {
-            return;
-        };
-        let mut chunk = [0u8; 1024];
-        let verdict = loop {
-            match socket.read_raw(&mut chunk) {
-                Ok(0) => break Sniffed::Garbage,
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    match sniff(buf) {
-                        Sniffed::NeedMore if buf.len() < MAX_SNIFF => continue,
-                        Sniffed::NeedMore => break Sniffed::Garbage,
-                        verdict => break verdict,
+        loop {
+            let Phase::Sniffing(socket, buf) = &mut self.phase else {
+                return;
+            };
+            let mut chunk = [0u8; 1024];
+            let verdict = loop {
+                match socket.read_raw(&mut chunk) {
+                    Ok(0) => break Sniffed::Garbage,
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        match sniff(buf) {
+                            Sniffed::NeedMore if buf.len() < MAX_SNIFF => continue,
+                            Sniffed::NeedMore => break Sniffed::Garbage,
+                            verdict => break verdict,
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Err(e) => {
+                        log::debug!(
+                            "reading the first bytes from {} failed: {e}",
+                            self.peer.addr
+                        );
+                        break Sniffed::Garbage;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(_) => break Sniffed::Garbage,
+            };
+            let Phase::Sniffing(mut socket, buf) = std::mem::replace(&mut self.phase, Phase::Done)
+            else {
+                return;
+            };
+            let in_tls = socket.transport().tls_handshaking() || self.tls_established(&mut socket);
+            match verdict {
+                Sniffed::Http2 if self.wants_tls() && !in_tls => {
+                    log::debug!(
+                        "refusing a plaintext client from {} on a TLS port",
+                        self.peer.addr
+                    );
+                    socket.transport().reply_and_close(&goaway::refusal(
+                        "this port serves gRPC over TLS: connect with https://",
+                    ));
+                }
+                Sniffed::Http2 => {
+                    socket.set_replay(Bytes::from(buf));
+                    self.phase = Phase::Handshaking(self.server.config.h2().handshake(socket));
+                }
+                Sniffed::Tls if self.wants_tls() && !in_tls => {
+                    if self.start_tls(&mut socket, &buf) {
+                        // Sniff the decrypted bytes.
+                        self.phase = Phase::Sniffing(socket, Vec::new());
+                        continue;
+                    }
+                }
+                Sniffed::Tls => {
+                    log::debug!(
+                        "refusing a TLS client from {} on a plaintext port",
+                        self.peer.addr
+                    );
+                    socket.transport().reply_and_close(&goaway::refusal(
+                        "this port serves gRPC over plaintext HTTP/2 (h2c), not TLS: connect with http://",
+                    ));
+                }
+                Sniffed::Http1(reply) => {
+                    log::debug!(
+                        "answering an HTTP/1.x request from {} with an error",
+                        self.peer.addr
+                    );
+                    if in_tls {
+                        let _ = socket.transport().write(&reply);
+                        let _ = socket.transport().shutdown_write();
+                    } else {
+                        socket.transport().reply_and_close(&reply);
+                    }
+                }
+                Sniffed::NeedMore | Sniffed::Garbage => {
+                    log::debug!(
+                        "closing a connection from {} that does not speak HTTP/2",
+                        self.peer.addr
+                    );
+                }
             }
-        };
-        let Phase::Sniffing(mut socket, buf) = std::mem::replace(&mut self.phase, Phase::Done)
-        else {
             return;
+        }
+    }
+
+    /// Whether this server speaks TLS.
+    fn wants_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.server.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// Starts TLS on the socket, `received` being what was read of the
+    /// ClientHello; false (and the connection closed) if it cannot start.
+    #[cfg(feature = "tls")]
+    fn start_tls(&mut self, socket: &mut Socket, received: &[u8]) -> bool {
+        let Some(config) = &self.server.tls else {
+            return false;
         };
-        match verdict {
-            Sniffed::Http2 => {
-                socket.set_replay(Bytes::from(buf));
-                self.phase = Phase::Handshaking(self.server.config.h2().handshake(socket));
-            }
-            Sniffed::Http1(reply) => {
-                log::debug!(
-                    "answering an HTTP/1.x request from {:?} with an error",
-                    self.peer
-                );
-                socket.reply_and_close(&reply);
-            }
-            Sniffed::NeedMore | Sniffed::Garbage => {
-                log::debug!(
-                    "closing a connection from {:?} that does not speak HTTP/2",
-                    self.peer
-                );
+        let started = crate::tls::server_session(config)
+            .and_then(|session| socket.transport().start_tls(session, received));
+        match started {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("TLS with {} failed at once: {e}", self.peer.addr);
+                false
             }
         }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn start_tls(&mut self, _socket: &mut Socket, _received: &[u8]) -> bool {
+        false
+    }
+
+    /// Whether the socket runs TLS with its handshake done; records the
+    /// client's certificate then.
+    fn tls_established(&mut self, socket: &mut Socket) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = socket.transport().tls() {
+            if self.peer.certificates.is_none() {
+                let certificates = crate::tls::PeerCertificates::of(tls);
+                if certificates.is_some() {
+                    Arc::make_mut(&mut self.peer).certificates = certificates;
+                }
+            }
+            return true;
+        }
+        let _ = socket;
+        false
     }
 
     /// A new request: routes it, and hands it to its handler or refuses it.
@@ -529,7 +626,7 @@ impl Conn {
             service: head.service,
             method: head.method,
             metadata: head.metadata,
-            peer: self.peer,
+            peer: self.peer.clone(),
             deadline: deadline.map(|(at, _)| at),
             request_encoding: head.encoding,
             response_encoding,

@@ -9,6 +9,7 @@ use crate::call_context::CallContext;
 use crate::code::Code;
 use crate::metadata::Metadata;
 use crate::server::link::Wakeup;
+use crate::server::peer::{Peer, PeerInfo};
 use crate::server::response::Outbound;
 use crate::status::Status;
 use crate::wire::compression::Encoding;
@@ -41,7 +42,7 @@ use crate::wire::compression::Encoding;
 pub struct ServerContext {
     method: String,
     metadata: Metadata,
-    peer: Option<SocketAddr>,
+    peer: Arc<PeerInfo>,
     deadline: Option<Instant>,
     out: Arc<Outbound>,
 }
@@ -50,7 +51,7 @@ impl ServerContext {
     pub(crate) fn new(
         method: String,
         metadata: Metadata,
-        peer: Option<SocketAddr>,
+        peer: Arc<PeerInfo>,
         deadline: Option<Instant>,
         out: Arc<Outbound>,
     ) -> Self {
@@ -78,9 +79,26 @@ impl ServerContext {
         &self.method
     }
 
-    /// The client's address.
+    /// Where the call came from: a TCP address, or this server's Unix
+    /// socket.
+    pub fn peer(&self) -> &Peer {
+        &self.peer.addr
+    }
+
+    /// The client's TCP address (`None` on a Unix socket).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer
+        match self.peer.addr {
+            Peer::Tcp(addr) => Some(addr),
+            Peer::Unix(_) => None,
+        }
+    }
+
+    /// The client's verified certificate chain and its subject alternative
+    /// names, when it sent one over TLS (mutual TLS); `None` on plaintext
+    /// connections and for TLS clients that sent none.
+    #[cfg(feature = "tls")]
+    pub fn peer_certificates(&self) -> Option<&crate::tls::PeerCertificates> {
+        self.peer.certificates.as_ref()
     }
 
     /// When the call's deadline passes, if the client set one
@@ -180,7 +198,7 @@ impl std::fmt::Debug for ServerContext {
         f.debug_struct("ServerContext")
             .field("method", &self.method)
             .field("metadata", &self.metadata)
-            .field("peer", &self.peer)
+            .field("peer", &self.peer.addr)
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }

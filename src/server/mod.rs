@@ -24,6 +24,7 @@
 //! | `pool.rs` | the handler threads |
 //! | `error_policy.rs` | handler errors and panics as statuses |
 //! | `service.rs`, `state.rs` | the services, and what every connection shares |
+//! | `peer.rs` | where a call came from, and the client's TLS certificate |
 
 mod acceptor;
 mod builder;
@@ -34,6 +35,7 @@ mod context;
 mod dispatch;
 mod error_policy;
 mod link;
+mod peer;
 mod pool;
 mod requests;
 mod response;
@@ -44,6 +46,7 @@ mod state;
 pub use builder::ServerBuilder;
 pub use call::{bidi_streaming, client_streaming, server_streaming, unary, ServerCall};
 pub use context::ServerContext;
+pub use peer::Peer;
 pub use requests::Requests;
 pub use response::ResponseSink;
 pub use serve::{Server, ServerHandle, ShutdownHandle};

@@ -2,7 +2,7 @@
 //! and the handles that shut it down.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -11,40 +11,97 @@ use crate::server::config::ServerConfig;
 use crate::server::error_policy::ErrorPolicy;
 use crate::server::service::Registry;
 use crate::server::state::ServerShared;
+use crate::transport::{Listener, UnixAddr};
+
+/// Where a server listens.
+#[derive(Clone, Debug)]
+enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(UnixAddr),
+}
+
+impl ListenAddr {
+    fn of(listener: &Listener) -> io::Result<ListenAddr> {
+        match (listener.tcp_addr(), listener.unix_addr()) {
+            (Some(addr), _) => Ok(ListenAddr::Tcp(addr)),
+            (None, Some(addr)) => Ok(ListenAddr::Unix(addr.clone())),
+            (None, None) => Err(io::Error::other("the listener has no address")),
+        }
+    }
+
+    /// What a client dials.
+    fn target(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        match self {
+            ListenAddr::Tcp(addr) => format!("{scheme}://{addr}"),
+            ListenAddr::Unix(UnixAddr::Path(p)) => format!("unix:{}", p.display()),
+            ListenAddr::Unix(UnixAddr::Abstract(name)) => {
+                format!("unix-abstract:{}", String::from_utf8_lossy(name))
+            }
+        }
+    }
+
+    fn tcp(&self) -> io::Result<SocketAddr> {
+        match self {
+            ListenAddr::Tcp(addr) => Ok(*addr),
+            ListenAddr::Unix(addr) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the server listens on the Unix socket {addr}, not on TCP"),
+            )),
+        }
+    }
+}
 
 /// A bound gRPC server, not yet serving: [`serve`](Server::serve) on this
 /// thread, or [`spawn`](Server::spawn) a background thread.
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
+    addr: ListenAddr,
+    tls: bool,
     acceptor: Arc<Acceptor>,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("local_addr", &self.listener.local_addr().ok())
+            .field("addr", &self.addr)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
 
 impl Server {
     pub(crate) fn new(
-        listener: TcpListener,
+        listener: Listener,
         registry: Registry,
         config: ServerConfig,
         errors: ErrorPolicy,
     ) -> io::Result<Server> {
         listener.set_nonblocking(true)?;
-        let shared = ServerShared::new(registry, config, errors);
+        let addr = ListenAddr::of(&listener)?;
+        let unix_name = listener.unix_addr().map(ToString::to_string);
+        #[cfg(feature = "tls")]
+        let tls = config.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        let shared = ServerShared::new(registry, config, errors, unix_name)?;
         Ok(Server {
             listener,
+            addr,
+            tls,
             acceptor: Arc::new(Acceptor::new(shared)?),
         })
     }
 
-    /// The bound address.
+    /// The bound TCP address (an error for a server on a Unix socket).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.addr.tcp()
+    }
+
+    /// What a client dials to reach this server: `http://IP:PORT`
+    /// (`https://` with TLS), `unix:PATH` or `unix-abstract:NAME`.
+    pub fn target(&self) -> String {
+        self.addr.target(self.tls)
     }
 
     /// A handle that stops [`Server::serve`] from another thread.
@@ -58,10 +115,12 @@ impl Server {
     /// Returns after a graceful shutdown: in-flight calls finished (or were
     /// cancelled after the grace period) and every server thread ended.
     pub fn serve(self) -> io::Result<()> {
-        let Server { listener, acceptor } = self;
+        let Server {
+            listener, acceptor, ..
+        } = self;
         let result = acceptor.run(&listener);
         // New connections are refused from here on (not left in the
-        // backlog while in-flight calls drain).
+        // backlog while in-flight calls drain); a socket file goes.
         drop(listener);
         acceptor.drain();
         result
@@ -69,7 +128,7 @@ impl Server {
 
     /// Serves on a background thread.
     pub fn spawn(self) -> io::Result<ServerHandle> {
-        let addr = self.local_addr()?;
+        let (addr, tls) = (self.addr.clone(), self.tls);
         let acceptor = self.acceptor.clone();
         let thread = std::thread::Builder::new()
             .name("grpc-acceptor".into())
@@ -78,6 +137,7 @@ impl Server {
         Ok(ServerHandle {
             acceptor,
             addr,
+            tls,
             thread: Some(thread),
         })
     }
@@ -106,7 +166,8 @@ impl ShutdownHandle {
 /// A server running in the background. Dropping it shuts the server down.
 pub struct ServerHandle {
     acceptor: Arc<Acceptor>,
-    addr: SocketAddr,
+    addr: ListenAddr,
+    tls: bool,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -119,9 +180,23 @@ impl std::fmt::Debug for ServerHandle {
 }
 
 impl ServerHandle {
-    /// The address the server listens on.
+    /// The TCP address the server listens on.
+    ///
+    /// # Panics
+    ///
+    /// If the server listens on a Unix socket: use
+    /// [`target`](ServerHandle::target), which names either.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        match self.addr.tcp() {
+            Ok(addr) => addr,
+            Err(e) => panic!("ServerHandle::local_addr: {e}"),
+        }
+    }
+
+    /// What a client dials to reach this server: `http://IP:PORT`
+    /// (`https://` with TLS), `unix:PATH` or `unix-abstract:NAME`.
+    pub fn target(&self) -> String {
+        self.addr.target(self.tls)
     }
 
     /// Stops accepting, sends GOAWAY on every connection, lets in-flight

@@ -21,12 +21,22 @@ pub(crate) enum Sniffed {
     Http2,
     /// An HTTP/1.x request: send this response, then close.
     Http1(Vec<u8>),
+    /// A TLS ClientHello (a handshake record, TLS 1.0 or later).
+    Tls,
     /// Neither: close.
     Garbage,
 }
 
 /// Classifies the first bytes of a connection.
 pub(crate) fn sniff(buf: &[u8]) -> Sniffed {
+    // A TLS record: content type 22 (handshake), major version 3.
+    if buf.first() == Some(&0x16) {
+        return match buf.get(1) {
+            None => Sniffed::NeedMore,
+            Some(3) => Sniffed::Tls,
+            Some(_) => Sniffed::Garbage,
+        };
+    }
     let n = buf.len().min(PREFACE.len());
     if buf[..n] == PREFACE[..n] {
         return if n == PREFACE.len() {
@@ -115,8 +125,14 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_client_hello_is_told_apart() {
+        assert_eq!(sniff(b"\x16\x03\x01\x02\x00"), Sniffed::Tls);
+        assert_eq!(sniff(b"\x16"), Sniffed::NeedMore);
+        assert_eq!(sniff(b"\x16\x07"), Sniffed::Garbage);
+    }
+
+    #[test]
     fn garbage_is_closed() {
-        assert_eq!(sniff(b"\x16\x03\x01\x02\x00"), Sniffed::Garbage); // a TLS hello
         assert_eq!(sniff(b"\x00\x00\x00\x00"), Sniffed::Garbage);
         assert_eq!(sniff(b"GET\x00/ HTTP/1.1\r\n"), Sniffed::Garbage);
     }

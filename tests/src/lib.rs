@@ -86,3 +86,7 @@ pub mod codegen {
 pub mod stubbed {
     include!(concat!(env!("OUT_DIR"), "/stubbed/nameko.rs"));
 }
+
+/// Test certificates made at test time (CA, server, client, expired,
+/// wrong-name, untrusted).
+pub mod certs;
