@@ -62,9 +62,13 @@ pub fn zero_payload(size: usize) -> Payload {
 /// `grpc.testing.UnimplementedService`) to `addr`; port 0 picks a free one.
 /// Call `serve()` or `spawn()` on the result.
 pub fn server(addr: impl ToSocketAddrs) -> std::io::Result<Server> {
-    Server::builder()
-        .add_service(TestServiceServer::new(InteropService))
-        .bind(addr)
+    server_builder().bind(addr)
+}
+
+/// A server builder with `grpc.testing.TestService` added, to set more
+/// (TLS, a Unix socket) before binding.
+pub fn server_builder() -> grpc_blocking::ServerBuilder {
+    Server::builder().add_service(TestServiceServer::new(InteropService))
 }
 
 /// `grpc.testing.TestService` as the interop spec's server section describes

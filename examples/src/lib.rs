@@ -27,6 +27,7 @@ pub mod proto {
 
 pub use proto::{acme, grpc, nameko};
 
+pub mod cli;
 pub mod interop;
 pub mod shop;
 

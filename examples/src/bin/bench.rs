@@ -30,7 +30,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
-use grpc_blocking::{CallOptions, Channel};
+use grpc_blocking::CallOptions;
+use grpc_blocking_examples::cli::ClientTarget;
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleReply, ExampleRequest};
 use hdrhistogram::Histogram;
 
@@ -91,12 +92,8 @@ impl fmt::Display for Rpc {
 #[derive(Parser, Clone, Debug)]
 #[command(name = "bench")]
 struct Config {
-    /// The server's host name or address.
-    #[arg(long = "server_host", default_value = "127.0.0.1")]
-    host: String,
-    /// The server's port.
-    #[arg(long = "server_port")]
-    port: u16,
+    #[command(flatten)]
+    server: ClientTarget,
     /// Client connections, one HTTP/2 connection each.
     #[arg(long, default_value_t = 1)]
     connections: usize,
@@ -120,6 +117,7 @@ struct Config {
 impl Config {
     /// Checks what clap cannot: the flags' relations.
     fn check(&self) -> Result<(), String> {
+        self.server.target()?;
         if self.connections == 0 {
             return Err("--connections must be at least 1".into());
         }
@@ -288,10 +286,13 @@ fn percentiles(latencies: &Histogram<u64>) -> (u64, u64, u64) {
 /// Connects, runs the callers and prints the report. Returns whether every call
 /// succeeded.
 fn run(config: &Config) -> Result<bool, String> {
-    let uri = format!("http://{}:{}", config.host, config.port);
+    let uri = config.server.target()?;
     let clients = (0..config.connections)
         .map(|i| {
-            Channel::connect(&uri)
+            config
+                .server
+                .channel()?
+                .connect()
                 .map(ExampleClient::new)
                 .map_err(|e| format!("connection {} to {uri}: {e}", i + 1))
         })
@@ -392,8 +393,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = config(&["--server_port", "50051"]);
-        assert_eq!(c.host, "127.0.0.1");
-        assert_eq!(c.port, 50051);
+        assert_eq!(c.server.target().unwrap(), "http://127.0.0.1:50051");
         assert_eq!((c.connections, c.concurrency), (1, 1));
         assert_eq!(c.window(), Duration::from_secs(5));
         assert_eq!(c.rpc, Rpc::Unary);
@@ -414,10 +414,20 @@ mod tests {
             "bidi",
             "--payload=100",
         ]);
-        assert_eq!(c.host, "localhost");
-        assert_eq!((c.port, c.connections, c.concurrency), (1, 4, 16));
+        assert_eq!(c.server.target().unwrap(), "http://localhost:1");
+        assert_eq!((c.connections, c.concurrency), (4, 16));
         assert_eq!(c.window(), Duration::from_millis(500));
         assert_eq!((c.rpc, c.payload), (Rpc::Bidi, 100));
+    }
+
+    #[test]
+    fn targets_and_tls_flags() {
+        let c = config(&["--target", "unix:/run/x.sock"]);
+        assert_eq!(c.server.target().unwrap(), "unix:/run/x.sock");
+        let c = config(&["--server_port", "7", "--ca_file", "/ca.pem"]);
+        assert_eq!(c.server.target().unwrap(), "https://127.0.0.1:7");
+        assert!(parse(&["--target", "unix:/x", "--server_port", "1"]).is_err());
+        assert!(parse(&["--server_port", "1", "--cert_file", "/c.pem"]).is_err());
     }
 
     #[test]

@@ -54,8 +54,11 @@ pub struct ClientConfig {
     /// How long one case may take (connecting included) before it fails.
     pub case_timeout: Duration,
     /// The `:authority` to send instead of `host:port`
-    /// (`--server_host_override`).
+    /// (`--server_host_override` without TLS).
     pub authority: Option<String>,
+    /// TLS settings (`--use_tls`): the roots, and the server name to expect
+    /// (`--server_host_override`, which is then also the `:authority`).
+    pub tls: Option<grpc_blocking::tls::ClientTlsConfig>,
 }
 
 impl ClientConfig {
@@ -66,15 +69,18 @@ impl ClientConfig {
             port,
             case_timeout: DEFAULT_CASE_TIMEOUT,
             authority: None,
+            tls: None,
         }
     }
 
-    /// The channel target, `http://host:port` (an IPv6 address bracketed).
+    /// The channel target, `http://host:port` (`https://` with TLS; an IPv6
+    /// address bracketed).
     pub fn target(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("http://[{}]:{}", self.host, self.port)
+            format!("{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            format!("http://{}:{}", self.host, self.port)
+            format!("{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -207,12 +213,16 @@ pub fn run_case(config: &ClientConfig, name: &str) -> CaseResult {
     let target = config.target();
     let connect_timeout = config.case_timeout;
     let authority = config.authority.clone();
+    let tls = config.tls.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("interop-{name}"))
         .spawn(move || {
             let mut builder = Channel::builder(&target).connect_timeout(connect_timeout);
             if let Some(authority) = &authority {
                 builder = builder.authority(authority);
+            }
+            if let Some(tls) = tls {
+                builder = builder.tls(tls);
             }
             let outcome = builder
                 .connect()
