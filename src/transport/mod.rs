@@ -305,22 +305,25 @@ impl Transport {
         }
     }
 
-    /// Starts TLS on this stream: `conn` is a fresh server session, and
+    /// Starts TLS on this transport: `conn` is a fresh server session, and
     /// `received` what was read off the socket before (the ClientHello's
-    /// first bytes, read to tell TLS from plaintext).
+    /// first bytes, read to tell TLS from plaintext). An error (a
+    /// ClientHello TLS refuses) has its alert sent first, when the socket
+    /// takes it.
     #[cfg(feature = "tls")]
-    pub(crate) fn start_tls(
-        &mut self,
-        mut conn: rustls::Connection,
-        received: &[u8],
-    ) -> io::Result<()> {
+    pub(crate) fn start_tls(&mut self, mut conn: rustls::Connection, received: &[u8]) -> io::Result<()> {
         let mut rest = received;
-        while !rest.is_empty() {
-            conn.read_tls(&mut rest)?;
-            conn.process_new_packets().map_err(io::Error::other)?;
+        let mut result = Ok(());
+        while !rest.is_empty() && result.is_ok() {
+            result = conn
+                .read_tls(&mut rest)
+                .and_then(|_| conn.process_new_packets().map(drop).map_err(io::Error::other));
+        }
+        if result.is_err() {
+            let _ = tls::flush(&mut conn, &self.raw, &self.blocked);
         }
         self.layer = Layer::Tls(Box::new(conn));
-        Ok(())
+        result
     }
 
     /// A stream whose TLS session (a client's, handshake done) is `conn`.

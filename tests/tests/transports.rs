@@ -305,3 +305,158 @@ fn peers_of_tcp_calls() {
         let _ = Peer::Unix(String::new());
     });
 }
+
+/// A TLS client made by hand with rustls, trusting the test CA and
+/// offering `alpn`; returns the connection after the handshake, or the
+/// handshake's error.
+fn raw_tls(
+    addr: std::net::SocketAddr,
+    alpn: &[&[u8]],
+) -> Result<(rustls::ClientConnection, std::net::TcpStream), String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = Certs::get();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(certs.ca.cert.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let mut conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+    }
+    Ok((conn, tcp))
+}
+
+#[test]
+fn alpn_h2_is_required_but_no_alpn_is_accepted() {
+    with_timeout(60, || {
+        let certs = Certs::get();
+        let server = tls_server(certs.server_tls());
+        // Offering only http/1.1: a TLS alert that says so.
+        let err = raw_tls(server.local_addr(), &[b"http/1.1"]).unwrap_err();
+        assert!(err.contains("NoApplicationProtocol"), "{err}");
+        // Offering nothing (as gRPC's C core may): served, as HTTP/2.
+        let (mut conn, mut tcp) = raw_tls(server.local_addr(), &[]).unwrap();
+        assert_eq!(conn.alpn_protocol(), None);
+        let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS
+        std::io::Write::write_all(&mut conn.writer(), &preface).unwrap();
+        let mut first = [0u8; 9];
+        let mut got = 0;
+        while got < first.len() {
+            conn.complete_io(&mut tcp).unwrap();
+            got += std::io::Read::read(&mut conn.reader(), &mut first[got..]).unwrap_or(0);
+        }
+        assert_eq!(
+            first[3], 4,
+            "the server's first frame is SETTINGS: {first:?}"
+        );
+        // Offering h2: what every gRPC client does.
+        let (conn, _) = raw_tls(server.local_addr(), &[b"h2"]).unwrap();
+        assert_eq!(conn.alpn_protocol(), Some(&b"h2"[..]));
+    });
+}
+
+/// True when the server closes `tcp` within `secs` seconds.
+fn closed_within(tcp: &mut std::net::TcpStream, secs: u64) -> bool {
+    tcp.set_read_timeout(Some(Duration::from_secs(secs)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match std::io::Read::read(tcp, &mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn garbage_or_a_stall_mid_handshake_closes_only_that_connection() {
+    with_timeout(60, || {
+        let certs = Certs::get();
+        let server = Server::builder()
+            .add_service(grpc_blocking_examples::nameko::ExampleServer::new(
+                ExampleService,
+            ))
+            .tls(certs.server_tls())
+            .handshake_timeout(Duration::from_millis(500))
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let good = || {
+            let channel = Channel::builder(server.target())
+                .tls(certs.client_tls())
+                .connect()
+                .unwrap();
+            ExampleClient::new(channel)
+                .unary_unary(req("ok", 1))
+                .unwrap();
+        };
+        // A TLS record header, then garbage.
+        let mut garbage = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        std::io::Write::write_all(&mut garbage, b"\x16\x03\x01\x00\x40").unwrap();
+        std::io::Write::write_all(&mut garbage, &[0xAB; 64]).unwrap();
+        assert!(closed_within(&mut garbage, 10), "garbage was not closed");
+        good();
+        // Half a ClientHello, then nothing: closed at the handshake
+        // timeout, while others are served.
+        let mut stalled = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        std::io::Write::write_all(&mut stalled, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc").unwrap();
+        good();
+        assert!(
+            closed_within(&mut stalled, 10),
+            "the stalled handshake was not closed"
+        );
+        good();
+    });
+}
+
+#[test]
+fn a_reloaded_certificate_serves_new_connections_and_spares_old_ones() {
+    with_timeout(60, || {
+        let certs = Certs::get();
+        let tls = certs.server_tls();
+        let reloader = tls.certificate_reloader();
+        let server = tls_server(tls);
+        let connect = || {
+            Channel::builder(server.target())
+                .tls(certs.client_tls())
+                .connect_timeout(Duration::from_secs(5))
+                .connect()
+        };
+        let before = ExampleClient::new(connect().unwrap());
+        before.unary_unary(req("a", 1)).unwrap();
+        // A certificate for another name: new connections refuse it...
+        reloader.reload(&certs.wrong_name.identity()).unwrap();
+        let err = connect().unwrap_err();
+        assert!(err.to_string().contains("not valid for name"), "{err}");
+        // ...while the established connection goes on.
+        before.unary_unary(req("b", 1)).unwrap();
+        // And back.
+        reloader.reload(&certs.server.identity()).unwrap();
+        ExampleClient::new(connect().unwrap())
+            .unary_unary(req("c", 1))
+            .unwrap();
+        // A key that does not match its certificate is refused, and the
+        // certificate in use stays.
+        let mismatched =
+            grpc_blocking::tls::Identity::from_pem(&certs.server.cert, &certs.client.key).unwrap();
+        assert!(reloader.reload(&mismatched).is_err());
+        ExampleClient::new(connect().unwrap())
+            .unary_unary(req("d", 1))
+            .unwrap();
+    });
+}
