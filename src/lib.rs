@@ -21,8 +21,10 @@
 //!   framing, status, `grpc-timeout`, compression (gzip, deflate) and
 //!   metadata rules of grpc/grpc `doc/PROTOCOL-HTTP2.md`.
 //!
-//! Plaintext TCP only for now: TLS and Unix domain sockets are not
-//! supported yet.
+//! - **Transports**: TCP, Unix domain sockets (`unix:` targets,
+//!   [`ServerBuilder::bind_unix`]), and TLS or mutual TLS over either with
+//!   rustls (the `tls` feature: the `tls` module, `ServerBuilder::tls`,
+//!   `ChannelBuilder::tls`, `https://` targets).
 //!
 //! # Example
 //!
@@ -126,9 +128,10 @@
 //! | folder | what | may import |
 //! | --- | --- | --- |
 //! | `wire/` | the gRPC wire format as plain functions over bytes: framing, headers, `grpc-timeout`, `grpc-message`, compression, preface sniffing | the shared vocabulary |
-//! | `rt/` | the connection-thread machinery both sides share: event loop, timers, keepalive, HTTP/2 settings, mailboxes, reading messages and returning credit, send queues | `wire/`, the vocabulary |
-//! | `server/` | builder, acceptor, connection thread, routing, handler pool, the handler's view of a call | `rt/`, `wire/`, the vocabulary |
-//! | `client/` | channel, targets and connecting, connection thread, the response state machine, call handles, retries | `rt/`, `wire/`, the vocabulary |
+//! | `rt/` | the connection-thread machinery both sides share: event loop, timers, keepalive, HTTP/2 settings, mailboxes, reading messages and returning credit, send queues | `wire/`, `transport/`, the vocabulary |
+//! | `server/` | builder, acceptor, connection thread, routing, handler pool, the handler's view of a call | `rt/`, `wire/`, `transport/`, the vocabulary |
+//! | `client/` | channel, targets and connecting, connection thread, the response state machine, call handles, retries | `rt/`, `wire/`, `transport/`, the vocabulary |
+//! | `transport/` | the byte streams connections run on: TCP or a Unix socket, with TLS over either; TLS settings | the vocabulary |
 //! | top level | the shared vocabulary: [`Status`], [`Code`], [`Metadata`], [`TransportError`], [`error_details`], [`CallContext`] | each other |
 //!
 //! `server/` and `client/` never import each other; what both need lives in

@@ -311,13 +311,19 @@ impl Transport {
     /// ClientHello TLS refuses) has its alert sent first, when the socket
     /// takes it.
     #[cfg(feature = "tls")]
-    pub(crate) fn start_tls(&mut self, mut conn: rustls::Connection, received: &[u8]) -> io::Result<()> {
+    pub(crate) fn start_tls(
+        &mut self,
+        mut conn: rustls::Connection,
+        received: &[u8],
+    ) -> io::Result<()> {
         let mut rest = received;
         let mut result = Ok(());
         while !rest.is_empty() && result.is_ok() {
-            result = conn
-                .read_tls(&mut rest)
-                .and_then(|_| conn.process_new_packets().map(drop).map_err(io::Error::other));
+            result = conn.read_tls(&mut rest).and_then(|_| {
+                conn.process_new_packets()
+                    .map(drop)
+                    .map_err(io::Error::other)
+            });
         }
         if result.is_err() {
             let _ = tls::flush(&mut conn, &self.raw, &self.blocked);
