@@ -13,6 +13,7 @@ use prost::Message;
 use crate::client::link::{CallEvent, ClientCmd, ClientConn, Opened};
 use crate::client::response::{Action, NextResponse, ResponseReader};
 use crate::client::retry::RetryPlan;
+use crate::error::TransportError;
 use crate::metadata::Metadata;
 use crate::rt::mailbox::Consumer;
 use crate::rt::StreamKey;
@@ -87,7 +88,14 @@ impl CallCore {
         let Some(link) = &self.link else {
             return;
         };
-        let lost = || CallEvent::Error(Status::unavailable("the connection thread ended"));
+        // The connection thread ended without a word for this call: it
+        // never saw the call (a start queued as the connection ended), so
+        // the server never processed it either.
+        let lost = || {
+            CallEvent::Refused(Status::from_transport(TransportError::ConnectionLost(
+                "the connection ended before the call reached it".into(),
+            )))
+        };
         let event = match link.events.try_recv() {
             Ok(Some(event)) => event,
             Ok(None) => {

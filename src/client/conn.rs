@@ -380,7 +380,14 @@ impl Conn {
                 "the connection closed while the call was in flight".into(),
             ))
         });
-        self.fail_all(status);
+        self.fail_all(status.clone());
+        // Calls started as the connection ended never reached it: they may
+        // go elsewhere.
+        while let Ok(cmd) = self.rx.try_recv() {
+            if let ClientCmd::Start(start) = cmd {
+                let _ = start.events.send(CallEvent::Refused(status.clone()));
+            }
+        }
     }
 
     fn start_call(&mut self, start: StartCall) {

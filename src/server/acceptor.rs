@@ -20,6 +20,39 @@ use crate::wire::goaway;
 
 const LISTENER_KEY: usize = 0;
 
+/// How long a refused connection is kept open, its input drained, so that
+/// the client reads the GOAWAY that says why before the socket closes
+/// (closing with unread input resets a TCP connection, and a Unix socket
+/// client writing into a closed socket fails before it reads).
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// Refused connections lingering at once, at most; beyond it one is closed
+/// at once (a flood of refusals must not hold the file descriptors).
+const MAX_LINGERING: usize = 256;
+/// How often lingering connections are drained.
+const LINGER_POLL: Duration = Duration::from_millis(20);
+
+/// A refused connection waiting for its client to go.
+struct Lingering {
+    socket: RawSocket,
+    until: Instant,
+}
+
+impl Lingering {
+    /// Reads what the client sent; true while the socket should stay.
+    fn drain(&self, now: Instant) -> bool {
+        let mut sink = [0u8; 4096];
+        loop {
+            match (&self.socket).read(&mut sink) {
+                Ok(0) => return false,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return now < self.until,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
 /// A server's acceptor and the connections it started.
 pub(crate) struct Acceptor {
     shared: Arc<ServerShared>,
@@ -28,6 +61,8 @@ pub(crate) struct Acceptor {
     next_conn: AtomicU64,
     stop: AtomicBool,
     poller: Poller,
+    /// Refused connections still draining (the acceptor's thread only).
+    lingering: Mutex<Vec<Lingering>>,
 }
 
 impl Acceptor {
@@ -39,6 +74,7 @@ impl Acceptor {
             next_conn: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             poller: Poller::new()?,
+            lingering: Mutex::new(Vec::new()),
         })
     }
 
@@ -83,7 +119,13 @@ impl Acceptor {
             self.poller
                 .modify(listener, Event::readable(LISTENER_KEY))?;
             events.clear();
-            match self.poller.wait(&mut events, None) {
+            let timeout = {
+                let mut lingering = self.lingering.lock();
+                let now = Instant::now();
+                lingering.retain(|l| l.drain(now));
+                (!lingering.is_empty()).then_some(LINGER_POLL)
+            };
+            match self.poller.wait(&mut events, timeout) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -94,7 +136,7 @@ impl Acceptor {
     fn start_connection(self: &Arc<Self>, socket: RawSocket) {
         let limit = self.shared.config.max_connections;
         if self.conns.lock().len() >= limit {
-            refuse(
+            self.refuse(
                 socket,
                 &format!("the server is at its limit of {limit} connections"),
             );
@@ -151,14 +193,21 @@ impl Acceptor {
     }
 }
 
-/// Refuses a connection over the limit: best effort, never blocking the
-/// acceptor, write the GOAWAY, and drain what the client sent so far so
-/// that closing does not reset the connection before the client reads it.
-fn refuse(socket: RawSocket, reason: &str) {
-    log::warn!("refusing a connection: {reason}");
-    let _ = socket.set_nonblocking(true);
-    let _ = (&socket).write_all(&goaway::refusal(reason));
-    let _ = socket.shutdown(Shutdown::Write);
-    let mut sink = [0u8; 4096];
-    while matches!((&socket).read(&mut sink), Ok(n) if n > 0) {}
+impl Acceptor {
+    /// Refuses a connection over the limit, never blocking the acceptor:
+    /// writes the GOAWAY that says why, and keeps the connection a moment,
+    /// draining what the client sends, so that the client reads it.
+    fn refuse(&self, socket: RawSocket, reason: &str) {
+        log::warn!("refusing a connection: {reason}");
+        let _ = socket.set_nonblocking(true);
+        let _ = (&socket).write_all(&goaway::refusal(reason));
+        let _ = socket.shutdown(Shutdown::Write);
+        let mut lingering = self.lingering.lock();
+        if lingering.len() < MAX_LINGERING {
+            lingering.push(Lingering {
+                socket,
+                until: Instant::now() + REFUSAL_LINGER,
+            });
+        }
+    }
 }

@@ -460,3 +460,70 @@ fn a_reloaded_certificate_serves_new_connections_and_spares_old_ones() {
             .unwrap();
     });
 }
+
+/// What a Unix socket server shares with a TCP one: the message size limit,
+/// the connection limit (a refused connection is told why), keepalive, and a
+/// graceful shutdown that lets an in-flight call finish.
+#[test]
+fn limits_keepalive_and_shutdown_work_unchanged_over_a_unix_socket() {
+    with_timeout(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.sock");
+        let gate = std::sync::Arc::new(grpc_blocking_tests::support::Gate::default());
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let slow = Slow {
+            gate: gate.clone(),
+            entered: std::sync::Mutex::new(entered_tx),
+        };
+        let server = Server::builder()
+            .add_service(stubbed::ExampleServer::new(slow))
+            .max_receive_message_size(1024)
+            .max_connections(1)
+            .keepalive_interval(Some(Duration::from_millis(100)))
+            .keepalive_timeout(Duration::from_secs(5))
+            .shutdown_grace_period(Duration::from_secs(20))
+            .bind_unix(&path)
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let client = ExampleClient::connect(server.target()).unwrap();
+        // The receive limit.
+        let err = client.unary_unary(req(&"x".repeat(2000), 1)).unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        // Keepalive pings come and are answered: the connection lives on.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(client.unary_unary(req("ok", 1)).unwrap().message, "ok");
+        // The connection limit: a second client is refused, and told why.
+        let second = ExampleClient::connect(server.target()).unwrap();
+        let err = second.unary_unary(req("no", 1)).unwrap_err();
+        assert!(err.message().contains("limit of 1 connections"), "{err}");
+        // A graceful shutdown: the call in flight finishes.
+        let held = client.unary_unary_start(req("hold", 1), Default::default());
+        entered.recv_timeout(Duration::from_secs(30)).unwrap();
+        let shutdown = std::thread::spawn(move || server.shutdown());
+        gate.open();
+        assert_eq!(held.wait().unwrap().message, "hold");
+        shutdown.join().unwrap().unwrap();
+        assert!(!path.exists());
+    });
+}
+
+/// Echoes the request; a request "hold" says it arrived and waits at the
+/// gate.
+struct Slow {
+    gate: std::sync::Arc<grpc_blocking_tests::support::Gate>,
+    entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+}
+
+impl stubbed::Example for Slow {
+    fn unary_unary(&self, r: ExampleRequest, _: &ServerContext) -> Result<ExampleReply, Status> {
+        if r.value == "hold" {
+            let _ = self.entered.lock().unwrap().send(());
+            self.gate.wait();
+        }
+        Ok(ExampleReply {
+            message: r.value,
+            seqno: 0,
+        })
+    }
+}
