@@ -1081,3 +1081,48 @@ fn watches_protos_imports_and_include_dirs() {
         ]
     );
 }
+
+/// The library ships the code of its own services (health, reflection)
+/// pre-generated in `src/services/generated/`, so that its users never
+/// compile those protos. This regenerates it from `src/services/proto/` and
+/// fails on any difference; `UPDATE_GOLDEN=1` rewrites it.
+#[test]
+fn pregenerated_library_services_are_current() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let proto_dir = manifest.join("../src/services/proto");
+    let generated_dir = manifest.join("../src/services/generated");
+    let protos = [
+        "grpc/health/v1/health.proto",
+        "grpc/reflection/v1/reflection.proto",
+        "grpc/reflection/v1alpha/reflection.proto",
+    ];
+    let tmp = TempDir::new("pregenerated");
+    configure()
+        .out_dir(tmp.path())
+        .emit_rerun_if_changed(false)
+        .compile(&protos, &[&proto_dir])
+        .unwrap();
+    let mut stale = Vec::new();
+    for package in [
+        "grpc.health.v1",
+        "grpc.reflection.v1",
+        "grpc.reflection.v1alpha",
+    ] {
+        let name = format!("{package}.rs");
+        let generated = fs::read_to_string(tmp.path().join(&name)).unwrap();
+        let shipped_path = generated_dir.join(&name);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            fs::create_dir_all(&generated_dir).unwrap();
+            fs::write(&shipped_path, &generated).unwrap();
+        }
+        let shipped = fs::read_to_string(&shipped_path).unwrap_or_default();
+        if generated != shipped {
+            stale.push(shipped_path.display().to_string());
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "pre-generated code differs from what the generator writes now: {stale:?} \
+         (UPDATE_GOLDEN=1 cargo test -p grpc-blocking-codegen rewrites it)"
+    );
+}

@@ -22,6 +22,14 @@ pub trait Service: Send + Sync + 'static {
     fn unary_methods(&self) -> &'static [&'static str] {
         &[]
     }
+    /// The encoded `google.protobuf.FileDescriptorProto`s of the proto file
+    /// that defines the service, then of every file it depends on: what
+    /// server reflection tells clients. Generated code lists them; the
+    /// default is none (the service is then listed by reflection, but not
+    /// described).
+    fn file_descriptors(&self) -> &'static [&'static [u8]] {
+        &[]
+    }
     /// Runs one call of `method` (one of [`Service::methods`]) on the
     /// calling thread (a worker's, or the connection's for inline unary
     /// handlers).
@@ -51,5 +59,13 @@ impl Registry {
     /// The service of that name.
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn Service>> {
         self.services.get(name)
+    }
+
+    /// Every service, by name.
+    #[cfg_attr(not(any(feature = "health", feature = "reflection")), allow(dead_code))]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<dyn Service>> {
+        let mut services: Vec<_> = self.services.iter().collect();
+        services.sort_by_key(|(name, _)| *name);
+        services.into_iter().map(|(_, s)| s)
     }
 }

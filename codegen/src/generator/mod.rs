@@ -9,6 +9,7 @@
 //! | `docs.rs` | doc comments from the proto's comments |
 
 mod client;
+mod descriptors;
 mod docs;
 mod names;
 mod server;
@@ -22,6 +23,7 @@ use proc_macro2::TokenStream;
 use prost_build::Service;
 
 use crate::generator::client::client_tokens;
+use crate::generator::descriptors::Descriptors;
 use crate::generator::names::{check_collisions, full_name, service_error, Rpc, ServiceNames};
 use crate::generator::server::server_tokens;
 use crate::Error;
@@ -47,6 +49,8 @@ pub(crate) struct Generator {
     /// (messages, enums, items generated for earlier services), each with a
     /// description of what took it.
     taken: HashMap<String, BTreeMap<String, String>>,
+    /// The file descriptors each service embeds.
+    descriptors: Descriptors,
     errors: Rc<RefCell<Vec<Error>>>,
 }
 
@@ -76,6 +80,7 @@ impl Generator {
         Generator {
             options,
             taken,
+            descriptors: Descriptors::new(fds),
             errors,
         }
     }
@@ -116,7 +121,10 @@ impl prost_build::ServiceGenerator for Generator {
     fn generate(&mut self, service: Service, buf: &mut String) {
         let result = ServiceNames::new(&service)
             .and_then(|names| self.claim_names(&service, &names))
-            .and_then(|()| generate_service(&service, self.options));
+            .and_then(|()| {
+                let descriptors = self.descriptors.of(&full_name(&service));
+                generate_service(&service, self.options, descriptors)
+            });
         match result {
             Ok(code) => buf.push_str(&code),
             Err(error) => self.errors.borrow_mut().push(error),
@@ -125,8 +133,12 @@ impl prost_build::ServiceGenerator for Generator {
 }
 
 /// Generates the formatted Rust code for one service.
-pub(crate) fn generate_service(service: &Service, options: Options) -> Result<String, Error> {
-    let tokens = service_tokens(service, options)?;
+pub(crate) fn generate_service(
+    service: &Service,
+    options: Options,
+    descriptors: &[Vec<u8>],
+) -> Result<String, Error> {
+    let tokens = service_tokens(service, options, descriptors)?;
     let file = syn::parse2::<syn::File>(tokens).map_err(|e| {
         service_error(
             service,
@@ -136,7 +148,11 @@ pub(crate) fn generate_service(service: &Service, options: Options) -> Result<St
     Ok(prettyplease::unparse(&file))
 }
 
-fn service_tokens(service: &Service, options: Options) -> Result<TokenStream, Error> {
+fn service_tokens(
+    service: &Service,
+    options: Options,
+    descriptors: &[Vec<u8>],
+) -> Result<TokenStream, Error> {
     let full_name = full_name(service);
     let names = ServiceNames::new(service)?;
     let rpcs = service
@@ -148,7 +164,14 @@ fn service_tokens(service: &Service, options: Options) -> Result<TokenStream, Er
 
     let mut tokens = TokenStream::new();
     if options.server {
-        tokens.extend(server_tokens(service, &full_name, &names, &rpcs, options));
+        tokens.extend(server_tokens(
+            service,
+            &full_name,
+            &names,
+            &rpcs,
+            options,
+            descriptors,
+        ));
     }
     if options.client {
         tokens.extend(client_tokens(service, &full_name, &names, &rpcs));

@@ -15,7 +15,11 @@ pub(crate) fn server_tokens(
     names: &ServiceNames,
     rpcs: &[Rpc<'_>],
     options: Options,
+    descriptors: &[Vec<u8>],
 ) -> TokenStream {
+    let files = descriptors
+        .iter()
+        .map(|bytes| proc_macro2::Literal::byte_string(bytes));
     let ServiceNames {
         trait_name,
         server_name,
@@ -230,6 +234,10 @@ pub(crate) fn server_tokens(
 
             fn unary_methods(&self) -> &'static [&'static str] {
                 &[#(#unary_names),*]
+            }
+
+            fn file_descriptors(&self) -> &'static [&'static [u8]] {
+                &[#(#files),*]
             }
 
             fn call(&self, method: &str, call: ::grpc_blocking::server::ServerCall) {
