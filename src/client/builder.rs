@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::client::channel::Channel;
 use crate::client::config::ChannelConfig;
+use crate::client::interceptor::Interceptor;
 use crate::client::target::{parse_target, IntoTarget};
 use crate::error::TransportError;
 use crate::rt::settings::connection_setters;
@@ -55,6 +56,14 @@ impl Channel {
 
 impl ChannelBuilder {
     connection_setters!(config.conn);
+
+    /// Adds an interceptor: it runs around every call of the channel (and
+    /// of the generated clients over it), after the ones added before. See
+    /// [`Interceptor`](crate::client::Interceptor).
+    pub fn intercept(mut self, interceptor: impl Interceptor) -> Self {
+        self.config.interceptors.push(interceptor);
+        self
+    }
 
     /// How long a TCP connect may take (default 20 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {

@@ -10,11 +10,13 @@ use std::sync::Arc;
 
 use prost::Message;
 
+use crate::client::interceptor::Hooks;
 use crate::client::link::{CallEvent, ClientCmd, ClientConn, Opened};
 use crate::client::response::{Action, NextResponse, ResponseReader};
 use crate::client::retry::RetryPlan;
 use crate::error::TransportError;
 use crate::metadata::Metadata;
+use crate::rt::call_state::CallState;
 use crate::rt::mailbox::Consumer;
 use crate::rt::StreamKey;
 use crate::status::Status;
@@ -23,7 +25,19 @@ use crate::status::Status;
 struct Link {
     conn: Arc<ClientConn>,
     key: StreamKey,
+    state: Arc<CallState>,
     events: Consumer<CallEvent>,
+}
+
+impl Link {
+    fn new(opened: Opened) -> Link {
+        Link {
+            conn: opened.conn,
+            key: opened.key,
+            state: opened.state,
+            events: opened.events,
+        }
+    }
 }
 
 /// A call's response as it arrives: the reader, the stream it is fed from,
@@ -33,6 +47,8 @@ pub(crate) struct CallCore {
     link: Option<Link>,
     reader: ResponseReader,
     retry: Option<RetryPlan>,
+    /// The interceptors' after-hooks, due once the caller has seen the end.
+    hooks: Option<Box<Hooks>>,
 }
 
 impl CallCore {
@@ -42,25 +58,41 @@ impl CallCore {
         max_receive: usize,
         max_header_list: usize,
         retry: Option<RetryPlan>,
+        hooks: Option<Box<Hooks>>,
     ) -> CallCore {
         CallCore {
-            link: Some(Link {
-                conn: opened.conn,
-                key: opened.key,
-                events: opened.events,
-            }),
+            link: Some(Link::new(opened)),
             reader: ResponseReader::new(max_receive, max_header_list),
             retry,
+            hooks,
         }
     }
 
     /// A call that failed before it started.
-    pub(crate) fn failed(status: Status) -> CallCore {
+    pub(crate) fn failed(status: Status, hooks: Option<Box<Hooks>>) -> CallCore {
         CallCore {
             link: None,
             reader: ResponseReader::failed(status),
             retry: None,
+            hooks,
         }
+    }
+
+    /// Runs the interceptors' after-hooks with the call's final status.
+    fn run_after_hooks(&mut self) {
+        let Some(hooks) = self.hooks.take() else {
+            return;
+        };
+        let traffic = self
+            .link
+            .as_ref()
+            .map(|l| l.state.traffic())
+            .unwrap_or_default();
+        let status = match self.reader.status() {
+            Some(status) if self.reader.is_over() => status.clone(),
+            _ => Status::cancelled("the call was dropped before it ended"),
+        };
+        hooks.after(&status, traffic);
     }
 
     fn command(&self, cmd: impl FnOnce(StreamKey) -> ClientCmd) {
@@ -119,13 +151,7 @@ impl CallCore {
     /// retry plan with attempts left.
     fn retry_or_end(&mut self, status: Status) {
         match self.retry.as_mut().and_then(RetryPlan::next_attempt) {
-            Some(Ok(opened)) => {
-                self.link = Some(Link {
-                    conn: opened.conn,
-                    key: opened.key,
-                    events: opened.events,
-                });
-            }
+            Some(Ok(opened)) => self.link = Some(Link::new(opened)),
             // The new attempt's error says more than the refusal did.
             Some(Err(e)) => self.reader.end(e),
             None => self.reader.end(status),
@@ -150,17 +176,24 @@ impl CallCore {
         loop {
             match self.reader.next() {
                 NextResponse::Message(m) => {
+                    if let Some(link) = &self.link {
+                        link.state.note_received(m.wire_len);
+                    }
                     return Some(M::decode(m.payload).map_err(|e| {
                         let status = Status::internal(format!("failed to decode the message: {e}"));
                         self.reader.fail(status.clone());
                         self.reset_if_needed();
+                        self.run_after_hooks();
                         status
                     }));
                 }
                 NextResponse::NeedEvent => self.pump(),
+                // The caller decides whether a clean end is the call's end
+                // (a unary call without its message is not).
                 NextResponse::End => return None,
                 NextResponse::Failed(status) => {
                     self.reset_if_needed();
+                    self.run_after_hooks();
                     return Some(Err(status));
                 }
             }
@@ -173,19 +206,26 @@ impl CallCore {
             Some(r) => r?,
             // Cardinality violations are UNIMPLEMENTED (doc/statuscodes.md).
             None => {
-                return Err(Status::unimplemented(
+                let status = Status::unimplemented(
                     "the server ended a unary call without a response message",
-                ))
+                );
+                self.reader.fail(status.clone());
+                self.run_after_hooks();
+                return Err(status);
             }
         };
         match self.next_message::<M>() {
-            None => Ok(message),
+            None => {
+                self.run_after_hooks();
+                Ok(message)
+            }
             Some(Ok(_)) => {
                 let status = Status::unimplemented(
                     "the server sent more than one response message for a unary call",
                 );
                 self.reader.fail(status.clone());
                 self.reset_if_needed();
+                self.run_after_hooks();
                 Err(status)
             }
             Some(Err(e)) => Err(e),
@@ -197,6 +237,7 @@ impl CallCore {
         self.reader
             .abort(Status::cancelled("the call was cancelled by the client"));
         self.reset_if_needed();
+        self.run_after_hooks();
     }
 }
 
@@ -206,6 +247,7 @@ impl Drop for CallCore {
         if !self.reader.is_over() {
             self.command(ClientCmd::Cancel);
         }
+        self.run_after_hooks();
     }
 }
 
@@ -333,7 +375,11 @@ impl<Resp: Message + Default> Iterator for Streaming<Resp> {
     type Item = Result<Resp, Status>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.core.next_message()
+        let next = self.core.next_message();
+        if next.is_none() {
+            self.core.run_after_hooks();
+        }
+        next
     }
 }
 

@@ -19,6 +19,7 @@ use crate::client::call::{CallCore, Streaming, UnaryCall};
 use crate::client::config::ChannelConfig;
 use crate::client::conn;
 use crate::client::connect::connect;
+use crate::client::interceptor::Hooks;
 use crate::client::link::{ClientCmd, ClientConn, Opened, RequestEnd, StartCall};
 use crate::client::options::CallOptions;
 use crate::client::retry::{Reopen, RetryPlan};
@@ -154,6 +155,9 @@ impl ChannelInner {
         let conn = self.connection()?;
         let key = conn.next_key();
         let state = Arc::new(CallState::new());
+        if let Some(body) = &body {
+            state.note_sent(body.len());
+        }
         let (tx, rx) = mailbox();
         conn.send(ClientCmd::Start(Box::new(StartCall {
             key,
@@ -172,12 +176,18 @@ impl ChannelInner {
         })
     }
 
-    fn core(&self, opened: Opened, retry: Option<RetryPlan>) -> CallCore {
+    fn core(
+        &self,
+        opened: Opened,
+        retry: Option<RetryPlan>,
+        hooks: Option<Box<Hooks>>,
+    ) -> CallCore {
         CallCore::new(
             opened,
             self.config.conn.max_receive_message_size,
             self.config.conn.http2.max_header_list_size as usize,
             retry,
+            hooks,
         )
     }
 }
@@ -237,11 +247,15 @@ impl Channel {
         &self,
         path: &'static str,
         request: &Req,
-        options: CallOptions,
+        mut options: CallOptions,
     ) -> CallCore {
+        let (hooks, intercepted) = self.inner.config.interceptors.before(path, &mut options);
+        if let Err(status) = intercepted {
+            return CallCore::failed(status, hooks);
+        }
         let body = match self.encode(request, &options) {
             Ok(body) => body,
-            Err(status) => return CallCore::failed(status),
+            Err(status) => return CallCore::failed(status, hooks),
         };
         // Retries keep the first attempt's deadline.
         let options = options.fixed_deadline(Instant::now());
@@ -251,9 +265,9 @@ impl Channel {
         {
             Ok(opened) => {
                 let plan = RetryPlan::new(self.inner.clone(), path, options, body);
-                self.inner.core(opened, Some(plan))
+                self.inner.core(opened, Some(plan), hooks)
             }
-            Err(status) => CallCore::failed(status),
+            Err(status) => CallCore::failed(status, hooks),
         }
     }
 
@@ -261,22 +275,25 @@ impl Channel {
     fn start_streaming<Req: Message>(
         &self,
         path: &'static str,
-        options: &CallOptions,
+        mut options: CallOptions,
     ) -> (RequestSink<Req>, CallCore) {
-        match self.inner.open(path, options, None, RequestEnd::Later) {
+        let (hooks, intercepted) = self.inner.config.interceptors.before(path, &mut options);
+        let opened =
+            intercepted.and_then(|()| self.inner.open(path, &options, None, RequestEnd::Later));
+        match opened {
             Ok(opened) => {
                 let sink = RequestSink::open(
                     opened.conn.clone(),
                     opened.key,
                     opened.state.clone(),
-                    self.inner.encoding(options),
+                    self.inner.encoding(&options),
                     self.inner.config.conn.max_send_message_size,
                 );
-                (sink, self.inner.core(opened, None))
+                (sink, self.inner.core(opened, None, hooks))
             }
             Err(status) => (
                 RequestSink::failed(status.clone()),
-                CallCore::failed(status),
+                CallCore::failed(status, hooks),
             ),
         }
     }
@@ -378,7 +395,7 @@ impl Channel {
         Req: Message,
         Resp: Message + Default,
     {
-        let (sink, core) = self.start_streaming(path, &options);
+        let (sink, core) = self.start_streaming(path, options);
         (sink, UnaryCall::new(core))
     }
 
@@ -413,7 +430,7 @@ impl Channel {
         Req: Message,
         Resp: Message + Default,
     {
-        let (sink, core) = self.start_streaming(path, &options);
+        let (sink, core) = self.start_streaming(path, options);
         (sink, Streaming::new(core))
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::client::interceptor::Interceptors;
 use crate::rt::settings::ConnConfig;
 use crate::wire::compression::Encoding;
 
@@ -17,6 +18,7 @@ pub(crate) struct ChannelConfig {
     pub(crate) authority: Option<String>,
     pub(crate) backoff_initial: Duration,
     pub(crate) backoff_max: Duration,
+    pub(crate) interceptors: Interceptors,
     /// TLS settings; with an `https://` target and none given, the
     /// defaults ([`ClientTlsConfig::new`](crate::tls::ClientTlsConfig::new)).
     #[cfg(feature = "tls")]
@@ -32,6 +34,7 @@ impl Default for ChannelConfig {
             authority: None,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(120),
+            interceptors: Interceptors::default(),
             #[cfg(feature = "tls")]
             tls: None,
         }

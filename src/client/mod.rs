@@ -7,6 +7,7 @@
 //! | `connect.rs`, `backoff.rs` | dialling, and waiting between failed attempts |
 //! | `channel.rs` | the channel and the four kinds of call |
 //! | `options.rs` | per-call options: metadata, deadline, compression, context propagation |
+//! | `interceptor.rs` | code that runs before and after every call |
 //! | `conn.rs` | one connection's thread |
 //! | `link.rs` | what calls and connection threads say to each other |
 //! | `response.rs` | a call's response as a state machine: headers, messages, status |
@@ -20,6 +21,7 @@ mod channel;
 mod config;
 mod conn;
 mod connect;
+mod interceptor;
 mod link;
 mod options;
 mod response;
@@ -30,6 +32,7 @@ mod target;
 pub use builder::ChannelBuilder;
 pub use call::{Response, Streaming, UnaryCall};
 pub use channel::Channel;
+pub use interceptor::{after_call, AfterCall, CallEnd, CallStart, Interceptor};
 pub use options::CallOptions;
 pub use sink::RequestSink;
 pub use target::IntoTarget;

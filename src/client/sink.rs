@@ -91,6 +91,7 @@ impl<Req: Message> RequestSink<Req> {
         };
         let frame = codec::encode(message, compress.encoding(sink.encoding), sink.max_send)?;
         sink.call.reserve(frame.len())?;
+        sink.call.note_sent(frame.len());
         sink.conn.send(ClientCmd::Data(sink.key, frame));
         Ok(())
     }

@@ -9,7 +9,7 @@
 //!
 //! [`ResponseSink`]: crate::server::ResponseSink
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -28,7 +28,30 @@ pub(crate) struct CallState {
     /// Response bytes queued for the connection thread, not yet sent.
     queued: Mutex<usize>,
     room: Condvar,
+    traffic: [Counter; 2],
+    /// Run once when the call is cancelled.
+    on_cancel: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
+
+/// Messages and their bytes one way.
+#[derive(Default)]
+struct Counter {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A call's messages so far, each way: counts, and bytes as they were on
+/// the wire (the 5-byte prefix and the payload, compressed or not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Traffic {
+    pub(crate) messages_received: u64,
+    pub(crate) bytes_received: u64,
+    pub(crate) messages_sent: u64,
+    pub(crate) bytes_sent: u64,
+}
+
+const RECEIVED: usize = 0;
+const SENT: usize = 1;
 
 impl CallState {
     pub(crate) fn new() -> CallState {
@@ -38,6 +61,56 @@ impl CallState {
             last_received_compressed: AtomicBool::new(false),
             queued: Mutex::new(0),
             room: Condvar::new(),
+            traffic: Default::default(),
+            on_cancel: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` once the call is cancelled (at once if it already is), on
+    /// the cancelling thread.
+    pub(crate) fn on_cancel(&self, f: Box<dyn FnOnce() + Send>) {
+        {
+            let mut callbacks = self.on_cancel.lock();
+            if !self.is_cancelled() {
+                callbacks.push(f);
+                return;
+            }
+        }
+        f();
+    }
+
+    /// Counts a message of `wire_len` bytes received.
+    pub(crate) fn note_received(&self, wire_len: usize) {
+        self.count(RECEIVED, wire_len);
+    }
+
+    /// Counts a message of `wire_len` bytes sent (queued to be sent).
+    pub(crate) fn note_sent(&self, wire_len: usize) {
+        self.count(SENT, wire_len);
+    }
+
+    fn count(&self, way: usize, wire_len: usize) {
+        let c = &self.traffic[way];
+        c.messages.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(wire_len as u64, Ordering::Relaxed);
+    }
+
+    /// The messages counted so far.
+    pub(crate) fn traffic(&self) -> Traffic {
+        let get = |way: usize| {
+            let c = &self.traffic[way];
+            (
+                c.messages.load(Ordering::Relaxed),
+                c.bytes.load(Ordering::Relaxed),
+            )
+        };
+        let (messages_received, bytes_received) = get(RECEIVED);
+        let (messages_sent, bytes_sent) = get(SENT);
+        Traffic {
+            messages_received,
+            bytes_received,
+            messages_sent,
+            bytes_sent,
         }
     }
 
@@ -49,9 +122,18 @@ impl CallState {
                 *r = Some(reason);
             }
         }
-        self.cancelled.store(true, Ordering::Release);
-        let _q = self.queued.lock();
-        self.room.notify_all();
+        let callbacks = {
+            let mut callbacks = self.on_cancel.lock();
+            self.cancelled.store(true, Ordering::Release);
+            std::mem::take(&mut *callbacks)
+        };
+        {
+            let _q = self.queued.lock();
+            self.room.notify_all();
+        }
+        for f in callbacks {
+            f();
+        }
     }
 
     /// Records whether the message just received was compressed.
@@ -99,5 +181,49 @@ impl CallState {
             }
             self.room.wait(&mut q);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    #[test]
+    fn cancel_callbacks_run_once_at_cancel_or_at_once_after() {
+        let state = CallState::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        state.on_cancel(Box::new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        state.cancel(Status::cancelled("gone"));
+        state.cancel(Status::cancelled("again"));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let r = runs.clone();
+        state.on_cancel(Box::new(move || {
+            r.fetch_add(10, Ordering::SeqCst);
+        }));
+        assert_eq!(runs.load(Ordering::SeqCst), 11);
+        assert_eq!(state.reason().message(), "gone");
+    }
+
+    #[test]
+    fn traffic_is_counted_each_way() {
+        let state = CallState::new();
+        state.note_received(10);
+        state.note_received(7);
+        state.note_sent(100);
+        assert_eq!(
+            state.traffic(),
+            Traffic {
+                messages_received: 2,
+                bytes_received: 17,
+                messages_sent: 1,
+                bytes_sent: 100,
+            }
+        );
     }
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crate::status::Status;
 use crate::wire::codec;
 use crate::wire::compression::Encoding;
-use crate::wire::framing::FrameDecoder;
+use crate::wire::framing::{FrameDecoder, HEADER_LEN};
 
 /// Consumed bytes are returned to the peer's window in batches of at least
 /// this size (or when the reader is about to block).
@@ -25,6 +25,9 @@ pub(crate) const CREDIT_BATCH: usize = 16 * 1024;
 pub(crate) struct Received {
     pub(crate) payload: Bytes,
     pub(crate) compressed: bool,
+    /// Its size on the wire: the 5-byte prefix and the payload as sent
+    /// (compressed or not).
+    pub(crate) wire_len: usize,
 }
 
 /// Reassembles and decompresses one stream's messages.
@@ -73,10 +76,12 @@ impl MessageReader {
             return Ok(None);
         };
         let compressed = frame.compressed;
+        let wire_len = HEADER_LEN + frame.payload.len();
         let payload = codec::unpack(frame, self.encoding, self.max_receive)?;
         Ok(Some(Received {
             payload,
             compressed,
+            wire_len,
         }))
     }
 
@@ -115,7 +120,8 @@ mod tests {
         for byte in wire {
             r.push(Bytes::from(vec![byte]));
         }
-        assert_eq!(r.next().unwrap().unwrap().payload, "hello");
+        let hello = r.next().unwrap().unwrap();
+        assert_eq!((&hello.payload[..], hello.wire_len), (&b"hello"[..], 10));
         assert_eq!(r.next().unwrap().unwrap().payload, "world");
         assert_eq!(r.next().unwrap(), None);
         assert!(r.finish().is_ok());

@@ -78,6 +78,16 @@ impl Acceptor {
         })
     }
 
+    /// What the server's connections share.
+    pub(crate) fn shared(&self) -> &ServerShared {
+        &self.shared
+    }
+
+    /// Connections being served.
+    pub(crate) fn connections(&self) -> usize {
+        self.conns.lock().len()
+    }
+
     /// Asks [`Acceptor::run`] to return; returns at once.
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -172,6 +182,9 @@ impl Acceptor {
     /// Graceful shutdown: GOAWAY everywhere, wait for calls to finish up to
     /// the grace period, then close what is left, and stop the handler pool.
     pub(crate) fn drain(&self) {
+        // Health turns NOT_SERVING (and its watchers hear it) before the
+        // connections are told to go away.
+        self.shared.plugins.shutting_down();
         for c in self.conns.lock().values() {
             c.control(ConnCmd::Shutdown);
         }

@@ -12,8 +12,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::rt::settings::connection_setters;
 use crate::server::config::ServerConfig;
 use crate::server::error_policy::ErrorPolicy;
+use crate::server::interceptor::Interceptor;
+use crate::server::plugin::Plugins;
 use crate::server::serve::Server;
 use crate::server::service::{Registry, Service};
+use crate::server::state::Setup;
 use crate::status::Status;
 use crate::transport::{Listener, UnixAddr};
 
@@ -35,11 +38,16 @@ use crate::transport::{Listener, UnixAddr};
 /// server.serve()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Default)]
+///
+/// The standard services' settings, [`health`](ServerBuilder::health) and
+/// [`reflection`](ServerBuilder::reflection), live with those services in
+/// `src/services/`.
 pub struct ServerBuilder {
     registry: Registry,
     config: ServerConfig,
     errors: ErrorPolicy,
+    interceptors: Vec<Arc<dyn Interceptor>>,
+    pub(crate) plugins: Plugins,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -48,18 +56,43 @@ impl std::fmt::Debug for ServerBuilder {
             .field("services", &self.registry)
             .field("config", &self.config)
             .field("errors", &self.errors)
+            .field("interceptors", &self.interceptors.len())
+            .field("plugins", &self.plugins)
             .finish()
     }
 }
 
 impl Server {
-    /// Starts building a server.
+    /// Starts building a server, with the standard services' defaults
+    /// (health checking on; see [`ServerBuilder::health`]).
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
     }
 }
 
 impl ServerBuilder {
+    /// A builder with nothing in it: no services, no interceptors, no
+    /// standard services (they add themselves in `Default`).
+    pub(crate) fn bare() -> Self {
+        ServerBuilder {
+            registry: Registry::default(),
+            config: ServerConfig::default(),
+            errors: ErrorPolicy::default(),
+            interceptors: Vec::new(),
+            plugins: Plugins::default(),
+        }
+    }
+
+    /// Adds a server-wide interceptor: it runs for every call of every
+    /// service (the standard ones included), after the interceptors added
+    /// before it and before any service's own
+    /// ([`InterceptedService`](crate::server::InterceptedService)). See
+    /// [`Interceptor`].
+    pub fn intercept(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
     /// Adds a service. A later service with the same name replaces the
     /// earlier one.
     pub fn add_service(mut self, service: impl Service) -> Self {
@@ -245,7 +278,18 @@ impl ServerBuilder {
     }
 
     fn serve_on(self, listener: Listener) -> io::Result<Server> {
-        Server::new(listener, self.registry, self.config, self.errors)
+        let mut registry = self.registry;
+        self.plugins.install(&mut registry);
+        Server::new(
+            listener,
+            Setup {
+                registry,
+                config: self.config,
+                errors: self.errors,
+                interceptors: self.interceptors.into(),
+                plugins: self.plugins,
+            },
+        )
     }
 }
 

@@ -17,6 +17,7 @@ use crate::rt::mailbox::Consumer;
 use crate::rt::StreamKey;
 use crate::server::context::ServerContext;
 use crate::server::error_policy::{ErrorPolicy, Responses};
+use crate::server::interceptor::{CallStart, Hooks, Interceptor};
 use crate::server::link::{ConnHandle, Inbound, Wakeup};
 use crate::server::peer::PeerInfo;
 use crate::server::requests::{RequestReader, Requests};
@@ -35,6 +36,8 @@ pub struct ServerCall {
     pub(crate) inbox: Consumer<Inbound>,
     pub(crate) service: String,
     pub(crate) method: String,
+    /// `/service/method`.
+    pub(crate) path: String,
     pub(crate) metadata: Metadata,
     pub(crate) peer: Arc<PeerInfo>,
     pub(crate) deadline: Option<Instant>,
@@ -44,6 +47,7 @@ pub struct ServerCall {
     pub(crate) policy: Arc<ErrorPolicy>,
     pub(crate) max_receive: usize,
     pub(crate) max_send: usize,
+    pub(crate) hooks: Hooks,
 }
 
 impl std::fmt::Debug for ServerCall {
@@ -68,11 +72,39 @@ impl ServerCall {
             "unknown method {} for service {}",
             self.method, self.service
         );
+        self.reject(Status::unimplemented(msg));
+    }
+
+    /// Ends the call with `status` before any handler ran.
+    pub(crate) fn reject(self, status: Status) {
         let (ctx, _requests, _sink) = self.split::<(), ()>();
-        ctx.outbound().finish(Err(Status::unimplemented(msg)));
+        ctx.finish(Err(status));
+    }
+
+    /// Runs `interceptors`' before-hooks in order until one rejects the
+    /// call (or panics); each one that ran has its after-hook run at the
+    /// end.
+    pub(crate) fn intercept(
+        &mut self,
+        interceptors: &[Arc<dyn Interceptor>],
+    ) -> Result<(), Status> {
+        let policy = self.policy.clone();
+        for interceptor in interceptors {
+            self.hooks.ran.push(interceptor.clone());
+            let mut start = CallStart { call: self };
+            policy.run(Responses::One, || interceptor.before(&mut start))?;
+        }
+        Ok(())
     }
 
     fn split<Req, Resp>(self) -> (ServerContext, Requests<Req>, ResponseSink<Resp>) {
+        let Hooks {
+            started,
+            ran,
+            response_headers,
+            trailers,
+            extensions,
+        } = self.hooks;
         let out = Arc::new(Outbound {
             conn: self.conn.clone(),
             key: self.key,
@@ -82,6 +114,8 @@ impl ServerCall {
             max_send: self.max_send,
             inner: Mutex::new(OutState {
                 encoding: self.response_encoding,
+                interceptor_headers: response_headers,
+                interceptor_trailers: trailers,
                 ..OutState::default()
             }),
         });
@@ -93,11 +127,18 @@ impl ServerCall {
             self.key,
         );
         let ctx = ServerContext::new(
-            format!("/{}/{}", self.service, self.method),
+            self.path,
             self.metadata,
             self.peer,
             self.deadline,
             out.clone(),
+            Hooks {
+                started,
+                ran,
+                response_headers: Metadata::new(),
+                trailers: Metadata::new(),
+                extensions,
+            },
         );
         (ctx, requests, ResponseSink::new(out))
     }
@@ -117,7 +158,7 @@ where
         .and_then(|req| out.policy.run(Responses::One, || f(req, &ctx)))
         // The status that follows wakes the connection thread.
         .and_then(|resp| out.send_message(&resp, Compress::AsCall, Wakeup::Later));
-    out.finish(result);
+    ctx.finish(result);
 }
 
 /// Runs a server-streaming handler: one request in, any number of responses
@@ -134,7 +175,7 @@ where
         out.policy
             .run(Responses::Stream, || f(req, &ctx, &mut sink))
     });
-    out.finish(result);
+    ctx.finish(result);
 }
 
 /// Runs a client-streaming handler: a stream of requests in, one response out.
@@ -150,7 +191,7 @@ where
         .policy
         .run(Responses::One, || f(requests, &ctx))
         .and_then(|resp| out.send_message(&resp, Compress::AsCall, Wakeup::Later));
-    out.finish(result);
+    ctx.finish(result);
 }
 
 /// Runs a bidirectional-streaming handler.
@@ -165,5 +206,5 @@ where
     let result = out
         .policy
         .run(Responses::Stream, || f(requests, &ctx, &mut sink));
-    out.finish(result);
+    ctx.finish(result);
 }

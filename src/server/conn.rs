@@ -31,11 +31,12 @@ use crate::rt::timers::Timer;
 use crate::rt::StreamKey;
 use crate::server::call::ServerCall;
 use crate::server::dispatch::{route, Route, Run};
+use crate::server::interceptor::{self, Hooks};
 use crate::server::link::{ConnCmd, ConnHandle, Inbound, StreamCmd};
 use crate::server::peer::{Peer, PeerInfo};
 use crate::server::pool::PoolError;
 use crate::server::service::Service;
-use crate::server::state::ServerShared;
+use crate::server::state::{OpenCall, ServerShared};
 use crate::status::Status;
 use crate::transport::RawSocket;
 use crate::wire::goaway;
@@ -59,6 +60,8 @@ struct Stream {
     finished: bool,
     /// A unary call to run on this thread once its request has arrived.
     inline: Option<Box<(Arc<dyn Service>, ServerCall)>>,
+    /// Counts the call in the server's statistics while the stream lives.
+    _open: OpenCall,
 }
 
 enum Phase {
@@ -236,8 +239,7 @@ impl Driver for Conn {
             // this thread; its response commands are applied on the next
             // turn of the loop.
             let (service, call) = *call;
-            let method = call.method.clone();
-            service.call(&method, call);
+            interceptor::run(&*service, call, &self.server.interceptors);
         }
         self.flush(key);
     }
@@ -623,6 +625,7 @@ impl Conn {
             conn: self.handle.clone(),
             state: state.clone(),
             inbox: in_rx,
+            path: format!("/{}/{}", head.service, head.method),
             service: head.service,
             method: head.method,
             metadata: head.metadata,
@@ -634,13 +637,14 @@ impl Conn {
             policy: self.server.errors.clone(),
             max_receive: cfg.conn.max_receive_message_size,
             max_send: cfg.conn.max_send_message_size,
+            hooks: Hooks::new(Instant::now()),
         };
         let mut inline = None;
         match run {
             Run::Inline => inline = Some(Box::new((service, call))),
             Run::Pool => {
-                let method = call.method.clone();
-                let job = Box::new(move || service.call(&method, call));
+                let interceptors = self.server.interceptors.clone();
+                let job = Box::new(move || interceptor::run(&*service, call, &interceptors));
                 if let Err(e) = self.server.pool.execute(job) {
                     let status = match e {
                         PoolError::Full => Status::resource_exhausted(format!(
@@ -672,6 +676,7 @@ impl Conn {
                 trailers: None,
                 finished: false,
                 inline,
+                _open: OpenCall::new(&self.server.calls),
             },
         );
         self.poll_stream(key);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::call_context::CallContext;
 use crate::code::Code;
 use crate::metadata::Metadata;
+use crate::server::interceptor::{CallEnd, Extensions, Hooks};
 use crate::server::link::Wakeup;
 use crate::server::peer::{Peer, PeerInfo};
 use crate::server::response::Outbound;
@@ -45,6 +46,7 @@ pub struct ServerContext {
     peer: Arc<PeerInfo>,
     deadline: Option<Instant>,
     out: Arc<Outbound>,
+    hooks: Hooks,
 }
 
 impl ServerContext {
@@ -54,6 +56,7 @@ impl ServerContext {
         peer: Arc<PeerInfo>,
         deadline: Option<Instant>,
         out: Arc<Outbound>,
+        hooks: Hooks,
     ) -> Self {
         ServerContext {
             method,
@@ -61,11 +64,38 @@ impl ServerContext {
             peer,
             deadline,
             out,
+            hooks,
         }
     }
 
     pub(crate) fn outbound(&self) -> &Outbound {
         &self.out
+    }
+
+    /// Ends the call with the handler's result, then runs the
+    /// interceptors' after-hooks.
+    pub(crate) fn finish(&self, result: Result<(), Status>) {
+        let Some(status) = self.out.finish(result) else {
+            return;
+        };
+        if self.hooks.ran.is_empty() {
+            return;
+        }
+        self.hooks.after(&CallEnd {
+            path: &self.method,
+            metadata: &self.metadata,
+            peer: &self.peer,
+            status: &status,
+            duration: self.hooks.started.elapsed(),
+            traffic: self.out.state.traffic(),
+            extensions: &self.hooks.extensions,
+        });
+    }
+
+    /// The values interceptors left for the handler (see
+    /// [`CallStart::extensions_mut`](crate::server::CallStart::extensions_mut)).
+    pub fn extensions(&self) -> &Extensions {
+        &self.hooks.extensions
     }
 
     /// The metadata the client sent with the call (its request headers, less
@@ -119,6 +149,15 @@ impl ServerContext {
     /// this and stop.
     pub fn is_cancelled(&self) -> bool {
         self.out.state.is_cancelled()
+    }
+
+    /// Runs `f` once when the call is over for the client (cancelled,
+    /// deadline passed, connection lost), or at once if it already is: a
+    /// way to wake a handler blocked on something other than the call. `f`
+    /// runs on the connection's thread: keep it short and never block in
+    /// it.
+    pub fn on_cancel(&self, f: impl FnOnce() + Send + 'static) {
+        self.out.state.on_cancel(Box::new(f));
     }
 
     /// Sends the response headers now, with `metadata` in them. Fails if the

@@ -23,7 +23,9 @@
 //! | `requests.rs`, `response.rs`, `context.rs` | the request iterator, the response sink, the call's context |
 //! | `pool.rs` | the handler threads |
 //! | `error_policy.rs` | handler errors and panics as statuses |
+//! | `interceptor.rs` | code that runs before and after handlers |
 //! | `service.rs`, `state.rs` | the services, and what every connection shares |
+//! | `plugin.rs` | where the standard services (`src/services/`) plug in |
 //! | `peer.rs` | where a call came from, and the client's TLS certificate |
 
 mod acceptor;
@@ -34,20 +36,27 @@ mod conn;
 mod context;
 mod dispatch;
 mod error_policy;
+mod interceptor;
 mod link;
 mod peer;
+// Used only by the standard services, which features may leave out.
+#[cfg_attr(not(any(feature = "health", feature = "reflection")), allow(dead_code))]
+pub(crate) mod plugin;
 mod pool;
 mod requests;
 mod response;
 mod serve;
-mod service;
+pub(crate) mod service;
 mod state;
 
 pub use builder::ServerBuilder;
 pub use call::{bidi_streaming, client_streaming, server_streaming, unary, ServerCall};
 pub use context::ServerContext;
+pub use interceptor::{
+    after_call, AfterCall, CallEnd, CallStart, Extensions, InterceptedService, Interceptor,
+};
 pub use peer::Peer;
 pub use requests::Requests;
 pub use response::ResponseSink;
-pub use serve::{Server, ServerHandle, ShutdownHandle};
+pub use serve::{Server, ServerHandle, ServerStats, ShutdownHandle, StatsHandle};
 pub use service::Service;

@@ -135,9 +135,13 @@ impl Pool {
     }
 
     /// Workers currently alive.
-    #[cfg(test)]
     pub(crate) fn threads(&self) -> usize {
         self.shared.threads.load(Ordering::Acquire)
+    }
+
+    /// Workers waiting for a job.
+    pub(crate) fn idle(&self) -> usize {
+        self.shared.idle.lock().len()
     }
 
     /// Stops taking jobs, lets running jobs finish, and joins every worker.

@@ -201,6 +201,7 @@ impl<T: Message + Default> Iterator for Requests<T> {
             match self.reader.next() {
                 NextRequest::Message(m) => {
                     self.state.set_received_compressed(m.compressed);
+                    self.state.note_received(m.wire_len);
                     return Some(T::decode(m.payload).map_err(|e| {
                         let status =
                             Status::internal(format!("failed to decode the request message: {e}"));

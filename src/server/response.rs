@@ -30,6 +30,9 @@ pub(crate) struct OutState {
     pub(crate) trailing: Metadata,
     pub(crate) code: Option<Code>,
     pub(crate) message: Option<String>,
+    /// What interceptors put in the response headers and the trailers.
+    pub(crate) interceptor_headers: Metadata,
+    pub(crate) interceptor_trailers: Metadata,
 }
 
 /// The sending half of a call, shared by its context and its sink.
@@ -53,7 +56,9 @@ impl Outbound {
     pub(crate) fn ensure_headers(&self, inner: &mut OutState, metadata: Metadata, wakeup: Wakeup) {
         if !inner.headers_sent {
             inner.headers_sent = true;
-            self.cmd(StreamCmd::Headers(metadata, inner.encoding), wakeup);
+            let mut headers = std::mem::take(&mut inner.interceptor_headers);
+            headers.extend(metadata);
+            self.cmd(StreamCmd::Headers(headers, inner.encoding), wakeup);
         }
     }
 
@@ -83,16 +88,19 @@ impl Outbound {
             self.ensure_headers(&mut inner, Metadata::new(), Wakeup::Later);
         }
         self.state.reserve(frame.len())?;
+        self.state.note_sent(frame.len());
         self.cmd(StreamCmd::Data(frame), wakeup);
         Ok(())
     }
 
     /// Ends the call: the handler's result, or the code and message it set
-    /// on the context, with the trailing metadata.
-    pub(crate) fn finish(&self, result: Result<(), Status>) {
+    /// on the context, with the trailing metadata. Returns the status the
+    /// client was told (or why the call was over before that), the first
+    /// time only.
+    pub(crate) fn finish(&self, result: Result<(), Status>) -> Option<Status> {
         let mut inner = self.inner.lock();
         if inner.finished {
-            return;
+            return None;
         }
         inner.finished = true;
         let mut status = match result {
@@ -102,7 +110,8 @@ impl Outbound {
             ),
             Err(status) => self.policy.map(status),
         };
-        let mut trailing = std::mem::take(&mut inner.trailing);
+        let mut trailing = std::mem::take(&mut inner.interceptor_trailers);
+        trailing.extend(std::mem::take(&mut inner.trailing));
         trailing.extend(std::mem::take(status.metadata_mut()));
         let status = status.with_metadata(trailing);
         drop(inner);
@@ -110,9 +119,10 @@ impl Outbound {
         // before the status below reaches the client.
         pool::release_current_worker();
         if self.state.is_cancelled() {
-            return;
+            return Some(self.state.reason());
         }
-        self.cmd(StreamCmd::Finish(status), Wakeup::Now);
+        self.cmd(StreamCmd::Finish(status.clone()), Wakeup::Now);
+        Some(status)
     }
 }
 

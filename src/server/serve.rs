@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use std::sync::atomic::Ordering;
+
 use crate::server::acceptor::Acceptor;
-use crate::server::config::ServerConfig;
-use crate::server::error_policy::ErrorPolicy;
-use crate::server::service::Registry;
-use crate::server::state::ServerShared;
+use crate::server::plugin::Plugins;
+use crate::server::state::{ServerShared, Setup};
 use crate::transport::{Listener, UnixAddr};
 
 /// Where a server listens.
@@ -71,20 +71,15 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    pub(crate) fn new(
-        listener: Listener,
-        registry: Registry,
-        config: ServerConfig,
-        errors: ErrorPolicy,
-    ) -> io::Result<Server> {
+    pub(crate) fn new(listener: Listener, setup: Setup) -> io::Result<Server> {
         listener.set_nonblocking(true)?;
         let addr = ListenAddr::of(&listener)?;
         let unix_name = listener.unix_addr().map(ToString::to_string);
         #[cfg(feature = "tls")]
-        let tls = config.tls.is_some();
+        let tls = setup.config.tls.is_some();
         #[cfg(not(feature = "tls"))]
         let tls = false;
-        let shared = ServerShared::new(registry, config, errors, unix_name)?;
+        let shared = ServerShared::new(setup, unix_name)?;
         Ok(Server {
             listener,
             addr,
@@ -102,6 +97,25 @@ impl Server {
     /// (`https://` with TLS), `unix:PATH` or `unix-abstract:NAME`.
     pub fn target(&self) -> String {
         self.addr.target(self.tls)
+    }
+
+    /// The server's plugins (the standard services find theirs here).
+    #[cfg_attr(not(feature = "health"), allow(dead_code))]
+    pub(crate) fn plugins(&self) -> &Plugins {
+        &self.acceptor.shared().plugins
+    }
+
+    /// What the server is doing now: see [`ServerStats`].
+    pub fn stats(&self) -> ServerStats {
+        self.stats_handle().stats()
+    }
+
+    /// A handle that reads the server's [`ServerStats`] from any thread
+    /// (for a metrics endpoint).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            acceptor: self.acceptor.clone(),
+        }
     }
 
     /// A handle that stops [`Server::serve`] from another thread.
@@ -199,9 +213,28 @@ impl ServerHandle {
         self.addr.target(self.tls)
     }
 
-    /// Stops accepting, sends GOAWAY on every connection, lets in-flight
-    /// calls finish (cancelling them after the grace period), and returns
-    /// once every server thread has ended.
+    /// The server's plugins (the standard services find theirs here).
+    #[cfg_attr(not(feature = "health"), allow(dead_code))]
+    pub(crate) fn plugins(&self) -> &Plugins {
+        &self.acceptor.shared().plugins
+    }
+
+    /// What the server is doing now: see [`ServerStats`].
+    pub fn stats(&self) -> ServerStats {
+        self.stats_handle().stats()
+    }
+
+    /// A handle that reads the server's [`ServerStats`] from any thread
+    /// (for a metrics endpoint).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            acceptor: self.acceptor.clone(),
+        }
+    }
+
+    /// Stops accepting, turns health checks NOT_SERVING, sends GOAWAY on
+    /// every connection, lets in-flight calls finish (cancelling them after
+    /// the grace period), and returns once every server thread has ended.
     pub fn shutdown(mut self) -> io::Result<()> {
         self.stop()
     }
@@ -220,5 +253,47 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         let _ = self.stop();
+    }
+}
+
+/// What a server is doing at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Connections being served.
+    pub connections: usize,
+    /// Calls open on them (from their request headers to their status).
+    pub calls_in_flight: usize,
+    /// Handler threads running a handler.
+    pub handlers_busy: usize,
+    /// Handler threads waiting for one (they exit after
+    /// [`ServerBuilder::handler_idle_timeout`](crate::server::ServerBuilder::handler_idle_timeout)).
+    pub handlers_idle: usize,
+}
+
+/// Reads a server's [`ServerStats`] from any thread; cheap to clone.
+#[derive(Clone)]
+pub struct StatsHandle {
+    acceptor: Arc<Acceptor>,
+}
+
+impl std::fmt::Debug for StatsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsHandle").finish_non_exhaustive()
+    }
+}
+
+impl StatsHandle {
+    /// The server's statistics now.
+    pub fn stats(&self) -> ServerStats {
+        let shared = self.acceptor.shared();
+        let threads = shared.pool.threads();
+        let idle = shared.pool.idle().min(threads);
+        ServerStats {
+            connections: self.acceptor.connections(),
+            calls_in_flight: shared.calls.load(Ordering::Relaxed),
+            handlers_busy: threads - idle,
+            handlers_idle: idle,
+        }
     }
 }

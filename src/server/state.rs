@@ -1,19 +1,37 @@
 //! What every connection of a server shares: its services, its error
-//! mappings, its settings and its handler pool.
+//! mappings, interceptors and plugins, its settings, its handler pool, and
+//! the counts its [`ServerStats`](crate::server::ServerStats) report.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::server::config::ServerConfig;
 use crate::server::error_policy::ErrorPolicy;
+use crate::server::interceptor::Interceptor;
+use crate::server::plugin::Plugins;
 use crate::server::pool::Pool;
 use crate::server::service::Registry;
+
+/// What a builder hands a server.
+pub(crate) struct Setup {
+    pub(crate) registry: Registry,
+    pub(crate) config: ServerConfig,
+    pub(crate) errors: ErrorPolicy,
+    pub(crate) interceptors: Arc<[Arc<dyn Interceptor>]>,
+    pub(crate) plugins: Plugins,
+}
 
 /// The parts of a server its connection threads use.
 pub(crate) struct ServerShared {
     pub(crate) registry: Registry,
     pub(crate) errors: Arc<ErrorPolicy>,
+    /// The server-wide interceptors, in order.
+    pub(crate) interceptors: Arc<[Arc<dyn Interceptor>]>,
+    pub(crate) plugins: Plugins,
     pub(crate) config: ServerConfig,
     pub(crate) pool: Pool,
+    /// Calls (streams) open on all connections.
+    pub(crate) calls: Arc<AtomicUsize>,
     /// The rustls configuration, when the server speaks TLS.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
@@ -23,12 +41,14 @@ pub(crate) struct ServerShared {
 }
 
 impl ServerShared {
-    pub(crate) fn new(
-        registry: Registry,
-        config: ServerConfig,
-        errors: ErrorPolicy,
-        unix_name: Option<String>,
-    ) -> std::io::Result<Self> {
+    pub(crate) fn new(setup: Setup, unix_name: Option<String>) -> std::io::Result<Self> {
+        let Setup {
+            registry,
+            config,
+            errors,
+            interceptors,
+            plugins,
+        } = setup;
         let pool = Pool::new(
             config.max_concurrent_handlers,
             config.handler_stack_size,
@@ -45,11 +65,30 @@ impl ServerShared {
         Ok(ServerShared {
             registry,
             errors: Arc::new(errors),
+            interceptors,
+            plugins,
             config,
             pool,
+            calls: Arc::default(),
             #[cfg(feature = "tls")]
             tls,
             unix_name,
         })
+    }
+}
+
+/// Counts a call as open while it lives.
+pub(crate) struct OpenCall(Arc<AtomicUsize>);
+
+impl OpenCall {
+    pub(crate) fn new(calls: &Arc<AtomicUsize>) -> Self {
+        calls.fetch_add(1, Ordering::Relaxed);
+        OpenCall(calls.clone())
+    }
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
