@@ -160,6 +160,10 @@
 
 #![warn(missing_docs)]
 
+// The standard services' pre-generated code names this crate as its users
+// see it, `::grpc_blocking`.
+extern crate self as grpc_blocking;
+
 mod call_context;
 pub mod client;
 mod code;
@@ -168,6 +172,7 @@ pub mod error_details;
 pub mod metadata;
 mod rt;
 pub mod server;
+mod services;
 mod status;
 mod transport;
 mod wire;
@@ -182,6 +187,11 @@ pub use metadata::{Metadata, MetadataError, MetadataValue};
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use status::Status;
 pub use wire::compression::Encoding;
+
+#[cfg(feature = "health")]
+pub use services::health;
+#[cfg(feature = "reflection")]
+pub use services::reflection;
 
 /// TLS and mutual TLS (the `tls` feature): certificates, keys and roots for
 /// [`ServerBuilder::tls`] and [`ChannelBuilder::tls`], and what a handler
