@@ -1,10 +1,32 @@
 //! Command-line pieces the binaries share: where a client connects and with
-//! which TLS settings (`example-client`, `bench`, `interop-client`).
+//! which TLS settings (`example-client`, `bench`, `interop-client`), and the
+//! standard services a server offers (`example-server`, `interop-server`).
 
 use std::path::PathBuf;
 
 use grpc_blocking::tls::{ClientTlsConfig, Identity, RootCertificates};
-use grpc_blocking::ChannelBuilder;
+use grpc_blocking::{ChannelBuilder, ServerBuilder};
+
+/// A server's standard-service flags: health checking and reflection are
+/// on unless turned off.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct StandardServices {
+    /// Do not serve gRPC health checking (grpc.health.v1.Health).
+    #[arg(long = "no_health")]
+    pub no_health: bool,
+    /// Do not serve gRPC server reflection (grpc.reflection.v1 and v1alpha).
+    #[arg(long = "no_reflection")]
+    pub no_reflection: bool,
+}
+
+impl StandardServices {
+    /// `builder` with the services the flags ask for.
+    pub fn apply(self, builder: ServerBuilder) -> ServerBuilder {
+        builder
+            .health(!self.no_health)
+            .reflection(!self.no_reflection)
+    }
+}
 
 /// A client's target and TLS flags.
 #[derive(clap::Args, Debug, Clone, Default)]

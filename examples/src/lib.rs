@@ -27,8 +27,12 @@ pub mod proto {
 
 pub use proto::{acme, grpc, nameko};
 
+pub mod auth;
+pub mod call_ids;
 pub mod cli;
 pub mod interop;
+pub mod logging;
+pub mod metrics;
 pub mod shop;
 
 use nameko::{Example, ExampleClient, ExampleReply, ExampleRequest};

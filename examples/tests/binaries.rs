@@ -54,8 +54,14 @@ fn run(cmd: &mut Command, secs: u64) -> Output {
 /// Starts a server binary with `--port` and waits until it prints that it
 /// listens (or the port answers).
 fn start_server(bin: &str, port: u16) -> Running {
+    start_server_with(bin, port, &[])
+}
+
+/// [`start_server`] with more flags.
+fn start_server_with(bin: &str, port: u16, flags: &[&str]) -> Running {
     let mut child = Command::new(bin)
         .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
+        .args(flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -296,4 +302,193 @@ fn boolean_flags_are_bare_or_take_true_or_false() {
         60,
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+/// Runs `f` on its own thread, failing the test if it takes over `secs`.
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .expect("the check finished in time (or panicked: see above)")
+}
+
+/// The services a server's reflection lists.
+fn reflected_services(target: String) -> Result<Vec<String>, grpc_blocking::Status> {
+    use grpc_blocking::reflection::v1::server_reflection_request::MessageRequest;
+    use grpc_blocking::reflection::v1::server_reflection_response::MessageResponse;
+    use grpc_blocking::reflection::v1::{ServerReflectionClient, ServerReflectionRequest};
+    let client = ServerReflectionClient::connect(target).expect("connect");
+    let question = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let answer = client
+        .server_reflection_info([question])
+        .next()
+        .expect("an answer")?;
+    match answer.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => panic!("not a list: {other:?}"),
+    }
+}
+
+fn health(target: String, service: &str) -> Result<String, grpc_blocking::Code> {
+    let client = grpc_blocking::health::HealthClient::connect(target).expect("connect");
+    client
+        .status(service)
+        .map(|s| s.as_str_name().to_owned())
+        .map_err(|e| e.code())
+}
+
+#[test]
+fn the_servers_serve_health_and_reflection_unless_told_not_to() {
+    let port = free_port();
+    let _server = start_server(env!("CARGO_BIN_EXE_example-server"), port);
+    let target = format!("http://127.0.0.1:{port}");
+    let t = target.clone();
+    within(60, move || {
+        assert_eq!(health(t.clone(), ""), Ok("SERVING".into()));
+        assert_eq!(health(t.clone(), "nameko.example"), Ok("SERVING".into()));
+        assert_eq!(
+            reflected_services(t).unwrap(),
+            [
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+                "nameko.example"
+            ]
+        );
+    });
+
+    let port = free_port();
+    let _interop = start_server(env!("CARGO_BIN_EXE_interop-server"), port);
+    let t = format!("http://127.0.0.1:{port}");
+    within(60, move || {
+        assert_eq!(
+            health(t.clone(), "grpc.testing.TestService"),
+            Ok("SERVING".into())
+        );
+        assert!(reflected_services(t)
+            .unwrap()
+            .contains(&"grpc.testing.TestService".to_owned()));
+    });
+
+    for bin in [
+        env!("CARGO_BIN_EXE_example-server"),
+        env!("CARGO_BIN_EXE_interop-server"),
+    ] {
+        let port = free_port();
+        let _server = start_server_with(bin, port, &["--no_health", "--no_reflection"]);
+        let t = format!("http://127.0.0.1:{port}");
+        within(60, move || {
+            assert_eq!(
+                health(t.clone(), ""),
+                Err(grpc_blocking::Code::Unimplemented)
+            );
+            assert_eq!(
+                reflected_services(t).unwrap_err().code(),
+                grpc_blocking::Code::Unimplemented
+            );
+        });
+    }
+}
+
+#[test]
+fn require_token_guards_the_example_service_only() {
+    let port = free_port();
+    let _server = start_server_with(
+        env!("CARGO_BIN_EXE_example-server"),
+        port,
+        &["--require_token", "s3cret"],
+    );
+    let client = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_example-client"));
+        cmd.args([
+            "--server_host",
+            "127.0.0.1",
+            "--server_port",
+            &port.to_string(),
+        ]);
+        if let Some(token) = token {
+            cmd.args(["--token", token]);
+        }
+        run(&mut cmd, 60)
+    };
+    let out = client(Some("s3cret"));
+    assert!(out.status.success(), "{}", text(&out));
+    for token in [None, Some("wrong")] {
+        let out = client(token);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("UNAUTHENTICATED"), "{}", text(&out));
+    }
+    // Health and reflection need no token.
+    let t = format!("http://127.0.0.1:{port}");
+    within(60, move || {
+        assert_eq!(health(t.clone(), "nameko.example"), Ok("SERVING".into()));
+        assert!(reflected_services(t)
+            .unwrap()
+            .contains(&"nameko.example".to_owned()));
+    });
+}
+
+#[test]
+fn example_server_serves_prometheus_metrics() {
+    use std::io::{Read, Write};
+    let (port, metrics_port) = (free_port(), free_port());
+    let _server = start_server_with(
+        env!("CARGO_BIN_EXE_example-server"),
+        port,
+        &["--metrics_port", &metrics_port.to_string()],
+    );
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_example-client")).args([
+            "--server_host",
+            "127.0.0.1",
+            "--server_port",
+            &port.to_string(),
+        ]),
+        60,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let scrape = move || {
+        let mut http = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+        http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut page = String::new();
+        http.read_to_string(&mut page).unwrap();
+        page
+    };
+    let page = within(60, move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let page = scrape();
+            // One of each kind of call, each OK (after-hooks run once the
+            // status is sent, so the last may lag a little).
+            let done = ["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
+                .iter()
+                .all(|m| {
+                    page.contains(&format!(
+                        "grpc_server_handled_total{{grpc_service=\"nameko.example\",grpc_method=\"{m}\",grpc_code=\"OK\"}} 1"
+                    ))
+                });
+            if done || Instant::now() > deadline {
+                return page;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    for line in [
+        "grpc_server_msg_received_total{grpc_service=\"nameko.example\",grpc_method=\"stream_unary\"} 3",
+        "grpc_server_msg_sent_total{grpc_service=\"nameko.example\",grpc_method=\"unary_stream\"} 2",
+        "grpc_server_handling_seconds_count{grpc_service=\"nameko.example\",grpc_method=\"unary_unary\"} 1",
+        "grpc_server_handler_threads{state=\"busy\"} 0",
+        "# EOF",
+    ] {
+        assert!(page.contains(line), "missing {line:?} in:\n{page}");
+    }
 }

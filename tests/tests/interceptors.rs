@@ -125,12 +125,13 @@ fn client(server: &ServerHandle) -> ExampleClient {
     ExampleClient::new(Channel::connect(server.target()).unwrap())
 }
 
+/// What the test learns of a call's end: method, code, traffic counts
+/// (messages and bytes received, then sent), duration.
+type Ended = (String, Code, [u64; 4], Duration);
+
 /// Sends every call's end to a channel the test reads (after-hooks run
 /// after the status is sent, so the test waits for them).
-fn ends() -> (
-    impl Interceptor,
-    Receiver<(String, Code, [u64; 4], Duration)>,
-) {
+fn ends() -> (impl Interceptor, Receiver<Ended>) {
     let (tx, rx): (Sender<_>, _) = mpsc::channel();
     let tx = Mutex::new(tx);
     let hook = after_call(move |end: &CallEnd<'_>| {
@@ -150,9 +151,7 @@ fn ends() -> (
     (hook, rx)
 }
 
-fn next_end(
-    rx: &Receiver<(String, Code, [u64; 4], Duration)>,
-) -> (String, Code, [u64; 4], Duration) {
+fn next_end(rx: &Receiver<Ended>) -> Ended {
     rx.recv_timeout(Duration::from_secs(10))
         .expect("an after-hook ran")
 }

@@ -3,7 +3,9 @@
 //! test service) until killed.
 //!
 //! The host defaults to `0.0.0.0` (every interface), as the official
-//! servers listen. The flags are the official interop servers'; with
+//! servers listen. Health checking (SERVING for `""` and the test service)
+//! and server reflection are served unless `--no_health` or
+//! `--no_reflection` is given. The flags are the official interop servers'; with
 //! `--use_tls`, the certificate and key files must be given (no test
 //! certificate is built in).
 
@@ -11,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use grpc_blocking::tls::{Identity, ServerTlsConfig};
+use grpc_blocking_examples::cli::StandardServices;
 use grpc_blocking_examples::interop;
 
 /// Serves the gRPC interop test service (`grpc.testing.TestService`).
@@ -33,12 +36,14 @@ struct Args {
     /// PEM file of the server's private key (with --use_tls).
     #[arg(long = "tls_key_file")]
     tls_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    standard: StandardServices,
 }
 
 fn main() {
     let args = Args::parse();
     let run = || -> Result<(), String> {
-        let mut builder = interop::server_builder();
+        let mut builder = args.standard.apply(interop::server_builder());
         if args.use_tls {
             let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
                 return Err(
