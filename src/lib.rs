@@ -25,6 +25,13 @@
 //!   [`ServerBuilder::bind_unix`]), and TLS or mutual TLS over either with
 //!   rustls (the `tls` feature: the `tls` module, `ServerBuilder::tls`,
 //!   `ChannelBuilder::tls`, `https://` targets).
+//! - **Standard services**: health checking (on by default; the `health`
+//!   module) and server reflection v1 and v1alpha
+//!   (`ServerBuilder::reflection`; the `reflection` module), the cargo
+//!   features `health` and `reflection`.
+//! - **Interceptors** on both sides ([`server::Interceptor`],
+//!   [`client::Interceptor`]), with per-call metrics, and server statistics
+//!   ([`server::ServerStats`]).
 //!
 //! # Example
 //!
@@ -129,8 +136,9 @@
 //! | --- | --- | --- |
 //! | `wire/` | the gRPC wire format as plain functions over bytes: framing, headers, `grpc-timeout`, `grpc-message`, compression, preface sniffing | the shared vocabulary |
 //! | `rt/` | the connection-thread machinery both sides share: event loop, timers, keepalive, HTTP/2 settings, mailboxes, reading messages and returning credit, send queues | `wire/`, `transport/`, the vocabulary |
-//! | `server/` | builder, acceptor, connection thread, routing, handler pool, the handler's view of a call | `rt/`, `wire/`, `transport/`, the vocabulary |
-//! | `client/` | channel, targets and connecting, connection thread, the response state machine, call handles, retries | `rt/`, `wire/`, `transport/`, the vocabulary |
+//! | `server/` | builder, acceptor, connection thread, routing, handler pool, the handler's view of a call, interceptors, statistics | `rt/`, `wire/`, `transport/`, the vocabulary |
+//! | `client/` | channel, targets and connecting, connection thread, the response state machine, call handles, retries, interceptors | `rt/`, `wire/`, `transport/`, the vocabulary |
+//! | `services/` | the standard services (health, reflection): protos, pre-generated code, and the services, plugged in through `server/plugin.rs` | `server/`'s and `client/`'s public API, the vocabulary |
 //! | `transport/` | the byte streams connections run on: TCP or a Unix socket, with TLS over either; TLS settings | the vocabulary |
 //! | top level | the shared vocabulary: [`Status`], [`Code`], [`Metadata`], [`TransportError`], [`error_details`], [`CallContext`] | each other |
 //!

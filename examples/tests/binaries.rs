@@ -113,6 +113,22 @@ fn demo_runs_all_four_patterns() {
 }
 
 #[test]
+fn shop_sells_out_and_says_so_to_health_checkers() {
+    let out = run(&mut Command::new(env!("CARGO_BIN_EXE_shop")), 120);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "orders placed: 30, refused as sold out: 10",
+            "shop health once sold out: NOT_SERVING"
+        ],
+        "{stdout}"
+    );
+}
+
+#[test]
 fn example_client_calls_example_server() {
     let port = free_port();
     let _server = start_server(env!("CARGO_BIN_EXE_example-server"), port);

@@ -39,9 +39,8 @@ use crate::transport::{Listener, UnixAddr};
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
-/// The standard services' settings, [`health`](ServerBuilder::health) and
-/// [`reflection`](ServerBuilder::reflection), live with those services in
-/// `src/services/`.
+/// The standard services' settings, `health` and `reflection`, live with
+/// those services in `src/services/`.
 pub struct ServerBuilder {
     registry: Registry,
     config: ServerConfig,
@@ -64,7 +63,8 @@ impl std::fmt::Debug for ServerBuilder {
 
 impl Server {
     /// Starts building a server, with the standard services' defaults
-    /// (health checking on; see [`ServerBuilder::health`]).
+    /// (health checking on, with the `health` feature; see
+    /// `ServerBuilder::health`).
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
     }

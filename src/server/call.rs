@@ -91,7 +91,15 @@ impl ServerCall {
         let policy = self.policy.clone();
         for interceptor in interceptors {
             self.hooks.ran.push(interceptor.clone());
-            let mut start = CallStart { call: self };
+            let mut start = CallStart {
+                path: &self.path,
+                service_name: &self.service,
+                method_name: &self.method,
+                metadata: &mut self.metadata,
+                peer: &self.peer,
+                deadline: self.deadline,
+                hooks: &mut self.hooks,
+            };
             policy.run(Responses::One, || interceptor.before(&mut start))?;
         }
         Ok(())

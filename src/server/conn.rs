@@ -31,7 +31,8 @@ use crate::rt::timers::Timer;
 use crate::rt::StreamKey;
 use crate::server::call::ServerCall;
 use crate::server::dispatch::{route, Route, Run};
-use crate::server::interceptor::{self, Hooks};
+use crate::server::intercepted;
+use crate::server::interceptor::Hooks;
 use crate::server::link::{ConnCmd, ConnHandle, Inbound, StreamCmd};
 use crate::server::peer::{Peer, PeerInfo};
 use crate::server::pool::PoolError;
@@ -239,7 +240,7 @@ impl Driver for Conn {
             // this thread; its response commands are applied on the next
             // turn of the loop.
             let (service, call) = *call;
-            interceptor::run(&*service, call, &self.server.interceptors);
+            intercepted::run(&*service, call, &self.server.interceptors);
         }
         self.flush(key);
     }
@@ -644,7 +645,7 @@ impl Conn {
             Run::Inline => inline = Some(Box::new((service, call))),
             Run::Pool => {
                 let interceptors = self.server.interceptors.clone();
-                let job = Box::new(move || interceptor::run(&*service, call, &interceptors));
+                let job = Box::new(move || intercepted::run(&*service, call, &interceptors));
                 if let Err(e) = self.server.pool.execute(job) {
                     let status = match e {
                         PoolError::Full => Status::resource_exhausted(format!(

@@ -10,7 +10,8 @@
 //! the call is over, whatever ended it. Server-wide interceptors
 //! ([`ServerBuilder::intercept`](crate::server::ServerBuilder::intercept))
 //! run first, in the order added, then a service's own
-//! ([`InterceptedService`]); after-hooks run in the reverse order.
+//! ([`InterceptedService`](crate::server::InterceptedService)); after-hooks
+//! run in the reverse order.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -18,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::metadata::Metadata;
 use crate::rt::call_state::Traffic;
-use crate::server::call::ServerCall;
 use crate::server::peer::{Peer, PeerInfo};
-use crate::server::service::Service;
 use crate::status::Status;
 
 /// Values an interceptor leaves for the handler (an authenticated user, a
@@ -131,69 +130,73 @@ where
 /// What an interceptor's before-hook sees of a call, and what it may
 /// change.
 pub struct CallStart<'a> {
-    pub(crate) call: &'a mut ServerCall,
+    pub(crate) path: &'a str,
+    pub(crate) service_name: &'a str,
+    pub(crate) method_name: &'a str,
+    pub(crate) metadata: &'a mut Metadata,
+    pub(crate) peer: &'a PeerInfo,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) hooks: &'a mut Hooks,
 }
 
 impl CallStart<'_> {
     /// The full method path, e.g. `/nameko.example/unary_unary`.
-    // As `ServerContext::method`; the method's own name is `method_name`.
-    #[allow(clippy::misnamed_getters)]
     pub fn method(&self) -> &str {
-        &self.call.path
+        self.path
     }
 
     /// The service's full name, e.g. `nameko.example`.
     pub fn service_name(&self) -> &str {
-        &self.call.service
+        self.service_name
     }
 
     /// The method's name, e.g. `unary_unary`.
     pub fn method_name(&self) -> &str {
-        &self.call.method
+        self.method_name
     }
 
     /// The request metadata as the handler will see it.
     pub fn metadata(&self) -> &Metadata {
-        &self.call.metadata
+        self.metadata
     }
 
     /// The request metadata, to change: what is added here the handler
     /// sees in [`ServerContext::metadata`](crate::server::ServerContext::metadata).
     pub fn metadata_mut(&mut self) -> &mut Metadata {
-        &mut self.call.metadata
+        self.metadata
     }
 
     /// Where the call came from.
     pub fn peer(&self) -> &Peer {
-        &self.call.peer.addr
+        &self.peer.addr
     }
 
     /// The client's verified certificates, over mutual TLS.
     #[cfg(feature = "tls")]
     pub fn peer_certificates(&self) -> Option<&crate::tls::PeerCertificates> {
-        self.call.peer.certificates.as_ref()
+        self.peer.certificates.as_ref()
     }
 
     /// The call's deadline, if the client set one.
     pub fn deadline(&self) -> Option<Instant> {
-        self.call.deadline
+        self.deadline
     }
 
     /// Metadata to send in the response headers, ahead of what the handler
     /// sends there.
     pub fn response_headers_mut(&mut self) -> &mut Metadata {
-        &mut self.call.hooks.response_headers
+        &mut self.hooks.response_headers
     }
 
     /// Metadata to send in the trailers, whatever the call's outcome
     /// (a rejection by this interceptor included), next to the handler's.
     pub fn trailers_mut(&mut self) -> &mut Metadata {
-        &mut self.call.hooks.trailers
+        &mut self.hooks.trailers
     }
 
     /// Values for the handler, by type (see [`Extensions`]).
     pub fn extensions_mut(&mut self) -> &mut Extensions {
-        &mut self.call.hooks.extensions
+        &mut self.hooks.extensions
     }
 }
 
@@ -313,91 +316,5 @@ impl Hooks {
                 );
             }
         }
-    }
-}
-
-/// Runs `interceptors`' before-hooks on `call`, in order, until one
-/// rejects it; then the call either goes on to `service` or ends with the
-/// rejection.
-pub(crate) fn run(
-    service: &dyn Service,
-    mut call: ServerCall,
-    interceptors: &[Arc<dyn Interceptor>],
-) {
-    match call.intercept(interceptors) {
-        Ok(()) => {
-            let method = call.method.clone();
-            service.call(&method, call);
-        }
-        Err(status) => call.reject(status),
-    }
-}
-
-/// A service with interceptors of its own, which run after the server-wide
-/// ones and only for its calls. Pass it to
-/// [`ServerBuilder::add_service`](crate::server::ServerBuilder::add_service).
-///
-/// ```
-/// # use grpc_blocking::server::{Server, Service, ServerCall};
-/// # struct Svc; impl Service for Svc {
-/// #   fn name(&self) -> &'static str { "x.S" } fn methods(&self) -> &'static [&'static str] { &[] }
-/// #   fn call(&self, _: &str, c: ServerCall) { c.unimplemented() } }
-/// use grpc_blocking::server::InterceptedService;
-/// use grpc_blocking::Status;
-///
-/// let service = InterceptedService::new(Svc).intercept(|call: &mut grpc_blocking::server::CallStart<'_>| {
-///     if call.metadata().get("x-api-key").is_none() {
-///         return Err(Status::unauthenticated("an x-api-key is required"));
-///     }
-///     Ok(())
-/// });
-/// let builder = Server::builder().add_service(service);
-/// # drop(builder);
-/// ```
-pub struct InterceptedService<S> {
-    inner: S,
-    interceptors: Vec<Arc<dyn Interceptor>>,
-}
-
-impl<S: Service> InterceptedService<S> {
-    /// `service`, with no interceptors yet.
-    pub fn new(service: S) -> Self {
-        InterceptedService {
-            inner: service,
-            interceptors: Vec::new(),
-        }
-    }
-
-    /// Adds an interceptor, after those added before.
-    pub fn intercept(mut self, interceptor: impl Interceptor) -> Self {
-        self.interceptors.push(Arc::new(interceptor));
-        self
-    }
-}
-
-impl<S> std::fmt::Debug for InterceptedService<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InterceptedService")
-            .field("interceptors", &self.interceptors.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S: Service> Service for InterceptedService<S> {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    fn methods(&self) -> &'static [&'static str] {
-        self.inner.methods()
-    }
-    fn unary_methods(&self) -> &'static [&'static str] {
-        self.inner.unary_methods()
-    }
-    fn file_descriptors(&self) -> &'static [&'static [u8]] {
-        self.inner.file_descriptors()
-    }
-    fn call(&self, method: &str, call: ServerCall) {
-        let _ = method;
-        run(&self.inner, call, &self.interceptors);
     }
 }

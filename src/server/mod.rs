@@ -23,7 +23,7 @@
 //! | `requests.rs`, `response.rs`, `context.rs` | the request iterator, the response sink, the call's context |
 //! | `pool.rs` | the handler threads |
 //! | `error_policy.rs` | handler errors and panics as statuses |
-//! | `interceptor.rs` | code that runs before and after handlers |
+//! | `interceptor.rs`, `intercepted.rs` | code that runs before and after handlers; a service with interceptors of its own |
 //! | `service.rs`, `state.rs` | the services, and what every connection shares |
 //! | `plugin.rs` | where the standard services (`src/services/`) plug in |
 //! | `peer.rs` | where a call came from, and the client's TLS certificate |
@@ -36,6 +36,7 @@ mod conn;
 mod context;
 mod dispatch;
 mod error_policy;
+mod intercepted;
 mod interceptor;
 mod link;
 mod peer;
@@ -52,9 +53,8 @@ mod state;
 pub use builder::ServerBuilder;
 pub use call::{bidi_streaming, client_streaming, server_streaming, unary, ServerCall};
 pub use context::ServerContext;
-pub use interceptor::{
-    after_call, AfterCall, CallEnd, CallStart, Extensions, InterceptedService, Interceptor,
-};
+pub use intercepted::InterceptedService;
+pub use interceptor::{after_call, AfterCall, CallEnd, CallStart, Extensions, Interceptor};
 pub use peer::Peer;
 pub use requests::Requests;
 pub use response::ResponseSink;

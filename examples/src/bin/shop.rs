@@ -2,11 +2,13 @@
 //! eight client threads share one client: each looks up the cups and orders
 //! one, five times. There are 30 cups, so 30 orders go through and 10 are
 //! refused (FAILED_PRECONDITION); the program prints both counts and exits
-//! non-zero on anything else.
+//! non-zero on anything else. Sold out, the shop tells health checkers it
+//! no longer serves, and prints what they see.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use grpc_blocking::health::HealthClient;
 use grpc_blocking::{CallOptions, Code, Metadata, Server, Status};
 use grpc_blocking_examples::acme::shop::v1::{
     order, GetItemRequest, Order, ShopClient, ShopServer,
@@ -88,6 +90,16 @@ fn main() {
         })?;
         let (placed, sold_out) = (placed.into_inner(), sold_out.into_inner());
         println!("orders placed: {placed}, refused as sold out: {sold_out}");
+
+        // Sold out: health checkers (a load balancer, an orchestrator) are
+        // told the shop no longer serves, and send customers elsewhere.
+        let health = server.health().ok_or("health checking is on by default")?;
+        health.set_not_serving(ShopClient::SERVICE_NAME);
+        let checker = HealthClient::connect(server.target()).map_err(|e| e.to_string())?;
+        let status = checker
+            .status(ShopClient::SERVICE_NAME)
+            .map_err(|e| e.to_string())?;
+        println!("shop health once sold out: {}", status.as_str_name());
         server.shutdown().map_err(|e| e.to_string())?;
         if (placed, sold_out) != (30, 10) {
             return Err("expected 30 orders placed and 10 refused".to_owned());
