@@ -16,6 +16,10 @@
 //!   lines over stdin/stdout (protocol in `client.py`'s docstring). Requests
 //!   carry an id, so many threads can share one client process and its
 //!   channels, as they would share one grpcio channel.
+//! * [`GrpcioStandardServices`] runs `standard_services.py serve`, grpcio's
+//!   own health checking client and server (grpcio-health-checking) and
+//!   reflection client (grpcio-reflection), driven the same way, for
+//!   `tests/standard_services_grpcio.rs`.
 //!
 //! Every wait has a timeout: a peer that hangs fails the test.
 //!
@@ -298,5 +302,35 @@ pub fn run_example_client(
             "the grpcio example client took over {timeout:?}; stderr:\n{}",
             stderr.text()
         )),
+    }
+}
+
+/// grpcio's own standard services (`standard_services.py serve`): the
+/// health checking client and server of grpcio-health-checking and the
+/// reflection client of grpcio-reflection, driven by JSON lines (protocol in
+/// the script's docstring). One process per test: it ends when dropped.
+pub struct GrpcioStandardServices(DriverClient);
+
+impl GrpcioStandardServices {
+    /// Starts the process. Panics if it does not answer.
+    pub fn start() -> GrpcioStandardServices {
+        let env = PythonEnv::get();
+        let mut command = env.command("standard_services.py");
+        command.arg("serve");
+        GrpcioStandardServices(DriverClient::start(
+            "grpcio standard services peer",
+            command,
+            "grpcio_health_checking",
+            START_TIMEOUT,
+        ))
+    }
+
+    /// Sends one command (an "id" is added) and waits up to `timeout` for
+    /// its answer. Panics, with the peer's stderr, on an error answer or no
+    /// answer in time.
+    pub fn request(&self, command: Value, timeout: Duration) -> Value {
+        self.0
+            .request(command.clone(), timeout)
+            .unwrap_or_else(|e| panic!("{command}: {e}"))
     }
 }
