@@ -87,7 +87,15 @@ impl CallCore {
         let Some(link) = &self.link else {
             return;
         };
-        let lost = || CallEvent::Error(Status::unavailable("the connection thread ended"));
+        // The mailbox closed without a word: the connection ended before
+        // it got to this call, and says why.
+        let conn = link.conn.clone();
+        let lost = || {
+            CallEvent::Error(
+                conn.end_status()
+                    .unwrap_or_else(|| Status::unavailable("the connection thread ended")),
+            )
+        };
         let event = match link.events.try_recv() {
             Ok(Some(event)) => event,
             Ok(None) => {

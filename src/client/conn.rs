@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,13 @@ pub(crate) fn start(
         EventLoop::with_transport(socket, transport).map_err(TransportError::Resource)?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let alive = Arc::new(AtomicBool::new(true));
-    let handle = Arc::new(ClientConn::new(tx, ev.wake_handle().clone(), alive.clone()));
+    let ended = Arc::new(OnceLock::new());
+    let handle = Arc::new(ClientConn::new(
+        tx,
+        ev.wake_handle().clone(),
+        alive.clone(),
+        ended.clone(),
+    ));
     let handshake = config.http2.client().handshake::<_, Bytes>(socket);
     let conn = Conn {
         conn_waker: conn_waker(ev.wake_handle()),
@@ -69,6 +75,7 @@ pub(crate) fn start(
         closing: false,
         end_status: None,
         silent_close,
+        ended,
     };
     std::thread::Builder::new()
         .name("grpc-client-conn".into())
@@ -140,6 +147,9 @@ struct Conn {
     /// Why a connection lost before the server sent anything ended, when
     /// the TLS handshake knows (see [`start`]).
     silent_close: Option<TransportError>,
+    /// Why the connection ended, for the calls it never got to (see
+    /// [`ClientConn::end_status`]).
+    ended: Arc<OnceLock<Status>>,
 }
 
 impl Driver for Conn {
@@ -407,6 +417,8 @@ impl Conn {
                 "the connection closed while the call was in flight".into(),
             ))
         });
+        let status = self.explain(status);
+        let _ = self.ended.set(status.clone());
         self.fail_all(status);
     }
 

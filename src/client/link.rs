@@ -4,7 +4,7 @@
 //! ([`CallEvent`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -77,17 +77,33 @@ pub(crate) struct ClientConn {
     tx: Sender<ClientCmd>,
     wake: Arc<Wake>,
     alive: Arc<AtomicBool>,
+    /// Why the connection ended, set by its thread before it lets go of
+    /// the commands it did not get to.
+    ended: Arc<OnceLock<Status>>,
     next_key: AtomicU64,
 }
 
 impl ClientConn {
-    pub(crate) fn new(tx: Sender<ClientCmd>, wake: Arc<Wake>, alive: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        tx: Sender<ClientCmd>,
+        wake: Arc<Wake>,
+        alive: Arc<AtomicBool>,
+        ended: Arc<OnceLock<Status>>,
+    ) -> Self {
         ClientConn {
             tx,
             wake,
             alive,
+            ended,
             next_key: AtomicU64::new(0),
         }
+    }
+
+    /// Why the connection ended, once it has: for the calls whose start
+    /// it never got to (queued as it ended, or after), which learn of it
+    /// only by their mailbox closing.
+    pub(crate) fn end_status(&self) -> Option<Status> {
+        self.ended.get().cloned()
     }
 
     /// False once the connection has ended or the server sent GOAWAY: new
