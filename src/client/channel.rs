@@ -103,17 +103,18 @@ impl ChannelInner {
         let socket = connect(&self.target, self.config.connect_timeout)?;
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
-            let session = crate::tls::client_handshake(
-                &socket,
-                tls,
-                &self.target.host,
-                &self.target.describe(),
-                deadline,
-            )?;
+            let target = self.target.describe();
+            let session =
+                crate::tls::client_handshake(&socket, tls, &self.target.host, &target, deadline)?;
+            let silent_close = session.sent_no_certificate.then(|| TransportError::Tls {
+                target,
+                reason: crate::tls::NO_CERTIFICATE_SENT.into(),
+            });
             return conn::start(
                 socket,
-                |raw, blocked| crate::transport::Transport::with_tls(raw, blocked, session),
+                |raw, blocked| crate::transport::Transport::with_tls(raw, blocked, session.conn),
                 &self.config.conn,
+                silent_close,
             );
         }
         let _ = deadline;
@@ -121,6 +122,7 @@ impl ChannelInner {
             socket,
             crate::transport::Transport::plain,
             &self.config.conn,
+            None,
         )
     }
 

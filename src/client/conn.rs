@@ -40,10 +40,15 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Starts the connection thread on a connected socket; returns the handle
 /// calls use.
+///
+/// `silent_close` is what a connection lost before the server sent a
+/// single byte means, when the handshake knows better than "connection
+/// lost" (see `tls::ClientSession::sent_no_certificate`).
 pub(crate) fn start(
     socket: RawSocket,
     transport: impl FnOnce(Arc<RawSocket>, Arc<Blocked>) -> Transport,
     config: &ConnConfig,
+    silent_close: Option<TransportError>,
 ) -> Result<Arc<ClientConn>, TransportError> {
     let (ev, socket) =
         EventLoop::with_transport(socket, transport).map_err(TransportError::Resource)?;
@@ -63,6 +68,7 @@ pub(crate) fn start(
         last_opened: None,
         closing: false,
         end_status: None,
+        silent_close,
     };
     std::thread::Builder::new()
         .name("grpc-client-conn".into())
@@ -131,6 +137,9 @@ struct Conn {
     closing: bool,
     /// Why the connection ended, when h2 said (a GOAWAY's reason, say).
     end_status: Option<Status>,
+    /// Why a connection lost before the server sent anything ended, when
+    /// the TLS handshake knows (see [`start`]).
+    silent_close: Option<TransportError>,
 }
 
 impl Driver for Conn {
@@ -369,6 +378,24 @@ enum Processed {
 }
 
 impl Conn {
+    /// `status`, or, for a connection lost before the server sent a single
+    /// byte, what `silent_close` says that means.
+    fn explain(&self, status: Status) -> Status {
+        let lost = matches!(
+            status.transport_error(),
+            Some(TransportError::ConnectionLost(_))
+        );
+        match &self.silent_close {
+            Some(TransportError::Tls { target, reason }) if lost && self.ev.bytes_read() == 0 => {
+                Status::from_transport(TransportError::Tls {
+                    target: target.clone(),
+                    reason: format!("{reason} ({})", status.message()),
+                })
+            }
+            _ => status,
+        }
+    }
+
     fn run(mut self) {
         let commands = self.rx.clone();
         if let Err(e) = drive(&mut self, &commands) {
@@ -380,6 +407,7 @@ impl Conn {
                 "the connection closed while the call was in flight".into(),
             ))
         });
+        let status = self.explain(status);
         self.fail_all(status.clone());
         // Calls started as the connection ended never reached it: they may
         // go elsewhere.
@@ -544,6 +572,7 @@ impl Conn {
 
     /// Ends a call with `status`.
     fn fail(&mut self, key: StreamKey, status: Status, processed: Processed) {
+        let status = self.explain(status);
         if let Some(s) = self.take_stream(key) {
             s.state.cancel(status.clone());
             let event = match processed {
@@ -555,6 +584,7 @@ impl Conn {
     }
 
     fn fail_all(&mut self, status: Status) {
+        let status = self.explain(status);
         for (_, s) in self.streams.drain() {
             s.state.cancel(status.clone());
             // A call whose headers never left was never processed.

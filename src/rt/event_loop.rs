@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::rt::timers::{Timer, Timers};
 use crate::rt::StreamKey;
 use crate::transport::{Blocked, RawSocket, Transport};
+use crate::wire::unix_authority::AuthorityFilter;
 
 /// The poller key of the socket.
 const SOCKET_KEY: usize = 0;
@@ -110,6 +111,8 @@ pub(crate) struct Socket {
     /// Bytes already read (while sniffing the protocol) that h2 must see
     /// first.
     replay: bytes::Bytes,
+    /// A server's Unix socket: what h2 reads goes through this first.
+    authority_filter: Option<Box<AuthorityFilter>>,
 }
 
 impl Socket {
@@ -128,6 +131,44 @@ impl Socket {
     pub(crate) fn set_replay(&mut self, bytes: bytes::Bytes) {
         self.replay = bytes;
     }
+
+    /// Drops `:authority` from the requests h2 reads (a server's Unix
+    /// socket: see [`AuthorityFilter`]).
+    pub(crate) fn filter_authority(&mut self) {
+        self.authority_filter = Some(Box::default());
+    }
+
+    /// Reads for h2 through the authority filter: its output, refilled
+    /// from the replayed bytes, then from the transport.
+    fn read_filtered(&mut self, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let Some(filter) = self.authority_filter.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            if filter.has_output() {
+                let n = filter.take_output(buf.initialize_unfilled());
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if !self.replay.is_empty() {
+                let replay = std::mem::take(&mut self.replay);
+                filter.feed(&replay);
+                continue;
+            }
+            match self.transport.read(&mut chunk) {
+                Ok(0) => {
+                    filter.finish();
+                    if !filter.has_output() {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Ok(n) => filter.feed(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
 }
 
 /// `Poll` for a non-blocking operation's result.
@@ -144,6 +185,20 @@ impl AsyncRead for Socket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.authority_filter.is_some() {
+            if self.round >= READ_ROUND {
+                self.round = 0;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let before = buf.filled().len();
+            let polled = self.read_filtered(buf);
+            if polled.is_pending() {
+                self.round = 0;
+            }
+            self.round += buf.filled().len() - before;
+            return polled;
+        }
         if !self.replay.is_empty() {
             let n = self.replay.len().min(buf.remaining());
             let chunk = self.replay.split_to(n);
@@ -250,6 +305,7 @@ impl EventLoop {
             transport: transport(raw.clone(), blocked.clone()),
             round: 0,
             replay: bytes::Bytes::new(),
+            authority_filter: None,
         };
         Ok((
             EventLoop {

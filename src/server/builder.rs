@@ -262,12 +262,21 @@ impl ServerBuilder {
     /// or that holds anything but a socket, is an error. The file is
     /// removed when the server shuts down. Handlers see the path as their
     /// peer. Clients connect with `unix:PATH` (or `unix:///ABSOLUTE`).
+    ///
+    /// On a Unix socket the server ignores each request's `:authority`:
+    /// gRPC's C core (grpcio and its kin) sends the socket's path
+    /// percent-encoded there, and grpc-java the path itself, which HTTP/2
+    /// would refuse. To drop it safely the server turns HPACK's dynamic
+    /// table off for these connections (`SETTINGS_HEADER_TABLE_SIZE` 0):
+    /// request headers are not compressed across requests, which costs
+    /// nothing that matters on a local socket.
     pub fn bind_unix(self, path: impl AsRef<Path>) -> io::Result<Server> {
         self.bind_unix_addr(UnixAddr::Path(path.as_ref().to_path_buf()))
     }
 
     /// Binds a Unix domain socket named `name` in Linux's abstract
-    /// namespace (no file). Clients connect with `unix-abstract:NAME`.
+    /// namespace (no file). Clients connect with `unix-abstract:NAME`. As
+    /// with [`bind_unix`](Self::bind_unix), `:authority` is ignored.
     pub fn bind_unix_abstract(self, name: impl AsRef<[u8]>) -> io::Result<Server> {
         self.bind_unix_addr(UnixAddr::Abstract(name.as_ref().to_vec()))
     }

@@ -509,7 +509,15 @@ impl Conn {
                 }
                 Sniffed::Http2 => {
                     socket.set_replay(Bytes::from(buf));
-                    self.phase = Phase::Handshaking(self.server.config.h2().handshake(socket));
+                    let mut h2 = self.server.config.h2();
+                    if matches!(self.peer.addr, Peer::Unix(_)) {
+                        // Clients put the socket's path in :authority,
+                        // which h2 refuses: drop it, with HPACK's dynamic
+                        // table off so that dropping is always safe.
+                        socket.filter_authority();
+                        h2.header_table_size(0);
+                    }
+                    self.phase = Phase::Handshaking(h2.handshake(socket));
                 }
                 Sniffed::Tls if self.wants_tls() && !in_tls => {
                     if self.start_tls(&mut socket, &buf) {

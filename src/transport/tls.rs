@@ -21,14 +21,16 @@
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::error::TransportError;
 use crate::transport::{Blocked, RawSocket};
@@ -473,6 +475,55 @@ pub(crate) fn server_session(config: &Arc<ServerConfig>) -> io::Result<rustls::C
         .map_err(io::Error::other)
 }
 
+/// A client's TLS session, its handshake done.
+pub(crate) struct ClientSession {
+    /// The session.
+    pub(crate) conn: rustls::Connection,
+    /// The server asked for a client certificate and this client had none.
+    /// In TLS 1.3 the client's handshake ends before the server checks
+    /// its certificate, and a server that requires one may then close the
+    /// connection without a word (gRPC's C core does), so a connection
+    /// lost before the server said anything is explained with this.
+    pub(crate) sent_no_certificate: bool,
+}
+
+/// What a client says when the server closes the connection right after a
+/// handshake in which it asked for a certificate this client did not have.
+pub(crate) const NO_CERTIFICATE_SENT: &str =
+    "the server closed the connection right after the TLS handshake, before any HTTP/2: it \
+     asked for a client certificate and this channel has none (ClientTlsConfig::identity), \
+     so it probably requires one";
+
+/// Asks the configured resolver for the client's certificate, and notes
+/// when the server asked and there was none.
+#[derive(Debug)]
+struct NoteDeclined {
+    inner: Arc<dyn ResolvesClientCert>,
+    declined: AtomicBool,
+}
+
+impl ResolvesClientCert for NoteDeclined {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let key = self.inner.resolve(root_hint_subjects, sigschemes);
+        if key.is_none() {
+            self.declined.store(true, Ordering::Relaxed);
+        }
+        key
+    }
+
+    fn only_raw_public_keys(&self) -> bool {
+        self.inner.only_raw_public_keys()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.inner.has_certs()
+    }
+}
+
 /// The TLS handshake of a client, on the calling thread, over a connected
 /// blocking socket, done by `deadline`. ALPN must come back `h2`.
 pub(crate) fn client_handshake(
@@ -481,7 +532,7 @@ pub(crate) fn client_handshake(
     server_name: &str,
     target: &str,
     deadline: Instant,
-) -> Result<rustls::Connection, TransportError> {
+) -> Result<ClientSession, TransportError> {
     let tls_error = |reason: String| TransportError::Tls {
         target: target.to_owned(),
         reason,
@@ -491,7 +542,15 @@ pub(crate) fn client_handshake(
             "{server_name:?} is not a valid TLS server name: {e}"
         ))
     })?;
-    let mut conn = rustls::ClientConnection::new(config.clone(), name)
+    // This connection's own copy of the settings (Arcs, mostly), to learn
+    // whether the server asked for a certificate that is not there.
+    let declined = Arc::new(NoteDeclined {
+        inner: config.client_auth_cert_resolver.clone(),
+        declined: AtomicBool::new(false),
+    });
+    let mut noting = ClientConfig::clone(config);
+    noting.client_auth_cert_resolver = declined.clone();
+    let mut conn = rustls::ClientConnection::new(Arc::new(noting), name)
         .map_err(|e| tls_error(e.to_string()))?;
     while conn.is_handshaking() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -512,7 +571,10 @@ pub(crate) fn client_handshake(
             "the server did not agree to HTTP/2 (no ALPN \"h2\"): it is not a gRPC server".into(),
         ));
     }
-    Ok(rustls::Connection::Client(conn))
+    Ok(ClientSession {
+        conn: rustls::Connection::Client(conn),
+        sent_no_certificate: declined.declined.load(Ordering::Relaxed),
+    })
 }
 
 /// What a failed client handshake means, in words.

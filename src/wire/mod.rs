@@ -14,6 +14,7 @@
 //! | `reset.rs` | HTTP/2 stream and connection errors as statuses |
 //! | `preface.rs` | telling HTTP/2 from HTTP/1.x and garbage on the first bytes |
 //! | `goaway.rs` | the bytes that refuse a connection over the limit |
+//! | `unix_authority.rs` | dropping `:authority` from requests read over a Unix socket (clients send the socket's path, which h2 refuses) |
 
 pub(crate) mod codec;
 pub mod compression;
@@ -24,3 +25,4 @@ pub(crate) mod headers;
 pub(crate) mod preface;
 pub(crate) mod reset;
 pub mod timeout;
+pub(crate) mod unix_authority;

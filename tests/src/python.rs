@@ -27,6 +27,7 @@
 //! virtualenv (default `python3`); `CARGO_TARGET_DIR` moves the virtualenv
 //! with the target dir.
 
+use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::Read;
 use std::path::PathBuf;
@@ -191,12 +192,17 @@ pub struct GrpcioServer(PeerServer);
 impl GrpcioServer {
     /// Starts a server on a free port. Panics if it does not come up.
     pub fn start() -> GrpcioServer {
+        GrpcioServer::start_with(&[])
+    }
+
+    /// Starts a server with more of `server.py`'s flags: `--address` (a
+    /// Unix socket), the TLS flags, `--report_peer` (its docstring). Panics
+    /// if it does not come up.
+    pub fn start_with(args: &[OsString]) -> GrpcioServer {
         let env = PythonEnv::get();
-        GrpcioServer(PeerServer::start(
-            "grpcio server",
-            env.command("server.py"),
-            START_TIMEOUT,
-        ))
+        let mut command = env.command("server.py");
+        command.args(args);
+        GrpcioServer(PeerServer::start("grpcio server", command, START_TIMEOUT))
     }
 
     /// One server shared by all the tests of this process (ends with it).
@@ -262,10 +268,20 @@ impl GrpcioClient {
     }
 }
 
-/// Runs `client.py example --target ADDR` (the example client's calls to
+/// Runs `client.py example --target TARGET` (the example client's calls to
 /// `nameko.example` made by grpcio) and returns its stdout lines.
 pub fn run_example_client(
-    addr: std::net::SocketAddr,
+    target: impl std::fmt::Display,
+    timeout: Duration,
+) -> Result<Vec<Value>, String> {
+    run_example_client_with(target, &[], timeout)
+}
+
+/// [`run_example_client`] with more of its flags: the TLS flags
+/// (`client.py`'s docstring).
+pub fn run_example_client_with(
+    target: impl std::fmt::Display,
+    args: &[OsString],
     timeout: Duration,
 ) -> Result<Vec<Value>, String> {
     let env = PythonEnv::get();
@@ -273,7 +289,8 @@ pub fn run_example_client(
         .command("client.py")
         .arg("example")
         .arg("--target")
-        .arg(addr.to_string())
+        .arg(target.to_string())
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -333,4 +350,15 @@ impl GrpcioStandardServices {
             .request(command.clone(), timeout)
             .unwrap_or_else(|e| panic!("{command}: {e}"))
     }
+}
+
+/// What `client.py example` prints against nameko-grpc's example service
+/// when every call works.
+pub fn example_lines() -> Value {
+    serde_json::json!([
+        {"method": "unary_unary", "replies": [{"message": "AA", "seqno": 0}]},
+        {"method": "unary_stream", "replies": [{"message": "AA", "seqno": 1}, {"message": "AA", "seqno": 2}]},
+        {"method": "stream_unary", "replies": [{"message": "A,BB", "seqno": 0}]},
+        {"method": "stream_stream", "replies": [{"message": "A", "seqno": 1}, {"message": "BB", "seqno": 2}]},
+    ])
 }

@@ -1,25 +1,39 @@
 //! The gRPC interop test cases (gRPC's doc/interop-test-descriptions.md, the
 //! 18 that need no cloud credentials) in the four pairings {our server,
-//! grpcio server} x {our client, grpcio client}. Each test runs every case
-//! and asserts the client's summary line: `18 passed, 0 failed`.
+//! grpcio server} x {our client, grpcio client}, in cleartext and over TLS.
+//! Each test runs every case and asserts the client's summary line:
+//! `18 passed, 0 failed`.
 //!
-//! * Our server is `grpc_blocking_examples::interop::server`, in-process on a
-//!   free port; our client is `grpc_blocking_examples::interop::run_cases_with`
-//!   (the same functions as the `interop-server` and `interop-client`
-//!   binaries).
+//! * Our server is `grpc_blocking_examples::interop::server_builder`,
+//!   in-process on a free port; our client is
+//!   `grpc_blocking_examples::interop::run_cases_with` (the same functions
+//!   as the `interop-server` and `interop-client` binaries).
 //! * The grpcio peers are `tests/peers/python/interop/interop_server.py` and
 //!   `interop_client.py`, run with the virtualenv of the equivalence tests
 //!   (`PythonEnv`, provisioned on first use). Their Python stubs are generated
 //!   here from our copy of the interop protos (`examples/proto/grpc/testing/`)
 //!   with grpc_tools.protoc, once, into
 //!   `<target>/grpcio-interop-stubs/<hash of the protos and requirements>/`.
+//! * Over TLS, every side uses the test certificates (`Certs`): the servers
+//!   the server certificate, the clients the test CA, and every client dials
+//!   127.0.0.1 expecting `foo.test.example` (the interop flags
+//!   `--use_tls --use_test_ca --ca_file --server_host_override`; grpcio's
+//!   `ssl_server_credentials`, `ssl_channel_credentials` and
+//!   `grpc.ssl_target_name_override`).
+//! * grpcio cannot tell whether a message arrived compressed, so its peers
+//!   read that from a relay on the wire (`wiretap.py`). Over TLS the relay
+//!   has to be a TLS end itself (Python's `ssl`), so only the cases that
+//!   need it go through it: the grpcio client routes its two
+//!   server-compression cases through its relay by itself, and against the
+//!   grpcio server the two client-compression cases are run on its wire-tap
+//!   port, every other case on grpcio's own TLS port (`Server::runs`).
 //!
 //! Every test starts its own servers (the grpcio server's compression checks
 //! assume one client at a time), every case has its own timeout in the
 //! clients, and every wait here has one too.
 //!
 //! `cargo test -p grpc-blocking-tests --test interop ours_client` runs the
-//! pairings of our client.
+//! pairings of our client; `-- over_tls` the pairings over TLS.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -30,7 +44,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use grpc_blocking::ServerHandle;
 use grpc_blocking_examples::interop::{self, ClientConfig, Report, ALL_CASES};
+use grpc_blocking_tests::certs::{Certs, SERVER_NAME};
 use grpc_blocking_tests::python::{peers_dir, target_dir, workspace_root, PythonEnv};
 use grpc_blocking_tests::support::with_timeout;
 
@@ -46,88 +62,160 @@ const PROTOS: [&str; 3] = [
     "grpc/testing/test.proto",
 ];
 
-/// The summary line the client must end with.
-fn all_passed() -> (usize, usize) {
-    (ALL_CASES.len(), 0)
-}
+/// The cases whose server-side checks read the grpcio server's wire tap
+/// (`expect_compressed`).
+const SERVER_WIRETAP_CASES: [&str; 2] = ["client_compressed_unary", "client_compressed_streaming"];
 
-// ---- the four pairings --------------------------------------------------
+// ---- the pairings ---------------------------------------------------------
 
 #[test]
 fn ours_client_ours_server() {
-    with_timeout(PAIRING_TIMEOUT_SECS, || {
-        let server = interop::server(("127.0.0.1", 0))
-            .expect("bind our interop server")
-            .spawn()
-            .expect("start our interop server");
-        let output = run_our_client(server.local_addr().port());
-        assert_summary("our client, our server", &output);
-    });
+    pairing(Side::Ours, Side::Ours, Transport::Plaintext);
 }
 
 #[test]
 fn ours_client_grpcio_server() {
-    with_timeout(PAIRING_TIMEOUT_SECS, || {
-        let server = GrpcioInteropServer::start();
-        let output = run_our_client(server.port);
-        assert_summary(
-            &format!(
-                "our client, grpcio server (its stderr:\n{})",
-                server.stderr_text()
-            ),
-            &output,
-        );
-    });
+    pairing(Side::Ours, Side::Grpcio, Transport::Plaintext);
 }
 
 #[test]
 fn grpcio_client_ours_server() {
-    with_timeout(PAIRING_TIMEOUT_SECS, || {
-        let server = interop::server(("127.0.0.1", 0))
-            .expect("bind our interop server")
-            .spawn()
-            .expect("start our interop server");
-        let output = run_grpcio_client(server.local_addr().port());
-        assert_summary("grpcio client, our server", &output);
-    });
+    pairing(Side::Grpcio, Side::Ours, Transport::Plaintext);
 }
 
 #[test]
 fn grpcio_client_grpcio_server() {
-    with_timeout(PAIRING_TIMEOUT_SECS, || {
-        let server = GrpcioInteropServer::start();
-        let output = run_grpcio_client(server.port);
-        assert_summary(
-            &format!(
-                "grpcio client, grpcio server (its stderr:\n{})",
-                server.stderr_text()
-            ),
-            &output,
-        );
+    pairing(Side::Grpcio, Side::Grpcio, Transport::Plaintext);
+}
+
+#[test]
+fn ours_client_ours_server_over_tls() {
+    pairing(Side::Ours, Side::Ours, Transport::Tls);
+}
+
+#[test]
+fn ours_client_grpcio_server_over_tls() {
+    pairing(Side::Ours, Side::Grpcio, Transport::Tls);
+}
+
+#[test]
+fn grpcio_client_ours_server_over_tls() {
+    pairing(Side::Grpcio, Side::Ours, Transport::Tls);
+}
+
+#[test]
+fn grpcio_client_grpcio_server_over_tls() {
+    pairing(Side::Grpcio, Side::Grpcio, Transport::Tls);
+}
+
+/// Whose implementation plays a part.
+#[derive(Clone, Copy, Debug)]
+enum Side {
+    Ours,
+    Grpcio,
+}
+
+/// Cleartext (h2c) or TLS with the test certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Plaintext,
+    Tls,
+}
+
+/// Runs every case with `client` against a fresh `server` and checks that
+/// all of them passed.
+fn pairing(client: Side, server: Side, transport: Transport) {
+    with_timeout(PAIRING_TIMEOUT_SECS, move || {
+        let server = match server {
+            Side::Ours => Server::Ours(our_server(transport)),
+            Side::Grpcio => Server::Grpcio(GrpcioInteropServer::start(transport)),
+        };
+        for (port, cases) in server.runs() {
+            let output = match client {
+                Side::Ours => run_our_client(port, &cases, transport),
+                Side::Grpcio => run_grpcio_client(port, &cases, transport),
+            };
+            let pairing = format!("{client:?} client, {server} ({transport:?}, port {port})");
+            assert_summary(&pairing, &output, cases.len());
+        }
     });
 }
 
-/// Checks the last line of a client's output: `18 passed, 0 failed`.
-fn assert_summary(pairing: &str, output: &str) {
+/// A running interop server of either side.
+enum Server {
+    Ours(ServerHandle),
+    Grpcio(GrpcioInteropServer),
+}
+
+impl Server {
+    /// The runs a client makes to cover every case: (port, cases). One run
+    /// on the server's port, except against the grpcio server over TLS:
+    /// the cases its wire tap checks go to the wire-tap port.
+    fn runs(&self) -> Vec<(u16, Vec<&'static str>)> {
+        let (port, wiretap) = match self {
+            Server::Ours(handle) => (handle.local_addr().port(), None),
+            Server::Grpcio(server) => (server.port, Some(server.wiretap_port)),
+        };
+        match wiretap {
+            Some(wiretap) if wiretap != port => {
+                let (tapped, direct) = ALL_CASES
+                    .iter()
+                    .partition(|case| SERVER_WIRETAP_CASES.contains(case));
+                vec![(port, direct), (wiretap, tapped)]
+            }
+            _ => vec![(port, ALL_CASES.to_vec())],
+        }
+    }
+}
+
+impl std::fmt::Display for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Server::Ours(_) => write!(f, "our server"),
+            Server::Grpcio(server) => {
+                write!(f, "grpcio server (its stderr:\n{})", server.stderr_text())
+            }
+        }
+    }
+}
+
+/// Checks the last line of a client's output: `N passed, 0 failed`, N the
+/// number of cases run.
+fn assert_summary(pairing: &str, output: &str, cases: usize) {
     let last = output.lines().last().unwrap_or_default();
     let summary = Report::parse_summary(last)
         .unwrap_or_else(|| panic!("{pairing}: no summary line in the output:\n{output}"));
-    let (passed, failed) = all_passed();
     assert_eq!(
         summary,
-        (passed, failed),
-        "{pairing}: expected `{passed} passed, {failed} failed`; the client printed:\n{output}"
+        (cases, 0),
+        "{pairing}: expected `{cases} passed, 0 failed`; the client printed:\n{output}"
     );
 }
 
-// ---- our client ----------------------------------------------------------
+// ---- our side ------------------------------------------------------------
 
-/// Runs every case with our client against 127.0.0.1:`port`; returns what
-/// the `interop-client` binary would print.
-fn run_our_client(port: u16) -> String {
-    let report =
-        interop::client::run_cases_with(&ClientConfig::new("127.0.0.1", port), ALL_CASES, |_| {});
-    report.to_string()
+/// Our interop server on a free loopback port.
+fn our_server(transport: Transport) -> ServerHandle {
+    let mut builder = interop::server_builder();
+    if transport == Transport::Tls {
+        builder = builder.tls(Certs::get().server_tls());
+    }
+    builder
+        .bind(("127.0.0.1", 0))
+        .expect("bind our interop server")
+        .spawn()
+        .expect("start our interop server")
+}
+
+/// Runs `cases` with our client against 127.0.0.1:`port`; returns what the
+/// `interop-client` binary would print.
+fn run_our_client(port: u16, cases: &[&str], transport: Transport) -> String {
+    let mut config = ClientConfig::new("127.0.0.1", port);
+    if transport == Transport::Tls {
+        // --use_tls --use_test_ca --ca_file ca.pem --server_host_override
+        config.tls = Some(Certs::get().client_tls().server_name(SERVER_NAME));
+    }
+    interop::client::run_cases_with(&config, cases, |_| {}).to_string()
 }
 
 // ---- the grpcio peers ----------------------------------------------------
@@ -272,13 +360,24 @@ fn run_with_timeout(
     ))
 }
 
-/// Runs the grpcio interop client (every case) against 127.0.0.1:`port`;
+/// Runs the grpcio interop client (`cases`) against 127.0.0.1:`port`;
 /// returns its stdout.
-fn run_grpcio_client(port: u16) -> String {
+fn run_grpcio_client(port: u16, cases: &[&str], transport: Transport) -> String {
     let mut cmd = peer("interop_client.py");
     cmd.args(["--server_host", "127.0.0.1", "--server_port"])
         .arg(port.to_string())
-        .args(["--test_case", "all", "--use_tls=false"]);
+        .arg("--test_case")
+        .arg(cases.join(","));
+    match transport {
+        Transport::Plaintext => {
+            cmd.arg("--use_tls=false");
+        }
+        Transport::Tls => {
+            cmd.args(["--use_tls", "--use_test_ca", "--ca_file"])
+                .arg(&Certs::get().ca.cert_path)
+                .args(["--server_host_override", SERVER_NAME]);
+        }
+    }
     let timeout = Duration::from_secs(PAIRING_TIMEOUT_SECS - 60);
     match run_with_timeout(cmd, timeout) {
         Ok((Some(_), stdout, stderr)) => {
@@ -304,14 +403,25 @@ fn last_line(text: &str) -> &str {
 struct GrpcioInteropServer {
     child: Child,
     _stdin: ChildStdin,
+    /// grpcio's own port (where it serves TLS itself, with TLS).
     port: u16,
+    /// The port of its wire tap (the same as `port` in cleartext).
+    wiretap_port: u16,
     stderr: Arc<Mutex<String>>,
 }
 
 impl GrpcioInteropServer {
-    fn start() -> GrpcioInteropServer {
-        let mut child = peer("interop_server.py")
-            .args(["--host", "127.0.0.1", "--port", "0"])
+    fn start(transport: Transport) -> GrpcioInteropServer {
+        let mut cmd = peer("interop_server.py");
+        cmd.args(["--host", "127.0.0.1", "--port", "0"]);
+        if transport == Transport::Tls {
+            let server = &Certs::get().server;
+            cmd.args(["--use_tls", "--tls_cert_file"])
+                .arg(&server.cert_path)
+                .arg("--tls_key_file")
+                .arg(&server.key_path);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -336,27 +446,31 @@ impl GrpcioInteropServer {
             let _ = tx.send(lines.next());
             for _ in lines {}
         });
-        let port = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Some(Ok(line))) => serde_json::from_str::<serde_json::Value>(&line)
-                .ok()
-                .and_then(|v| v["port"].as_u64())
-                .and_then(|p| u16::try_from(p).ok()),
+        let hello = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Some(Ok(line))) => serde_json::from_str::<serde_json::Value>(&line).ok(),
             _ => None,
         };
-        match port {
-            Some(port) => GrpcioInteropServer {
+        let port_of = |key: &str| {
+            hello
+                .as_ref()
+                .and_then(|v| v[key].as_u64())
+                .and_then(|p| u16::try_from(p).ok())
+        };
+        match (port_of("port"), port_of("wiretap_port")) {
+            (Some(port), Some(wiretap_port)) => GrpcioInteropServer {
                 child,
                 _stdin: stdin,
                 port,
+                wiretap_port,
                 stderr,
             },
-            None => {
+            _ => {
                 let _ = child.kill();
                 let _ = child.wait();
                 // Let the collector read what is left.
                 thread::sleep(Duration::from_millis(200));
                 panic!(
-                    "the grpcio interop server did not report its port; stderr:\n{}",
+                    "the grpcio interop server did not report its ports ({hello:?}); stderr:\n{}",
                     stderr.lock().unwrap_or_else(|e| e.into_inner())
                 );
             }

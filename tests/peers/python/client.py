@@ -8,9 +8,22 @@ Two modes:
         (one thread each), so answers may come out of order: match them by
         "id". Ends when stdin closes.
 
-    python client.py --stubs DIR example --target 127.0.0.1:50051
+    python client.py --stubs DIR example --target TARGET
+                     [--use_tls [--ca_file F] [--cert_file F --key_file F]
+                      [--server_host_override H]]
         Calls the four methods of nameko-grpc's example service, `nameko.example`, and
-        prints what came back, one JSON line per call.
+        prints what came back, one JSON line per call:
+        {"method": "unary_unary", "replies": [{"message": "AA", "seqno": 0}]},
+        or {"method": ..., "code": 14, "details": "..."} for a call that
+        failed. TARGET is any grpcio target: 127.0.0.1:50051,
+        unix:/path/to/socket, unix-abstract:name. With --use_tls the channel
+        speaks TLS (`grpc.ssl_channel_credentials`): it trusts the CA
+        certificates of --ca_file (grpcio's default roots without it),
+        presents the client certificate and key of --cert_file and
+        --key_file if given (mutual TLS), and expects the server's
+        certificate to be valid for --server_host_override if given
+        (`grpc.ssl_target_name_override`). The flags are those of
+        grpc-blocking's example-client.
 
 Commands of `serve` (every field but "id" and "op" optional unless noted):
 
@@ -374,26 +387,52 @@ def serve(grpc, modules):
     os._exit(0)
 
 
-def example(grpc, modules, target):
+def example_channel(grpc, args):
+    """The channel of `example`: cleartext, or TLS with --use_tls."""
+    options = [("grpc.enable_http_proxy", 0)]
+    if not args.use_tls:
+        return grpc.insecure_channel(args.target, options=options)
+
+    def read(path):
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(args.ca_file),
+        private_key=read(args.key_file),
+        certificate_chain=read(args.cert_file),
+    )
+    if args.server_host_override:
+        options.append(("grpc.ssl_target_name_override", args.server_host_override))
+    return grpc.secure_channel(args.target, credentials, options=options)
+
+
+def example(grpc, args):
     """The example client's calls against `nameko.example`, printed as JSON lines."""
     import example_pb2
     import example_pb2_grpc
 
     Req = example_pb2.ExampleRequest
-    channel = grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)])
+    channel = example_channel(grpc, args)
     stub = example_pb2_grpc.exampleStub(channel)
 
-    def show(method, replies):
-        print(json.dumps({
-            "method": method,
-            "replies": [{"message": r.message, "seqno": r.seqno} for r in replies],
-        }), flush=True)
+    def show(method, call):
+        try:
+            line = {
+                "method": method,
+                "replies": [{"message": r.message, "seqno": r.seqno} for r in call()],
+            }
+        except grpc.RpcError as e:
+            line = {"method": method, "code": e.code().value[0], "details": e.details()}
+        print(json.dumps(line), flush=True)
 
-    show("unary_unary", [stub.unary_unary(Req(value="A", multiplier=2), timeout=30)])
-    show("unary_stream", list(stub.unary_stream(Req(value="A", multiplier=2), timeout=30)))
+    show("unary_unary", lambda: [stub.unary_unary(Req(value="A", multiplier=2), timeout=30)])
+    show("unary_stream", lambda: list(stub.unary_stream(Req(value="A", multiplier=2), timeout=30)))
     requests = [Req(value="A", multiplier=1), Req(value="B", multiplier=2)]
-    show("stream_unary", [stub.stream_unary(iter(requests), timeout=30)])
-    show("stream_stream", list(stub.stream_stream(iter(requests), timeout=30)))
+    show("stream_unary", lambda: [stub.stream_unary(iter(requests), timeout=30)])
+    show("stream_stream", lambda: list(stub.stream_stream(iter(requests), timeout=30)))
     channel.close()
 
 
@@ -403,14 +442,19 @@ def main():
     sub = parser.add_subparsers(dest="mode", required=True)
     sub.add_parser("serve", help="JSON-lines driver for the test harness")
     ex = sub.add_parser("example", help="call nameko.example and print the replies")
-    ex.add_argument("--target", required=True, help="host:port")
+    ex.add_argument("--target", required=True, help="host:port, unix:PATH, unix-abstract:NAME")
+    ex.add_argument("--use_tls", action="store_true", help="speak TLS")
+    ex.add_argument("--ca_file", help="PEM file of the CA certificates to trust")
+    ex.add_argument("--cert_file", help="PEM client certificate chain (mutual TLS)")
+    ex.add_argument("--key_file", help="PEM client private key (mutual TLS)")
+    ex.add_argument("--server_host_override", help="the name the server's certificate must carry")
     args = parser.parse_args()
 
     grpc, modules = import_stubs(args.stubs)
     if args.mode == "serve":
         serve(grpc, modules)
     else:
-        example(grpc, modules, args.target)
+        example(grpc, args)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ grpc-blocking's interop tests (the official Python interop client is not on
 PyPI).
 
     python interop_client.py --stubs DIR --server_host H --server_port N
-                             --test_case NAME[,NAME...]|all [--use_tls=false]
+                             --test_case NAME[,NAME...]|all
+                             [--use_tls [--use_test_ca] [--ca_file F]]
                              [--server_host_override H] [--case_timeout_secs S]
 
 DIR holds the Python stubs generated from grpc-blocking's copy of the interop
@@ -13,15 +14,25 @@ protos (see interop_server.py). It prints one line per case, `PASS name` or
 failed: the same output as grpc-blocking's `interop-client`. Each case runs
 with a fresh channel and its own timeout (default 30 s).
 
-The flags are the official interop clients'. `--use_tls=true` is refused
-(TLS is not supported by the grpc-blocking peers yet); `--use_test_ca` and
-the cloud-credential flags are accepted and ignored with a note;
-`--server_host_override` sets the :authority.
+The flags are the official interop clients', as grpc-blocking's
+interop-client takes them (booleans bare or `=true|false`): `--use_tls`
+makes the channels TLS (`grpc.ssl_channel_credentials`), trusting the CA
+certificates of `--ca_file` (`--use_test_ca` says to trust the test CA,
+which must then be given with `--ca_file`: none is built in) or, without it,
+grpcio's default roots. `--server_host_override H` sets the :authority and,
+with TLS, the name the server's certificate must carry
+(`grpc.ssl_target_name_override`, which is also the SNI). The
+cloud-credential flags are accepted and ignored with a note.
 
 grpcio does not show a client the compressed flag of a response message, nor
 let it send one request message of a compressed call uncompressed. For the
 first, the client reaches the server through a relay (wiretap.py) that
-records how every response message arrived. For the second
+records how every response message arrived. Over TLS the relay must see the
+cleartext, so the two cases that read it (server_compressed_unary,
+server_compressed_streaming) reach the server through a relay that speaks
+TLS to the server itself (Python's `ssl`, with the same roots, server name
+and ALPN `h2`), while grpcio speaks cleartext to the relay; every other case
+connects grpcio's TLS channel straight to the server. For the second
 (client_compressed_streaming), the client marks that message and a small
 shim on grpcio's internal `cygrpc` send operation adds the no-compress write
 flag for it (grpcio's own servers do the same with
@@ -31,6 +42,7 @@ flag for it (grpcio's own servers do the same with
 import argparse
 import os
 import queue
+import ssl
 import sys
 import threading
 
@@ -450,17 +462,56 @@ class Cases:
             self.check_payload(what, response.payload, size)
 
 
-def run_case(stubs, upstream, authority, name, timeout):
+# The cases that read the wire tap's record of the responses.
+WIRETAP_CASES = ("server_compressed_unary", "server_compressed_streaming")
+
+
+class Connector:
+    """How each case reaches the server: its channel, and the wire tap the
+    case's checks read (see the module's docstring)."""
+
+    def __init__(self, grpc, host, port, override, tls_roots):
+        """`tls_roots`: None for cleartext; with TLS, the PEM roots (bytes),
+        or b"" for grpcio's default roots."""
+        self.grpc = grpc
+        self.upstream = (host, port)
+        self.target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        name = override or host
+        self.authority = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+        self.override = override
+        self.server_name = name
+        self.tls_roots = tls_roots
+
+    def open(self, name, ledger):
+        """(channel, relay or None) for case `name`."""
+        options = [("grpc.default_authority", self.authority)]
+        if self.tls_roots is None or name in WIRETAP_CASES:
+            relay = Relay("127.0.0.1", 0, self.upstream, ledger, "responses",
+                          connect_tls=self.relay_tls()).start()
+            return self.grpc.insecure_channel(f"127.0.0.1:{relay.port}", options=options), relay
+        credentials = self.grpc.ssl_channel_credentials(root_certificates=self.tls_roots or None)
+        if self.override:
+            options.append(("grpc.ssl_target_name_override", self.override))
+        return self.grpc.secure_channel(self.target, credentials, options=options), None
+
+    def relay_tls(self):
+        """The relay's TLS to the server, as grpcio's channel would speak it."""
+        if self.tls_roots is None:
+            return None
+        context = ssl.create_default_context(cadata=self.tls_roots.decode() or None)
+        context.set_alpn_protocols(["h2"])
+        return context, self.server_name
+
+
+def run_case(stubs, connector, name, timeout):
     """Runs one case on its own thread, channel and wire tap; returns None or
     why it failed."""
     grpc = stubs[0]
     outcome = {}
     ledger = Ledger()
-    relay = Relay("127.0.0.1", 0, upstream, ledger, "responses").start()
-    target = f"127.0.0.1:{relay.port}"
+    channel, relay = connector.open(name, ledger)
 
     def body():
-        channel = grpc.insecure_channel(target, options=[("grpc.default_authority", authority)])
         try:
             getattr(Cases(*stubs, ledger, channel), name)()
             outcome["failure"] = None
@@ -474,7 +525,8 @@ def run_case(stubs, upstream, authority, name, timeout):
     thread = threading.Thread(target=body, name=f"interop-{name}", daemon=True)
     thread.start()
     thread.join(timeout)
-    relay.close()
+    if relay is not None:
+        relay.close()
     if thread.is_alive():
         return f"did not finish within {timeout} s (a hang?)"
     return outcome.get("failure", "the case ended without a result")
@@ -505,42 +557,51 @@ def parse_cases(text):
     return cases
 
 
+def tls_roots(args):
+    """The roots of --use_tls (see `Connector`)."""
+    if args.ca_file:
+        with open(args.ca_file, "rb") as f:
+            return f.read()
+    if args.use_test_ca:
+        raise SystemExit("interop_client: --use_test_ca needs --ca_file: no test CA is built in")
+    return b""
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stubs", required=True, help="folder of the generated stubs")
     parser.add_argument("--server_host", default="localhost")
     parser.add_argument("--server_port", type=int, required=True)
     parser.add_argument("--test_case", default="all")
-    parser.add_argument("--use_tls", type=parse_bool, default=False)
+    parser.add_argument("--use_tls", type=parse_bool, nargs="?", const=True, default=False)
+    parser.add_argument("--use_test_ca", type=parse_bool, nargs="?", const=True, default=False)
+    parser.add_argument("--ca_file", help="PEM file of the CA certificates to trust (with --use_tls)")
     parser.add_argument("--server_host_override")
     parser.add_argument("--case_timeout_secs", type=float, default=30.0)
-    for ignored in (
-        "--use_test_ca",
-        "--default_service_account",
-        "--oauth_scope",
-        "--service_account_key_file",
-        "--service_config_json",
-    ):
-        parser.add_argument(ignored)
+    ignored = (
+        "default_service_account",
+        "oauth_scope",
+        "service_account_key_file",
+        "service_config_json",
+    )
+    for name in ignored:
+        parser.add_argument(f"--{name}")
     args = parser.parse_args()
-    if args.use_tls:
-        print("interop_client: --use_tls=true: TLS is not supported yet; use --use_tls=false", file=sys.stderr)
-        sys.exit(2)
-    for name in ("use_test_ca", "default_service_account", "oauth_scope", "service_account_key_file", "service_config_json"):
+    for name in ignored:
         if getattr(args, name) is not None:
             print(f"interop_client: note: --{name} is ignored", file=sys.stderr)
     cases = parse_cases(args.test_case)
 
     stubs = import_stubs(args.stubs)
     install_no_compress_shim()
-    host = args.server_host_override or args.server_host
-    authority = f"[{host}]:{args.server_port}" if ":" in host else f"{host}:{args.server_port}"
+    connector = Connector(
+        stubs[0], args.server_host, args.server_port, args.server_host_override,
+        tls_roots(args) if args.use_tls else None,
+    )
 
     passed = failed = 0
     for name in cases:
-        failure = run_case(
-            stubs, (args.server_host, args.server_port), authority, name, args.case_timeout_secs
-        )
+        failure = run_case(stubs, connector, name, args.case_timeout_secs)
         if failure is None:
             passed += 1
             print(f"PASS {name}", flush=True)

@@ -2,15 +2,20 @@
 doc/interop-test-descriptions.md describes it (server section), written for
 grpc-blocking's interop tests.
 
-    python interop_server.py --stubs DIR [--port N] [--host H] [--use_tls=false]
-                             [--forever]
+    python interop_server.py --stubs DIR [--port N] [--host H] [--forever]
+                             [--use_tls --tls_cert_file F --tls_key_file F]
 
 DIR holds the Python stubs generated from grpc-blocking's copy of the interop
 protos (examples/proto/grpc/testing/*.proto, generated as `grpc/testing/*_pb2.py`
 by tests/tests/interop.rs). Once serving, the server prints one JSON line,
-{"port": N}, with the port it listens on (pick one with --port 0, the
-default). It serves until its standard input closes, or until killed with
---forever.
+{"port": N, "wiretap_port": W}, with the port it listens on (pick one with
+--port 0, the default) and the port of its wire tap (below; the same port
+without TLS). It serves until its standard input closes, or until killed
+with --forever.
+
+The TLS flags are those of grpc-blocking's interop-server (booleans bare or
+`=true|false`): with `--use_tls`, grpcio serves TLS itself on the port
+(`grpc.ssl_server_credentials` with the PEM certificate chain and key).
 
 Server features: EmptyCall, UnaryCall (response_size, response_type,
 response_compressed, expect_compressed, response_status), CacheableUnaryCall,
@@ -25,12 +30,20 @@ and compressed; response_status), the metadata echo
 grpcio does not tell a servicer whether a request message arrived
 compressed, so clients reach the grpcio server through a relay (wiretap.py)
 that records the compressed flag of every request message; the
-expect_compressed checks read it from there.
+expect_compressed checks read it from there. Without TLS the relay is the
+port. With TLS the relay must see the cleartext, so it cannot stand in front
+of grpcio's own TLS: it listens on the wire-tap port, terminates TLS there
+with the same certificate (Python's `ssl`, not grpcio's TLS) and forwards
+the cleartext to a loopback port grpcio serves without TLS. Only the cases
+that send `expect_compressed` (client_compressed_unary,
+client_compressed_streaming) need it; on the port, the checks fail with
+INTERNAL ("the wire tap did not see this request message arrive").
 """
 
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
 from concurrent import futures
@@ -219,17 +232,25 @@ def parse_bool(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def tls_files(args):
+    """The PEM certificate chain and key of --use_tls, as bytes."""
+    if not (args.tls_cert_file and args.tls_key_file):
+        raise SystemExit("interop_server: --use_tls needs --tls_cert_file and --tls_key_file")
+    with open(args.tls_cert_file, "rb") as cert, open(args.tls_key_file, "rb") as key:
+        return cert.read(), key.read()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stubs", required=True, help="folder of the generated stubs")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--use_tls", type=parse_bool, default=False)
+    parser.add_argument("--use_tls", type=parse_bool, nargs="?", const=True, default=False)
+    parser.add_argument("--tls_cert_file", help="PEM certificate chain (with --use_tls)")
+    parser.add_argument("--tls_key_file", help="PEM private key (with --use_tls)")
     parser.add_argument("--forever", action="store_true", help="ignore stdin; serve until killed")
     args = parser.parse_args()
-    if args.use_tls:
-        print("interop_server: --use_tls=true: TLS is not supported", file=sys.stderr)
-        sys.exit(2)
+    cert_key = tls_files(args) if args.use_tls else None
 
     grpc, empty_pb2, messages_pb2, test_pb2_grpc = import_stubs(args.stubs)
     ledger = Ledger()
@@ -241,13 +262,34 @@ def main():
     if inner_port == 0:
         print("interop_server: could not bind a loopback port", file=sys.stderr, flush=True)
         sys.exit(1)
+    if cert_key:
+        cert, key = cert_key
+        port = server.add_secure_port(
+            f"{args.host}:{args.port}", grpc.ssl_server_credentials([(key, cert)])
+        )
+        if port == 0:
+            print(f"interop_server: cannot listen on {args.host}:{args.port}", file=sys.stderr)
+            sys.exit(1)
+        relay_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        relay_tls.load_cert_chain(args.tls_cert_file, args.tls_key_file)
+        relay_tls.set_alpn_protocols(["h2"])
+        relay_at = (args.host, 0)
+    else:
+        port, relay_tls, relay_at = None, None, (args.host, args.port)
     server.start()
     try:
-        relay = Relay(args.host, args.port, ("127.0.0.1", inner_port), ledger, "requests").start()
+        relay = Relay(
+            *relay_at, ("127.0.0.1", inner_port), ledger, "requests", accept_tls=relay_tls
+        ).start()
     except OSError as e:
-        print(f"interop_server: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        print(f"interop_server: cannot listen on {relay_at}: {e}", file=sys.stderr)
         sys.exit(1)
-    print(json.dumps({"port": relay.port, "grpcio": grpc.__version__}), flush=True)
+    if port is None:
+        port = relay.port
+    print(
+        json.dumps({"port": port, "wiretap_port": relay.port, "grpcio": grpc.__version__}),
+        flush=True,
+    )
 
     if args.forever:
         server.wait_for_termination()

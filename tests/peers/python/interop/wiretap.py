@@ -7,7 +7,9 @@ cannot see the compressed flag of a response. The interop cases about
 compression assert exactly that flag, so the grpcio interop server and client
 put this relay between themselves and their peer:
 
-* the relay forwards bytes unchanged in both directions;
+* the relay forwards bytes unchanged in both directions, one thread per
+  connection; over TLS it is a TLS end itself and forwards the cleartext
+  (see `Relay`);
 * in the direction it watches, it reads the HTTP/2 frames (cleartext h2c,
   prior knowledge), takes the DATA of each stream apart into gRPC messages
   (a 1-byte compressed flag, a 4-byte length, the bytes) and records, for
@@ -27,7 +29,9 @@ only.
 
 import collections
 import hashlib
+import selectors
 import socket
+import ssl
 import sys
 import threading
 import zlib
@@ -139,14 +143,23 @@ class FrameWatcher:
 class Relay:
     """Listens on (host, port) and relays each connection to `upstream`,
     watching what the client sends (`watch="requests"`) or what the server
-    sends (`watch="responses"`)."""
+    sends (`watch="responses"`).
 
-    def __init__(self, host, port, upstream, ledger, watch):
+    Over TLS the relay must see the cleartext, so it is a TLS end itself:
+    with `accept_tls` (a server-side `ssl.SSLContext`) it terminates the TLS
+    of the clients that connect to it; with `connect_tls` (a client-side
+    `ssl.SSLContext` and the server name to expect) it speaks TLS to
+    `upstream`. Either way ALPN must settle on `h2`. The relay's TLS is
+    Python's `ssl` module (OpenSSL), not grpcio's."""
+
+    def __init__(self, host, port, upstream, ledger, watch, accept_tls=None, connect_tls=None):
         if watch not in ("requests", "responses"):
             raise ValueError(watch)
         self._upstream = upstream
         self._ledger = ledger
         self._watch = watch
+        self._accept_tls = accept_tls
+        self._connect_tls = connect_tls
         self._listener = socket.create_server((host, port), reuse_port=False)
         self.port = self._listener.getsockname()[1]
 
@@ -160,67 +173,218 @@ class Relay:
                 downstream, _ = self._listener.accept()
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(self._upstream)
-            except OSError:
-                downstream.close()
-                continue
-            for s in (downstream, upstream):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            to_server = FrameWatcher(self._ledger, True) if self._watch == "requests" else None
-            to_client = FrameWatcher(self._ledger, False) if self._watch == "responses" else None
-            pair = _Pair(downstream, upstream)
-            for src, dst, watcher in ((downstream, upstream, to_server), (upstream, downstream, to_client)):
-                threading.Thread(
-                    target=_pump, args=(pair, src, dst, watcher), name="relay-pump", daemon=True
-                ).start()
+            threading.Thread(
+                target=self._relay, args=(downstream,), name="relay-connection", daemon=True
+            ).start()
+
+    def _relay(self, downstream):
+        try:
+            upstream = socket.create_connection(self._upstream)
+        except OSError:
+            downstream.close()
+            return
+        client = _End(downstream, self._accept_tls and _Tls(self._accept_tls, True))
+        server = _End(
+            upstream, self._connect_tls and _Tls(self._connect_tls[0], False, self._connect_tls[1])
+        )
+        to_server = FrameWatcher(self._ledger, True) if self._watch == "requests" else None
+        to_client = FrameWatcher(self._ledger, False) if self._watch == "responses" else None
+        try:
+            _run(client, server, to_server, to_client)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
+            pass  # a side went away without closing cleanly: common, and harmless here
+        except (OSError, ssl.SSLError, ValueError) as e:
+            print(f"wiretap: a relayed connection ended: {e!r}", file=sys.stderr)
+        finally:
+            client.sock.close()
+            server.sock.close()
 
     def close(self):
         self._listener.close()
 
 
-class _Pair:
-    """The two sockets of one relayed connection: closed when both
-    directions are done."""
+class _Tls:
+    """One side's TLS, sans-IO (`ssl.MemoryBIO`): the relay's one thread per
+    connection moves the bytes, so OpenSSL never sees two threads at once."""
 
-    def __init__(self, a, b):
-        self._sockets = (a, b)
-        self._lock = threading.Lock()
-        self._open_directions = 2
+    def __init__(self, context, server_side, server_hostname=None):
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._obj = context.wrap_bio(self._in, self._out, server_side, server_hostname)
+        self._handshaken = False
+        self._waiting = bytearray()  # cleartext to send once the handshake is done
+        self._closing = False
+        self.closed = False  # the peer sent its close_notify, or its EOF
+        self._step()
 
-    def direction_done(self):
-        with self._lock:
-            self._open_directions -= 1
-            last = self._open_directions == 0
-        if last:
-            for s in self._sockets:
-                s.close()
-
-    def abort(self):
-        for s in self._sockets:
+    def _step(self):
+        """Moves the handshake on; once done, encrypts what waits."""
+        if not self._handshaken:
             try:
-                s.shutdown(socket.SHUT_RDWR)
+                self._obj.do_handshake()
+            except ssl.SSLWantReadError:
+                return
+            alpn = self._obj.selected_alpn_protocol()
+            if alpn != "h2":
+                raise ValueError(f"TLS settled on ALPN {alpn!r}, not 'h2'")
+            self._handshaken = True
+        view = memoryview(bytes(self._waiting))
+        self._waiting.clear()
+        while view:
+            view = view[self._obj.write(view) :]
+
+    def received(self, data):
+        """Takes bytes from the socket (b"" at its EOF); returns the cleartext
+        they complete."""
+        if data:
+            self._in.write(data)
+        else:
+            self._in.write_eof()
+        self._step()
+        plain = bytearray()
+        while self._handshaken and not self.closed:
+            try:
+                chunk = self._obj.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                chunk = b""
+            if not chunk:
+                self.closed = True
+            plain += chunk
+        return bytes(plain)
+
+    def send(self, plain):
+        self._waiting += plain
+        self._step()
+
+    def close(self):
+        """Queues a close_notify (once)."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            self._obj.unwrap()
+        except ssl.SSLError:
+            pass  # it went out; the peer's answer is not awaited
+
+    def outgoing(self):
+        """The TLS records to put on the socket."""
+        return self._out.read()
+
+
+class _End:
+    """One socket of a relayed connection (non-blocking), with its TLS if
+    it has one, and the bytes waiting to go out on it."""
+
+    # Stop reading the other end while this much waits to go out here.
+    HIGH_WATER = 1 << 20
+
+    def __init__(self, sock, tls):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        self.sock = sock
+        self.tls = tls or None
+        self.outbox = bytearray()
+        self.eof = False  # nothing more comes from it
+        self.shut = False  # closed for writing: nothing more goes to it
+        self._collect()
+
+    def _collect(self):
+        if self.tls is not None:
+            self.outbox += self.tls.outgoing()
+
+    def read(self):
+        """The cleartext that arrived (b"" at the end), or None if the
+        socket had nothing after all."""
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return None
+        if self.tls is None:
+            self.eof = not data
+            return data
+        plain = self.tls.received(data)
+        self._collect()
+        self.eof = self.tls.closed
+        return plain
+
+    def send(self, plain):
+        if self.tls is None:
+            self.outbox += plain
+        else:
+            self.tls.send(plain)
+            self._collect()
+
+    def flush(self):
+        while self.outbox:
+            try:
+                sent = self.sock.send(self.outbox)
+            except (BlockingIOError, InterruptedError):
+                return
+            del self.outbox[:sent]
+
+    def finish(self):
+        """The other end is done: close this one for writing once what waits
+        has gone out (with a close_notify first over TLS)."""
+        if self.shut:
+            return
+        if self.tls is not None:
+            self.tls.close()
+            self._collect()
+        self.flush()
+        if not self.outbox:
+            self.shut = True
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
 
 
-def _pump(pair, src, dst, watcher):
+def _run(client, server, to_server, to_client):
+    """Moves the bytes of one connection both ways, on the calling thread,
+    until both sides are done. Each direction's cleartext is fed to its
+    watcher before it is forwarded."""
+    other_of = {client: server, server: client}
+    watchers = {client: to_server, server: to_client}
+    selector = selectors.DefaultSelector()
     try:
-        while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            if watcher is not None:
-                try:
-                    watcher.feed(data)
-                except Exception as e:  # pylint: disable=broad-except
-                    # Keep relaying; the messages after this go unrecorded
-                    # and `Ledger.take` says so.
-                    print(f"wiretap: stopped watching a connection: {e!r}", file=sys.stderr)
-                    watcher = None
-            dst.sendall(data)
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        pair.abort()
+        while not (client.shut and server.shut):
+            for end in (client, server):
+                if other_of[end].eof:
+                    end.finish()
+            for end in (client, server):
+                events = 0
+                if not end.eof and len(other_of[end].outbox) < _End.HIGH_WATER:
+                    events |= selectors.EVENT_READ
+                if end.outbox:
+                    events |= selectors.EVENT_WRITE
+                if events:
+                    selector.register(end.sock, events, end)
+            if not selector.get_map():
+                return
+            ready = selector.select()
+            for sock in list(selector.get_map()):
+                selector.unregister(sock)
+            for key, events in ready:
+                end = key.data
+                other = other_of[end]
+                if events & selectors.EVENT_WRITE:
+                    end.flush()
+                if not events & selectors.EVENT_READ:
+                    continue
+                plain = end.read()
+                if plain and watchers[end] is not None:
+                    try:
+                        watchers[end].feed(plain)
+                    except Exception as e:  # pylint: disable=broad-except
+                        # Keep relaying; the messages after this go
+                        # unrecorded and `Ledger.take` says so.
+                        print(f"wiretap: stopped watching a connection: {e!r}", file=sys.stderr)
+                        watchers[end] = None
+                if plain:
+                    other.send(plain)
+                    other.flush()
+                end.flush()  # handshake records, alerts
     finally:
-        pair.direction_done()
+        selector.close()
