@@ -81,6 +81,45 @@ pub enum TransportError {
     Resource(#[source] io::Error),
 }
 
+/// A copy of `e` (an `io::Error` inside is copied as its kind and text).
+pub(crate) fn clone_transport_error(e: &TransportError) -> TransportError {
+    let io = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
+    match e {
+        TransportError::InvalidUri { target, reason } => TransportError::InvalidUri {
+            target: target.clone(),
+            reason: reason.clone(),
+        },
+        TransportError::Resolve { target, source } => TransportError::Resolve {
+            target: target.clone(),
+            source: io(source),
+        },
+        TransportError::Connect { target, source } => TransportError::Connect {
+            target: target.clone(),
+            source: io(source),
+        },
+        TransportError::ConnectTimeout { target, timeout } => TransportError::ConnectTimeout {
+            target: target.clone(),
+            timeout: *timeout,
+        },
+        TransportError::Backoff {
+            target,
+            retry_in,
+            last_error,
+        } => TransportError::Backoff {
+            target: target.clone(),
+            retry_in: *retry_in,
+            last_error: last_error.clone(),
+        },
+        TransportError::Tls { target, reason } => TransportError::Tls {
+            target: target.clone(),
+            reason: reason.clone(),
+        },
+        TransportError::ConnectionLost(m) => TransportError::ConnectionLost(m.clone()),
+        TransportError::Http2(m) => TransportError::Http2(m.clone()),
+        TransportError::Resource(source) => TransportError::Resource(io(source)),
+    }
+}
+
 impl TransportError {
     /// The gRPC code a call reports for this failure: `UNAVAILABLE` for all
     /// connection problems (safe to retry), `INTERNAL` for an unusable target.

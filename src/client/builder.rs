@@ -5,8 +5,12 @@
 use std::time::Duration;
 
 use crate::client::channel::Channel;
+use std::sync::Arc;
+
+use crate::client::balancer::Policy;
 use crate::client::config::ChannelConfig;
 use crate::client::interceptor::Interceptor;
+use crate::client::resolver::Resolver;
 use crate::client::target::{parse_target, IntoTarget};
 use crate::error::TransportError;
 use crate::rt::settings::connection_setters;
@@ -26,10 +30,21 @@ use crate::wire::compression::Encoding;
 ///     .connect()?;
 /// # Ok::<(), grpc_blocking::TransportError>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChannelBuilder {
     target: String,
     config: ChannelConfig,
+    resolver: Option<Arc<dyn Resolver>>,
+}
+
+impl std::fmt::Debug for ChannelBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelBuilder")
+            .field("target", &self.target)
+            .field("config", &self.config)
+            .field("resolver", &self.resolver.is_some())
+            .finish()
+    }
 }
 
 impl Channel {
@@ -50,6 +65,7 @@ impl Channel {
         ChannelBuilder {
             target: target.into_target(),
             config: ChannelConfig::default(),
+            resolver: None,
         }
     }
 }
@@ -95,6 +111,48 @@ impl ChannelBuilder {
         self
     }
 
+    /// Spreads calls over every backend address, one connection each, in
+    /// turn (gRPC's `round_robin`), instead of using one connection to the
+    /// first address that answers (`pick_first`, the default).
+    pub fn round_robin(mut self) -> Self {
+        self.config.policy = Policy::RoundRobin;
+        self
+    }
+
+    /// Uses one connection, to the first address that answers, and the
+    /// next on failure (gRPC's `pick_first`: the default).
+    pub fn pick_first(mut self) -> Self {
+        self.config.policy = Policy::PickFirst;
+        self
+    }
+
+    /// Client-side health checking (with [`round_robin`](Self::round_robin)):
+    /// every backend's connection watches `grpc.health.v1.Health` for
+    /// `service` (`""` for the server as a whole), and only backends that
+    /// say SERVING get calls. A backend without a health service counts as
+    /// serving.
+    pub fn health_check(mut self, service: impl Into<String>) -> Self {
+        self.config.health_check_service = Some(service.into());
+        self
+    }
+
+    /// Takes the backends' addresses from `resolver` instead of resolving
+    /// the target (which still gives the `:authority` and the TLS server
+    /// name). See [`Resolver`] and
+    /// [`ManualResolver`](crate::client::ManualResolver).
+    pub fn resolver(mut self, resolver: impl Resolver) -> Self {
+        self.resolver = Some(Arc::new(resolver));
+        self
+    }
+
+    /// The shortest time between two resolutions asked for by lost
+    /// connections or failed connects (default 30 s). A resolver's own
+    /// [`ResolveNow`](crate::client::ResolveNow) is not limited.
+    pub fn min_resolve_interval(mut self, interval: Duration) -> Self {
+        self.config.min_resolve_interval = interval;
+        self
+    }
+
     /// The `:authority` sent with every call instead of the target's
     /// `host:port` (for virtual hosting, or a test server's expected name).
     pub fn authority(mut self, authority: impl Into<String>) -> Self {
@@ -122,14 +180,12 @@ impl ChannelBuilder {
         #[cfg(feature = "tls")]
         {
             if self.config.tls.is_some() && !target.tls {
-                match target.dial {
-                    crate::client::target::Dial::Tcp(_) => {
-                        return Err(invalid(
-                            "TLS settings were given for a plaintext target: use https://",
-                        ))
-                    }
-                    crate::client::target::Dial::Unix(_) => target.tls = true,
+                if target.scheme_given {
+                    return Err(invalid(
+                        "TLS settings were given for a plaintext target: use https://",
+                    ));
                 }
+                target.tls = true;
             }
             if let Some(name) = self
                 .config
@@ -158,7 +214,7 @@ impl ChannelBuilder {
         }
         let mut config = self.config;
         config.backoff_max = config.backoff_max.max(config.backoff_initial);
-        Channel::new(target, config)
+        Channel::new(target, config, self.resolver)
     }
 
     /// A channel connected now; fails if the server cannot be reached.

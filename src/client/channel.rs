@@ -11,23 +11,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use prost::Message;
 
-use crate::client::backoff::Backoff;
+use std::time::Duration;
+
+use crate::client::balancer::{Balancer, BalancerConfig, ConnectivityState, Pick, SubchannelInfo};
 use crate::client::call::{CallCore, Streaming, UnaryCall};
 use crate::client::config::ChannelConfig;
-use crate::client::conn;
-use crate::client::connect::connect;
 use crate::client::interceptor::Hooks;
-use crate::client::link::{ClientCmd, ClientConn, Opened, RequestEnd, StartCall};
+use crate::client::link::{ClientConn, Opened, RequestEnd};
 use crate::client::options::CallOptions;
+use crate::client::resolver::{Address, DnsResolver, Resolver, StaticResolver};
 use crate::client::retry::{Reopen, RetryPlan};
 use crate::client::sink::RequestSink;
-use crate::client::target::Target;
-use crate::error::TransportError;
-use crate::rt::call_state::CallState;
-use crate::rt::mailbox::mailbox;
+use crate::client::subchannel::{Dialer, Shared};
+use crate::client::target::{Dial, Target};
+use crate::error::{clone_transport_error, TransportError};
 use crate::status::Status;
 use crate::wire::codec::{self, Compress};
 use crate::wire::compression::Encoding;
@@ -47,91 +46,95 @@ pub struct Channel {
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channel")
-            .field("target", &self.inner.target.describe())
+            .field("target", &self.inner.target().describe())
             .finish_non_exhaustive()
     }
 }
 
 struct ChannelInner {
-    target: Target,
-    config: ChannelConfig,
-    /// The rustls configuration, when the target speaks TLS.
-    #[cfg(feature = "tls")]
-    tls: Option<Arc<rustls::ClientConfig>>,
-    conn: Mutex<Option<Arc<ClientConn>>>,
-    backoff: Mutex<Backoff>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for ChannelInner {
+    fn drop(&mut self) {
+        // The last clone is gone: connections close once their calls end.
+        self.shared.shut_down();
+    }
 }
 
 impl ChannelInner {
-    /// The live connection, connecting (again) if there is none.
-    fn connection(&self) -> Result<Arc<ClientConn>, TransportError> {
-        let mut slot = self.conn.lock();
-        if let Some(c) = &*slot {
-            if c.is_alive() {
-                return Ok(c.clone());
-            }
-        }
-        *slot = None;
-        let mut backoff = self.backoff.lock();
-        if let Some(wait) = backoff.wait(Instant::now(), &self.target.describe()) {
-            return Err(wait);
-        }
-        let connected = self.dial();
-        match connected {
-            Ok(conn) => {
-                backoff.succeeded();
-                *slot = Some(conn.clone());
-                Ok(conn)
-            }
-            Err(e) => {
-                let config = &self.config;
-                backoff.failed(
-                    Instant::now(),
-                    config.backoff_initial,
-                    config.backoff_max,
-                    &e,
-                );
-                Err(e)
-            }
-        }
+    fn config(&self) -> &ChannelConfig {
+        &self.shared.dialer().config
     }
 
-    /// Connects (with TLS, when the target speaks it) and starts the
-    /// connection thread, within the connect timeout.
-    fn dial(&self) -> Result<Arc<ClientConn>, TransportError> {
-        let deadline = Instant::now() + self.config.connect_timeout;
-        let socket = connect(&self.target, self.config.connect_timeout)?;
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.tls {
-            let target = self.target.describe();
-            let session =
-                crate::tls::client_handshake(&socket, tls, &self.target.host, &target, deadline)?;
-            let silent_close = session.sent_no_certificate.then(|| TransportError::Tls {
-                target,
-                reason: crate::tls::NO_CERTIFICATE_SENT.into(),
-            });
-            return conn::start(
-                socket,
-                |raw, blocked| crate::transport::Transport::with_tls(raw, blocked, session.conn),
-                &self.config.conn,
-                silent_close,
-            );
+    fn target(&self) -> &Target {
+        &self.shared.dialer().target
+    }
+
+    /// A connection for a new call: picked by the load-balancing policy,
+    /// waiting while the channel connects (and, with `wait_for_ready`,
+    /// while it fails) up to `deadline`.
+    fn pick(
+        &self,
+        wait_for_ready: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<ClientConn>, Status> {
+        let mut state = self.shared.lock();
+        // Whether this call waited for a connect: if that fails, the call
+        // fails with the connect's own error.
+        let mut waited = false;
+        loop {
+            let now = Instant::now();
+            state.balancer.on_timer(now);
+            let pick = state.balancer.pick(now);
+            // Whatever the pick started (a connect, a resolution) runs now.
+            self.shared.settle_keep(&mut state);
+            let wait_until = match pick {
+                Pick::Ready(id) => match state.conns.get(&id) {
+                    Some((attempt, conn)) if conn.is_alive() => return Ok(conn.clone()),
+                    Some((attempt, _)) => {
+                        // Down, and its report not in yet: count it lost.
+                        let attempt = *attempt;
+                        state.balancer.on_lost(id, attempt, now);
+                        self.shared.settle_keep(&mut state);
+                        continue;
+                    }
+                    None => {
+                        // Connected this instant, not registered yet.
+                        Some(now + Duration::from_millis(1))
+                    }
+                },
+                Pick::Queue => {
+                    waited = true;
+                    None
+                }
+                Pick::Fail(status) if !wait_for_ready => {
+                    return Err(match state.balancer.last_error() {
+                        Some(last) if waited => last.clone(),
+                        _ => status,
+                    })
+                }
+                Pick::Fail(_) => state.balancer.retry_at(),
+            };
+            let until = match (wait_until, deadline) {
+                (Some(a), Some(d)) => Some(a.min(d)),
+                (a, d) => a.or(d),
+            };
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(Status::deadline_exceeded(
+                    "the call's deadline passed while waiting for a connection",
+                ));
+            }
+            self.shared.wait(&mut state, until);
         }
-        let _ = deadline;
-        conn::start(
-            socket,
-            crate::transport::Transport::plain,
-            &self.config.conn,
-            None,
-        )
     }
 
     fn encoding(&self, options: &CallOptions) -> Encoding {
-        options.encoding.unwrap_or(self.config.default_encoding)
+        options.encoding.unwrap_or(self.config().default_encoding)
     }
 
     /// Opens a stream: queues the request headers (and `body`, if any) on
-    /// the connection thread.
+    /// a connection the policy picks.
     fn open(
         &self,
         path: &'static str,
@@ -140,42 +143,29 @@ impl ChannelInner {
         end: RequestEnd,
     ) -> Result<Opened, Status> {
         let now = Instant::now();
-        let timeout = options.time_left(now);
-        if timeout.is_some_and(|t| t.is_zero()) {
+        let deadline = options.deadline_from(now);
+        if deadline.is_some_and(|d| d <= now) {
             return Err(Status::deadline_exceeded(
                 "the call's deadline had passed before it started",
             ));
         }
+        let conn = self.pick(options.wait_for_ready, deadline)?;
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Status::deadline_exceeded(
+                "the call's deadline passed while waiting for a connection",
+            ));
+        }
+        let target = self.target();
         let request = headers::request(&RequestHead {
             path,
-            authority: &self.target.authority_header,
-            scheme: self.target.scheme(self.target.tls),
+            authority: &target.authority_header,
+            scheme: target.scheme(target.tls),
             metadata: &options.metadata,
             timeout,
             encoding: self.encoding(options),
         })?;
-        let conn = self.connection()?;
-        let key = conn.next_key();
-        let state = Arc::new(CallState::new());
-        if let Some(body) = &body {
-            state.note_sent(body.len());
-        }
-        let (tx, rx) = mailbox();
-        conn.send(ClientCmd::Start(Box::new(StartCall {
-            key,
-            request,
-            body,
-            end,
-            events: tx,
-            state: state.clone(),
-            deadline: timeout.map(|t| now + t),
-        })));
-        Ok(Opened {
-            conn,
-            key,
-            state,
-            events: rx,
-        })
+        Ok(conn.open(request, body, end, deadline))
     }
 
     fn core(
@@ -184,10 +174,11 @@ impl ChannelInner {
         retry: Option<RetryPlan>,
         hooks: Option<Box<Hooks>>,
     ) -> CallCore {
+        let config = self.config();
         CallCore::new(
             opened,
-            self.config.conn.max_receive_message_size,
-            self.config.conn.http2.max_header_list_size as usize,
+            config.conn.max_receive_message_size,
+            config.conn.http2.max_header_list_size as usize,
             retry,
             hooks,
         )
@@ -206,7 +197,11 @@ impl Reopen for ChannelInner {
 }
 
 impl Channel {
-    pub(crate) fn new(target: Target, config: ChannelConfig) -> Result<Channel, TransportError> {
+    pub(crate) fn new(
+        target: Target,
+        config: ChannelConfig,
+        resolver: Option<Arc<dyn Resolver>>,
+    ) -> Result<Channel, TransportError> {
         #[cfg(feature = "tls")]
         let tls = if target.tls {
             let settings = config.tls.clone().unwrap_or_default();
@@ -217,21 +212,97 @@ impl Channel {
         } else {
             None
         };
-        Ok(Channel {
-            inner: Arc::new(ChannelInner {
+        let resolver = resolver.unwrap_or_else(|| match &target.dial {
+            Dial::Tcp(authority) => Arc::new(DnsResolver {
+                authority: authority.clone(),
+            }),
+            Dial::Static(list) => Arc::new(StaticResolver(list.clone())),
+            Dial::Unix(addr) => Arc::new(StaticResolver(vec![Address::from(addr.clone())])),
+        });
+        let balancer = Balancer::new(BalancerConfig {
+            policy: config.policy,
+            health_checking: config.health_check_service.is_some(),
+            backoff_initial: config.backoff_initial,
+            backoff_max: config.backoff_max,
+            min_resolve_interval: config.min_resolve_interval,
+            target: target.describe(),
+        });
+        let shared = Shared::new(
+            balancer,
+            Dialer {
                 target,
                 config,
+                resolver,
                 #[cfg(feature = "tls")]
                 tls,
-                conn: Mutex::new(None),
-                backoff: Mutex::new(Backoff::default()),
-            }),
+            },
+        );
+        Ok(Channel {
+            inner: Arc::new(ChannelInner { shared }),
         })
     }
 
-    /// Connects now if not connected.
+    /// Connects now, if not connected: waits until the channel is READY,
+    /// or fails with the error that left it in TRANSIENT_FAILURE.
     pub(crate) fn connect_now(&self) -> Result<(), TransportError> {
-        self.inner.connection().map(drop)
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        state.balancer.exit_idle(Instant::now());
+        shared.settle_keep(&mut state);
+        loop {
+            match state.balancer.state() {
+                ConnectivityState::Ready => return Ok(()),
+                ConnectivityState::TransientFailure | ConnectivityState::Shutdown => {
+                    let error = state
+                        .balancer
+                        .last_error()
+                        .and_then(|s| s.transport_error())
+                        .map(clone_transport_error)
+                        .unwrap_or_else(|| {
+                            TransportError::ConnectionLost(format!(
+                                "could not connect to {}",
+                                self.inner.target().describe()
+                            ))
+                        });
+                    return Err(error);
+                }
+                _ => {
+                    shared.wait(&mut state, None);
+                }
+            }
+        }
+    }
+
+    /// The channel's connectivity state. With `try_to_connect`, an IDLE
+    /// channel starts connecting (as a call would).
+    pub fn state(&self, try_to_connect: bool) -> ConnectivityState {
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        if try_to_connect {
+            state.balancer.exit_idle(Instant::now());
+            shared.settle_keep(&mut state);
+        }
+        state.balancer.state()
+    }
+
+    /// Blocks until the channel's state is no longer `last`, or until
+    /// `deadline`; returns whether it changed.
+    pub fn wait_for_state_change(&self, last: ConnectivityState, deadline: Instant) -> bool {
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        while state.balancer.state() == last {
+            if !shared.wait(&mut state, Some(deadline)) {
+                return state.balancer.state() != last;
+            }
+        }
+        true
+    }
+
+    /// The channel's subchannels (one per backend address under
+    /// round_robin; the addresses pick_first tries), with their states and
+    /// how many calls each was given.
+    pub fn subchannels(&self) -> Vec<SubchannelInfo> {
+        self.inner.shared.lock().balancer.subchannels()
     }
 
     fn encode<Req: Message>(&self, request: &Req, options: &CallOptions) -> Result<Bytes, Status> {
@@ -239,7 +310,7 @@ impl Channel {
         codec::encode(
             request,
             encoding,
-            self.inner.config.conn.max_send_message_size,
+            self.inner.config().conn.max_send_message_size,
         )
     }
 
@@ -251,7 +322,7 @@ impl Channel {
         request: &Req,
         mut options: CallOptions,
     ) -> CallCore {
-        let (hooks, intercepted) = self.inner.config.interceptors.before(path, &mut options);
+        let (hooks, intercepted) = self.inner.config().interceptors.before(path, &mut options);
         if let Err(status) = intercepted {
             return CallCore::failed(status, hooks);
         }
@@ -279,7 +350,7 @@ impl Channel {
         path: &'static str,
         mut options: CallOptions,
     ) -> (RequestSink<Req>, CallCore) {
-        let (hooks, intercepted) = self.inner.config.interceptors.before(path, &mut options);
+        let (hooks, intercepted) = self.inner.config().interceptors.before(path, &mut options);
         let opened =
             intercepted.and_then(|()| self.inner.open(path, &options, None, RequestEnd::Later));
         match opened {
@@ -289,7 +360,7 @@ impl Channel {
                     opened.key,
                     opened.state.clone(),
                     self.inner.encoding(&options),
-                    self.inner.config.conn.max_send_message_size,
+                    self.inner.config().conn.max_send_message_size,
                 );
                 (sink, self.inner.core(opened, None, hooks))
             }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::client::balancer::Policy;
 use crate::client::interceptor::Interceptors;
 use crate::rt::settings::ConnConfig;
 use crate::wire::compression::Encoding;
@@ -19,6 +20,11 @@ pub(crate) struct ChannelConfig {
     pub(crate) backoff_initial: Duration,
     pub(crate) backoff_max: Duration,
     pub(crate) interceptors: Interceptors,
+    pub(crate) policy: Policy,
+    /// The service name whose health each subchannel watches (client-side
+    /// health checking, round_robin only).
+    pub(crate) health_check_service: Option<String>,
+    pub(crate) min_resolve_interval: Duration,
     /// TLS settings; with an `https://` target and none given, the
     /// defaults ([`ClientTlsConfig::new`](crate::tls::ClientTlsConfig::new)).
     #[cfg(feature = "tls")]
@@ -35,6 +41,9 @@ impl Default for ChannelConfig {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(120),
             interceptors: Interceptors::default(),
+            policy: Policy::PickFirst,
+            health_check_service: None,
+            min_resolve_interval: Duration::from_secs(30),
             #[cfg(feature = "tls")]
             tls: None,
         }

@@ -10,7 +10,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use h2::client::{Connection, ResponseFuture, SendRequest};
 use h2::{FlowControl, RecvStream, SendStream};
 use http::Request;
 
-use crate::client::link::{CallEvent, ClientCmd, ClientConn, RequestEnd, StartCall};
+use crate::client::link::{Alive, CallEvent, ClientCmd, ClientConn, RequestEnd, StartCall};
 use crate::error::TransportError;
 use crate::rt::call_state::CallState;
 use crate::rt::event_loop::{conn_waker, drive, stream_waker, Driver, EventLoop, Socket};
@@ -38,22 +37,23 @@ use crate::wire::reset::{never_processed, status_for_h2_error};
 /// How long a closing connection may take to say goodbye.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Starts the connection thread on a connected socket; returns the handle
-/// calls use.
+/// Sets up a connection on a connected socket: returns the handle calls
+/// use, and the connection's loop, to run on the thread that will own it
+/// (it returns when the connection has ended).
 ///
 /// `silent_close` is what a connection lost before the server sent a
 /// single byte means, when the handshake knows better than "connection
 /// lost" (see `tls::ClientSession::sent_no_certificate`).
-pub(crate) fn start(
+pub(crate) fn prepare(
     socket: RawSocket,
     transport: impl FnOnce(Arc<RawSocket>, Arc<Blocked>) -> Transport,
     config: &ConnConfig,
     silent_close: Option<TransportError>,
-) -> Result<Arc<ClientConn>, TransportError> {
+) -> Result<(Arc<ClientConn>, impl FnOnce()), TransportError> {
     let (ev, socket) =
         EventLoop::with_transport(socket, transport).map_err(TransportError::Resource)?;
     let (tx, rx) = crossbeam_channel::unbounded();
-    let alive = Arc::new(AtomicBool::new(true));
+    let alive = Arc::new(Alive::default());
     let handle = Arc::new(ClientConn::new(tx, ev.wake_handle().clone(), alive.clone()));
     let handshake = config.http2.client().handshake::<_, Bytes>(socket);
     let conn = Conn {
@@ -70,12 +70,7 @@ pub(crate) fn start(
         end_status: None,
         silent_close,
     };
-    std::thread::Builder::new()
-        .name("grpc-client-conn".into())
-        .stack_size(config.stack_size)
-        .spawn(move || conn.run())
-        .map_err(TransportError::Resource)?;
-    Ok(handle)
+    Ok((handle, move || conn.run()))
 }
 
 type HandshakeFuture = Pin<
@@ -123,7 +118,7 @@ struct Conn {
     phase: Phase,
     conn_waker: Waker,
     rx: Receiver<ClientCmd>,
-    alive: Arc<AtomicBool>,
+    alive: Arc<Alive>,
     streams: HashMap<StreamKey, Stream>,
     /// Streams waiting for h2 to accept another request.
     waiting: VecDeque<StreamKey>,
@@ -180,7 +175,7 @@ impl Driver for Conn {
             }
             ClientCmd::Close => {
                 self.closing = true;
-                self.alive.store(false, Ordering::Release);
+                self.alive.set_down();
                 if let Phase::Open { send_request, .. } = &mut self.phase {
                     // h2 closes the connection once no handle is left.
                     send_request.take();
@@ -216,7 +211,7 @@ impl Driver for Conn {
                         // GOAWAY above this stream (the connection takes no
                         // new calls), or REFUSED_STREAM (it still does).
                         if e.is_go_away() {
-                            self.alive.store(false, Ordering::Release);
+                            self.alive.set_down();
                         }
                         self.fail(key, status_for_h2_error(&e), Processed::Never);
                         return;
@@ -352,7 +347,7 @@ impl Driver for Conn {
                     log::debug!(
                         "closing the connection: keepalive ping not answered within {timeout:?}"
                     );
-                    self.alive.store(false, Ordering::Release);
+                    self.alive.set_down();
                     self.fail_all(Status::from_transport(TransportError::ConnectionLost(
                         format!("the server did not answer a keepalive ping within {timeout:?}"),
                     )));
@@ -401,7 +396,7 @@ impl Conn {
         if let Err(e) = drive(&mut self, &commands) {
             log::error!("client connection event loop failed: {e}");
         }
-        self.alive.store(false, Ordering::Release);
+        self.alive.set_down();
         let status = self.end_status.take().unwrap_or_else(|| {
             Status::from_transport(TransportError::ConnectionLost(
                 "the connection closed while the call was in flight".into(),
@@ -473,7 +468,7 @@ impl Conn {
                     Poll::Pending => break,
                     Poll::Ready(Err(e)) => {
                         // GOAWAY or a dead connection: waiting calls fail.
-                        self.alive.store(false, Ordering::Release);
+                        self.alive.set_down();
                         let status = status_for_h2_error(&e);
                         for key in std::mem::take(&mut self.waiting) {
                             failed.push((key, status.clone()));

@@ -1,18 +1,27 @@
-//! Dialling a target: every address its name resolves to, in order, or its
-//! Unix socket, within the connect timeout; then, for TLS, the handshake.
+//! Dialling one backend address: TCP within the connect timeout, or a Unix
+//! socket. (TLS, when the target speaks it, follows in `subchannel.rs`.)
 
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
-use crate::client::target::{Dial, Target};
+use crate::client::resolver::Address;
 use crate::error::TransportError;
 use crate::transport::{RawSocket, UnixAddr};
 
-/// Connects to the target's socket (no TLS yet).
-pub(crate) fn connect(target: &Target, timeout: Duration) -> Result<RawSocket, TransportError> {
-    match &target.dial {
-        Dial::Tcp(authority) => connect_tcp(authority, timeout).map(RawSocket::Tcp),
-        Dial::Unix(addr) => connect_unix(addr).map(RawSocket::Unix),
+/// Connects to one address (no TLS yet), within `timeout`.
+pub(crate) fn connect_address(
+    address: &Address,
+    timeout: Duration,
+) -> Result<RawSocket, TransportError> {
+    match address {
+        Address::Tcp(addr) => connect_tcp(*addr, timeout).map(RawSocket::Tcp),
+        other => match other.unix() {
+            Some(unix) => connect_unix(&unix).map(RawSocket::Unix),
+            None => Err(TransportError::InvalidUri {
+                target: other.to_string(),
+                reason: "not an address this library can dial".into(),
+            }),
+        },
     }
 }
 
@@ -24,43 +33,16 @@ fn connect_unix(addr: &UnixAddr) -> Result<std::os::unix::net::UnixStream, Trans
     })
 }
 
-/// Connects to `authority` (`host:port`), trying each resolved address.
-fn connect_tcp(authority: &str, timeout: Duration) -> Result<TcpStream, TransportError> {
-    let addrs: Vec<SocketAddr> = authority
-        .to_socket_addrs()
-        .map_err(|source| TransportError::Resolve {
-            target: authority.to_owned(),
+fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, TransportError> {
+    match TcpStream::connect_timeout(&addr, timeout) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(TransportError::ConnectTimeout {
+            target: addr.to_string(),
+            timeout,
+        }),
+        Err(source) => Err(TransportError::Connect {
+            target: addr.to_string(),
             source,
-        })?
-        .collect();
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    for addr in &addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(TransportError::ConnectTimeout {
-                target: authority.to_owned(),
-                timeout,
-            });
-        }
-        match TcpStream::connect_timeout(addr, left) {
-            Ok(s) => return Ok(s),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                last = Some(TransportError::ConnectTimeout {
-                    target: authority.to_owned(),
-                    timeout,
-                })
-            }
-            Err(source) => {
-                last = Some(TransportError::Connect {
-                    target: authority.to_owned(),
-                    source,
-                })
-            }
-        }
+        }),
     }
-    Err(last.unwrap_or_else(|| TransportError::Resolve {
-        target: authority.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
-    }))
 }

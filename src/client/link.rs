@@ -10,10 +10,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 use http::{HeaderMap, Request};
+use parking_lot::Mutex;
 
 use crate::rt::call_state::CallState;
 use crate::rt::event_loop::Wake;
-use crate::rt::mailbox::{Consumer, Producer};
+use crate::rt::mailbox::{mailbox, Consumer, Producer};
 use crate::rt::StreamKey;
 use crate::status::Status;
 
@@ -71,17 +72,53 @@ pub(crate) enum CallEvent {
     Refused(Status),
 }
 
+/// Whether a connection takes new calls, and who to tell when it stops.
+#[derive(Default)]
+pub(crate) struct Alive {
+    down: AtomicBool,
+    on_down: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Alive {
+    /// False once the connection has ended or will take no new calls.
+    pub(crate) fn is_alive(&self) -> bool {
+        !self.down.load(Ordering::Acquire)
+    }
+
+    /// The connection takes no new calls from now on: runs the hook, once.
+    pub(crate) fn set_down(&self) {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            let hook = self.on_down.lock().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+    }
+
+    /// Runs `hook` when the connection goes down (at once if it is).
+    pub(crate) fn on_down(&self, hook: Box<dyn FnOnce() + Send>) {
+        {
+            let mut slot = self.on_down.lock();
+            if self.is_alive() {
+                *slot = Some(hook);
+                return;
+            }
+        }
+        hook();
+    }
+}
+
 /// A live client connection, shared by the calls on it. Dropping the last
 /// reference closes the connection and ends its thread.
 pub(crate) struct ClientConn {
     tx: Sender<ClientCmd>,
     wake: Arc<Wake>,
-    alive: Arc<AtomicBool>,
+    alive: Arc<Alive>,
     next_key: AtomicU64,
 }
 
 impl ClientConn {
-    pub(crate) fn new(tx: Sender<ClientCmd>, wake: Arc<Wake>, alive: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(tx: Sender<ClientCmd>, wake: Arc<Wake>, alive: Arc<Alive>) -> Self {
         ClientConn {
             tx,
             wake,
@@ -93,12 +130,49 @@ impl ClientConn {
     /// False once the connection has ended or the server sent GOAWAY: new
     /// calls need a new connection.
     pub(crate) fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
+        self.alive.is_alive()
+    }
+
+    /// Runs `hook` once the connection takes no new calls.
+    pub(crate) fn on_down(&self, hook: Box<dyn FnOnce() + Send>) {
+        self.alive.on_down(hook);
     }
 
     /// A key for a new call.
     pub(crate) fn next_key(&self) -> StreamKey {
         StreamKey(self.next_key.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Starts a call: queues its request headers, maybe its whole request
+    /// body, and where its events go.
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        request: Request<()>,
+        body: Option<Bytes>,
+        end: RequestEnd,
+        deadline: Option<Instant>,
+    ) -> Opened {
+        let key = self.next_key();
+        let state = Arc::new(CallState::new());
+        if let Some(body) = &body {
+            state.note_sent(body.len());
+        }
+        let (tx, rx) = mailbox();
+        self.send(ClientCmd::Start(Box::new(StartCall {
+            key,
+            request,
+            body,
+            end,
+            events: tx,
+            state: state.clone(),
+            deadline,
+        })));
+        Opened {
+            conn: self.clone(),
+            key,
+            state,
+            events: rx,
+        }
     }
 
     /// Queues a command and wakes the connection thread.

@@ -22,6 +22,7 @@ pub struct CallOptions {
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     pub(crate) encoding: Option<Encoding>,
+    pub(crate) wait_for_ready: bool,
 }
 
 impl CallOptions {
@@ -47,6 +48,14 @@ impl CallOptions {
     /// [`CallOptions::timeout`], the earlier one wins).
     pub fn deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// With `true`, the call waits for a backend to be ready (up to its
+    /// deadline) instead of failing at once with `UNAVAILABLE` while the
+    /// channel is in TRANSIENT_FAILURE (default false, as in gRPC).
+    pub fn wait_for_ready(mut self, wait: bool) -> Self {
+        self.wait_for_ready = wait;
         self
     }
 
@@ -91,6 +100,11 @@ impl CallOptions {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The call's deadline, counting its timeout from `now`.
+    pub(crate) fn deadline_from(&self, now: Instant) -> Option<Instant> {
+        self.time_left(now).map(|left| now + left)
     }
 
     /// The same options with the timeout turned into a deadline from `now`,

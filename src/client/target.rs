@@ -3,14 +3,19 @@
 //!
 //! | target | connects to | `:authority` |
 //! | --- | --- | --- |
-//! | `host:port`, `http://host:port` | TCP, plaintext (h2c) | `host:port` |
-//! | `https://host:port` (port 443 if left out) | TCP, TLS | `host:port` |
+//! | `host:port`, `http://host:port`, `dns:host:port`, `dns:///host:port` | TCP to every address DNS gives, plaintext (h2c) | `host:port` |
+//! | `https://host:port` (port 443 if left out) | TCP to every address DNS gives, TLS | `host:port` |
+//! | `ipv4:addr:port,addr:port,...`, `ipv6:[addr]:port,...` (port 443 if left out) | TCP to those addresses | the first `addr:port` |
 //! | `unix:relative/path`, `unix:/absolute/path`, `unix:///absolute/path` | a Unix domain socket | `localhost` |
 //! | `unix-abstract:name` | a socket in Linux's abstract namespace | `localhost` |
+//!
+//! `dns:`, `ipv4:` and `ipv6:` targets speak TLS when the channel is given
+//! TLS settings; `http://` and `https://` say which themselves.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use crate::client::resolver::Address;
 use crate::error::TransportError;
 use crate::transport::UnixAddr;
 
@@ -46,11 +51,13 @@ impl IntoTarget for SocketAddr {
     }
 }
 
-/// How to reach a target.
+/// How to find a target's backends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Dial {
     /// TCP to `host:port`, every address the name resolves to.
     Tcp(String),
+    /// A fixed list of addresses (`ipv4:`, `ipv6:`).
+    Static(Vec<Address>),
     /// A Unix domain socket.
     Unix(UnixAddr),
 }
@@ -60,6 +67,9 @@ pub(crate) enum Dial {
 pub(crate) struct Target {
     /// Where to connect.
     pub(crate) dial: Dial,
+    /// Whether the scheme fixed plaintext or TLS (`http://`, `https://`),
+    /// or TLS settings on the channel may turn it on (every other form).
+    pub(crate) scheme_given: bool,
     /// The host a TLS certificate must be valid for (and the SNI).
     pub(crate) host: String,
     /// What to send as `:authority` (unless overridden).
@@ -82,9 +92,60 @@ impl Target {
     pub(crate) fn describe(&self) -> String {
         match &self.dial {
             Dial::Tcp(authority) => authority.clone(),
+            Dial::Static(list) => list
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             Dial::Unix(addr) => format!("unix:{addr}"),
         }
     }
+}
+
+/// Parses `ipv4:` and `ipv6:` address lists (port 443 where left out).
+fn parse_ip_list(list: &str, v6: bool) -> Result<Vec<Address>, String> {
+    let mut out = Vec::new();
+    for item in list.split(',') {
+        let item = item.trim();
+        let addr = if v6 {
+            if let Some(rest) = item.strip_prefix('[') {
+                let (ip, after) = rest
+                    .split_once(']')
+                    .ok_or_else(|| format!("{item:?}: expected [address]:port"))?;
+                let ip: std::net::Ipv6Addr = ip
+                    .parse()
+                    .map_err(|_| format!("{ip:?} is not an IPv6 address"))?;
+                let port = match after.strip_prefix(':') {
+                    Some(port) => port
+                        .parse::<u16>()
+                        .map_err(|_| format!("{port:?} is not a port"))?,
+                    None if after.is_empty() => 443,
+                    None => return Err(format!("{item:?}: expected [address]:port")),
+                };
+                SocketAddr::new(IpAddr::V6(ip), port)
+            } else {
+                let ip: std::net::Ipv6Addr = item.parse().map_err(|_| {
+                    format!("{item:?} is not an IPv6 address (use [address]:port for a port)")
+                })?;
+                SocketAddr::new(IpAddr::V6(ip), 443)
+            }
+        } else {
+            let (ip, port) = match item.rsplit_once(':') {
+                Some((ip, port)) => (
+                    ip,
+                    port.parse::<u16>()
+                        .map_err(|_| format!("{port:?} is not a port"))?,
+                ),
+                None => (item, 443),
+            };
+            let ip: std::net::Ipv4Addr = ip
+                .parse()
+                .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+            SocketAddr::new(IpAddr::V4(ip), port)
+        };
+        out.push(Address::Tcp(addr));
+    }
+    Ok(out)
 }
 
 /// Parses a target string.
@@ -115,16 +176,42 @@ pub(crate) fn parse_target(target: &str) -> Result<Target, TransportError> {
         }
         return Ok(unix(UnixAddr::Path(PathBuf::from(path))));
     }
-    let (rest, tls) = if let Some(rest) = target.strip_prefix("http://") {
-        (rest, false)
+    for (scheme, v6) in [("ipv4:", false), ("ipv6:", true)] {
+        if let Some(list) = target.strip_prefix(scheme) {
+            let addresses = parse_ip_list(list, v6).map_err(|e| invalid(&e))?;
+            let first = match &addresses[0] {
+                Address::Tcp(a) => *a,
+                _ => unreachable!("IP lists hold TCP addresses"),
+            };
+            return Ok(Target {
+                dial: Dial::Static(addresses),
+                scheme_given: false,
+                host: first.ip().to_string(),
+                authority_header: first.to_string(),
+                tls: false,
+            });
+        }
+    }
+    let (rest, tls, scheme_given) = if let Some(rest) = target.strip_prefix("http://") {
+        (rest, false, true)
     } else if let Some(rest) = target.strip_prefix("https://") {
-        (rest, true)
+        (rest, true, true)
+    } else if let Some(rest) = target.strip_prefix("dns:") {
+        // dns:host:port, dns:///host:port; dns://server/host:port would name
+        // a DNS server, which the system resolver cannot take.
+        let rest = match rest.strip_prefix("//") {
+            Some(after) => after.strip_prefix('/').ok_or_else(|| {
+                invalid("a DNS server in the target (dns://server/...) is not supported: use dns:///host:port")
+            })?,
+            None => rest,
+        };
+        (rest, false, false)
     } else if target.contains("://") {
         return Err(invalid(
-            "the scheme must be http://, https://, unix: or unix-abstract:",
+            "the scheme must be http://, https://, dns:, ipv4:, ipv6:, unix: or unix-abstract:",
         ));
     } else {
-        (target, false)
+        (target, false, false)
     };
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
@@ -150,6 +237,7 @@ pub(crate) fn parse_target(target: &str) -> Result<Target, TransportError> {
         .to_owned();
     Ok(Target {
         dial: Dial::Tcp(authority.clone()),
+        scheme_given,
         host,
         authority_header: authority,
         tls,
@@ -167,6 +255,7 @@ fn has_port(authority: &str) -> bool {
 fn unix(addr: UnixAddr) -> Target {
     Target {
         dial: Dial::Unix(addr),
+        scheme_given: false,
         host: "localhost".into(),
         authority_header: "localhost".into(),
         tls: false,
@@ -236,6 +325,43 @@ mod tests {
         assert_eq!(t.dial, Dial::Unix(UnixAddr::Abstract(b"my name".to_vec())));
         assert_eq!(t.authority_header, "localhost");
         for bad in ["unix:", "unix://host/sock", "unix-abstract:"] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dns_and_address_list_targets() {
+        for t in ["dns:localhost:5", "dns:///localhost:5"] {
+            let t = parse_target(t).unwrap();
+            assert_eq!(t.dial, Dial::Tcp("localhost:5".into()));
+            assert!(!t.scheme_given);
+        }
+        assert!(parse_target("dns://8.8.8.8/localhost:5").is_err());
+        let t = parse_target("ipv4:127.0.0.1:1,127.0.0.2:2,10.0.0.1").unwrap();
+        let tcp = |s: &str| Address::Tcp(s.parse().unwrap());
+        assert_eq!(
+            t.dial,
+            Dial::Static(vec![
+                tcp("127.0.0.1:1"),
+                tcp("127.0.0.2:2"),
+                tcp("10.0.0.1:443")
+            ])
+        );
+        assert_eq!(
+            (t.authority_header.as_str(), t.host.as_str()),
+            ("127.0.0.1:1", "127.0.0.1")
+        );
+        let t = parse_target("ipv6:[::1]:7,::2").unwrap();
+        assert_eq!(t.dial, Dial::Static(vec![tcp("[::1]:7"), tcp("[::2]:443")]));
+        assert_eq!(t.authority_header, "[::1]:7");
+        for bad in [
+            "ipv4:",
+            "ipv4:1.2.3:4",
+            "ipv4:127.0.0.1:x",
+            "ipv6:[::1",
+            "ipv6:1.2.3.4",
+            "ipv6:[::1]x",
+        ] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
     }
