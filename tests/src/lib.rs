@@ -9,6 +9,10 @@
 /// Helpers shared by the tests (timeouts, servers, thread counts).
 pub mod support;
 
+/// Backends that answer with their name, in this process or a child one,
+/// for the many-servers tests.
+pub mod fleet;
+
 /// A raw HTTP/2 gRPC client, for requests our own client never sends.
 pub mod raw_h2;
 
