@@ -13,6 +13,7 @@
 //! | `response.rs` | a call's response as a state machine: headers, messages, status |
 //! | `call.rs`, `sink.rs` | the handles callers hold: the response side and the request sink |
 //! | `retry.rs` | starting again a call the server never processed |
+//! | `service_config.rs` | the service config: parsing and checking it, and the retry arithmetic it configures |
 
 mod backoff;
 mod builder;
@@ -26,6 +27,7 @@ mod link;
 mod options;
 mod response;
 mod retry;
+mod service_config;
 mod sink;
 mod target;
 
@@ -34,5 +36,9 @@ pub use call::{Response, Streaming, UnaryCall};
 pub use channel::Channel;
 pub use interceptor::{after_call, AfterCall, CallEnd, CallStart, Interceptor};
 pub use options::CallOptions;
+pub use service_config::{
+    HedgingPolicy, LoadBalancingPolicy, MethodConfig, RetryPolicy, RetryThrottling, ServiceConfig,
+    ServiceConfigError,
+};
 pub use sink::RequestSink;
 pub use target::IntoTarget;
