@@ -37,8 +37,9 @@ pub use channel::Channel;
 pub use interceptor::{after_call, AfterCall, CallEnd, CallStart, Interceptor};
 pub use options::CallOptions;
 pub use service_config::{
-    HedgingPolicy, LoadBalancingPolicy, MethodConfig, RetryPolicy, RetryThrottling, ServiceConfig,
-    ServiceConfigError,
+    parse_retry_pushback, retry_backoff, HedgingPolicy, LoadBalancingPolicy, MethodConfig,
+    RetryPolicy, RetryPushback, RetryThrottle, RetryThrottling, ServiceConfig, ServiceConfigError,
+    PREVIOUS_RPC_ATTEMPTS_HEADER, RETRY_PUSHBACK_HEADER,
 };
 pub use sink::RequestSink;
 pub use target::IntoTarget;

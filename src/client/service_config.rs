@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Number, Value};
@@ -800,6 +801,155 @@ fn thousandths(text: &str) -> u64 {
         value = value.saturating_mul(10);
     }
     value
+}
+
+/// The retry throttle of one channel (A6, "Throttling Retry Attempts and
+/// Hedged RPCs"): a token bucket shared by every call, cheap to share between
+/// threads (one atomic).
+///
+/// The bucket starts full, at `max_tokens`. A failed attempt (one whose
+/// status is retryable or non-fatal, or a server pushback saying not to
+/// retry) takes one token; a successful call gives back `token_ratio`, up to
+/// `max_tokens`. Retries and hedged copies are sent only while more than
+/// `max_tokens / 2` tokens are left. Tokens are counted in thousandths, as
+/// in grpc/grpc, so the arithmetic is exact.
+///
+/// ```
+/// use grpc_blocking::client::{RetryThrottle, RetryThrottling};
+///
+/// let throttle = RetryThrottle::new(RetryThrottling { max_tokens: 4, token_ratio: 0.5 });
+/// assert!(throttle.record_failure()); // 3 left: more than 2
+/// assert!(!throttle.record_failure()); // 2 left: no more retries
+/// throttle.record_success(); // 2.5
+/// assert!(throttle.retry_allowed());
+/// ```
+#[derive(Debug)]
+pub struct RetryThrottle {
+    max_milli: u64,
+    ratio_milli: u64,
+    milli: AtomicU64,
+}
+
+impl RetryThrottle {
+    /// A full bucket for these settings. A `token_ratio` with digits past
+    /// the third decimal place has them dropped (A6).
+    pub fn new(settings: RetryThrottling) -> RetryThrottle {
+        let max_milli = u64::from(settings.max_tokens) * 1000;
+        // The small addend undoes the float's rounding for ratios that have
+        // three decimals (0.546 * 1000 may be 545.99…); the cast saturates
+        // and takes NaN and negatives to 0.
+        let ratio_milli = (settings.token_ratio * 1000.0 + 1e-6).floor() as u64;
+        RetryThrottle {
+            max_milli,
+            ratio_milli,
+            milli: AtomicU64::new(max_milli),
+        }
+    }
+
+    /// Records a failed attempt (a retryable or non-fatal status, or a
+    /// pushback saying not to retry): one token less, never below zero.
+    /// Returns whether a retry is still allowed after it.
+    pub fn record_failure(&self) -> bool {
+        let before = self.update(|milli| milli.saturating_sub(1000));
+        self.allows(before.saturating_sub(1000))
+    }
+
+    /// Records a successful call: `token_ratio` tokens more, up to
+    /// `max_tokens`.
+    pub fn record_success(&self) {
+        let ratio = self.ratio_milli;
+        let max = self.max_milli;
+        self.update(|milli| milli.saturating_add(ratio).min(max));
+    }
+
+    /// Whether a retry or a hedged copy may be sent now: more than
+    /// `max_tokens / 2` tokens are left.
+    pub fn retry_allowed(&self) -> bool {
+        // The counter is the only shared state, so no ordering is needed.
+        self.allows(self.milli.load(Ordering::Relaxed))
+    }
+
+    /// The tokens in the bucket now.
+    pub fn tokens(&self) -> f64 {
+        self.milli.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    fn allows(&self, milli: u64) -> bool {
+        milli.saturating_mul(2) > self.max_milli
+    }
+
+    /// Applies `change` atomically; returns the count before it.
+    fn update(&self, change: impl Fn(u64) -> u64) -> u64 {
+        match self
+            .milli
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |milli| {
+                Some(change(milli))
+            }) {
+            Ok(before) | Err(before) => before,
+        }
+    }
+}
+
+/// The delay before a retry under `policy` (A6, "Exponential Backoff"):
+/// `min(initial_backoff × backoff_multiplier^(retry − 1), max_backoff)`,
+/// times a jitter factor in [0.8, 1.2).
+///
+/// `retry` counts the retries from 1: the attempt after the original call is
+/// retry 1 (attempt `n` is retry `n − 1`). After a server pushback the count
+/// starts again from 1 (A6, "Pushback"). `draw` is a uniform random number
+/// in [0, 1), passed in so that the formula is testable; it sets the jitter
+/// factor to `0.8 + 0.4 × draw`. Values outside [0, 1] are clamped, NaN
+/// reads as 0.
+///
+/// A6 once specified `random(0, min(…))` instead; it was changed to the
+/// ±20% jitter in 2024, which is what grpc-go does.
+pub fn retry_backoff(policy: &RetryPolicy, retry: u32, draw: f64) -> Duration {
+    let max = policy.max_backoff.as_secs_f64();
+    let exponent = i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX);
+    let grown = policy.initial_backoff.as_secs_f64() * policy.backoff_multiplier.powi(exponent);
+    // `!(grown < max)` also takes an overflow to infinity (or NaN) to `max`.
+    let base = if grown < max { grown } else { max };
+    let draw = if draw.is_nan() {
+        0.0
+    } else {
+        draw.clamp(0.0, 1.0)
+    };
+    let seconds = base * (0.8 + 0.4 * draw);
+    Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
+}
+
+/// The metadata key of server pushback (A6, "Pushback"), in a response's
+/// trailers.
+pub const RETRY_PUSHBACK_HEADER: &str = "grpc-retry-pushback-ms";
+
+/// The metadata key a retry or hedged copy carries with the number of
+/// attempts before it (A6, "Exposed Retry Metadata"); absent on the first.
+pub const PREVIOUS_RPC_ATTEMPTS_HEADER: &str = "grpc-previous-rpc-attempts";
+
+/// What a server's `grpc-retry-pushback-ms` asks of the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryPushback {
+    /// Retry after exactly this delay (if attempts are left), instead of
+    /// the backoff; the backoff starts again from the initial one after.
+    RetryAfter(Duration),
+    /// Do not retry (nor send further hedged copies). A failure for the
+    /// throttle.
+    DoNotRetry,
+}
+
+/// Reads a `grpc-retry-pushback-ms` value (A6, "Pushback"): a non-negative
+/// 32-bit integer is a number of milliseconds to wait before retrying; a
+/// negative or unparsable one means do not retry. A response with several
+/// values should be taken as do-not-retry too (grpc-go's reading).
+pub fn parse_retry_pushback(value: impl AsRef<[u8]>) -> RetryPushback {
+    let millis = std::str::from_utf8(value.as_ref())
+        .ok()
+        .and_then(|s| s.parse::<i32>().ok())
+        .and_then(|ms| u64::try_from(ms).ok());
+    match millis {
+        Some(ms) => RetryPushback::RetryAfter(Duration::from_millis(ms)),
+        None => RetryPushback::DoNotRetry,
+    }
 }
 
 #[cfg(test)]
@@ -1627,5 +1777,172 @@ mod tests {
                 .field(),
             Some("retryThrottling.maxTokens")
         );
+    }
+
+    fn throttle(max_tokens: u32, token_ratio: f64) -> RetryThrottle {
+        RetryThrottle::new(RetryThrottling {
+            max_tokens,
+            token_ratio,
+        })
+    }
+
+    #[test]
+    fn throttle_starts_full_and_stops_retries_at_half() {
+        let t = throttle(10, 0.1);
+        assert_eq!(t.tokens(), 10.0);
+        assert!(t.retry_allowed());
+        // 9, 8, 7, 6 tokens: still more than 5.
+        for left in [9.0, 8.0, 7.0, 6.0] {
+            assert!(t.record_failure());
+            assert_eq!(t.tokens(), left);
+        }
+        // 5 is not more than 5.
+        assert!(!t.record_failure());
+        assert!(!t.retry_allowed());
+        // 5.1 is.
+        t.record_success();
+        assert_eq!(t.tokens(), 5.1);
+        assert!(t.retry_allowed());
+        assert!(!t.record_failure());
+        assert_eq!(t.tokens(), 4.1);
+    }
+
+    #[test]
+    fn throttle_stays_between_zero_and_max() {
+        let t = throttle(3, 0.5);
+        for _ in 0..10 {
+            t.record_failure();
+        }
+        assert_eq!(t.tokens(), 0.0);
+        assert!(!t.retry_allowed());
+        for _ in 0..3 {
+            t.record_success();
+        }
+        assert_eq!(t.tokens(), 1.5);
+        // 1.5 of 3 is not more than half.
+        assert!(!t.retry_allowed());
+        t.record_success();
+        assert!(t.retry_allowed());
+        for _ in 0..10 {
+            t.record_success();
+        }
+        assert_eq!(t.tokens(), 3.0);
+    }
+
+    #[test]
+    fn throttle_counts_exactly_in_thousandths() {
+        // 0.1 added ten thousand times is exactly 1000 tokens (a float sum
+        // would drift).
+        let t = throttle(1000, 0.1);
+        for _ in 0..1000 {
+            t.record_failure();
+        }
+        assert_eq!(t.tokens(), 0.0);
+        for _ in 0..10_000 {
+            t.record_success();
+        }
+        assert_eq!(t.tokens(), 1000.0);
+        // Ratios from the parser and by hand, truncated to three decimals.
+        assert_eq!(throttle(1, 0.546).ratio_milli, 546);
+        assert_eq!(throttle(1, 0.5466).ratio_milli, 546);
+        assert_eq!(throttle(1, 0.001).ratio_milli, 1);
+        assert_eq!(throttle(1, -1.0).ratio_milli, 0);
+        assert_eq!(throttle(1, f64::NAN).ratio_milli, 0);
+    }
+
+    #[test]
+    fn throttle_is_shared_between_threads() {
+        let t = std::sync::Arc::new(throttle(1000, 1.0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        t.record_failure();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(t.tokens(), 600.0);
+    }
+
+    fn policy(initial_ms: u64, max_ms: u64, multiplier: f64) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(initial_ms),
+            max_backoff: Duration::from_millis(max_ms),
+            backoff_multiplier: multiplier,
+            retryable_status_codes: vec![Code::Unavailable],
+        }
+    }
+
+    #[test]
+    fn backoff_grows_then_caps_with_twenty_percent_jitter() {
+        let p = policy(100, 1000, 2.0);
+        let ms = |retry: u32, draw: f64| retry_backoff(&p, retry, draw).as_secs_f64() * 1000.0;
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        // Middle of the jitter: the bare formula, 100, 200, 400, 800, 1000.
+        for (retry, base) in [(1, 100.0), (2, 200.0), (3, 400.0), (4, 800.0), (5, 1000.0)] {
+            assert!(
+                close(ms(retry, 0.5), base),
+                "retry {retry}: {}",
+                ms(retry, 0.5)
+            );
+            // The bounds: [0.8, 1.2) of it.
+            assert!(close(ms(retry, 0.0), base * 0.8));
+            assert!(ms(retry, 0.999_999) < base * 1.2);
+            assert!(ms(retry, 0.999_999) > base * 1.199);
+        }
+        assert!(close(ms(1000, 0.5), 1000.0));
+        assert!(close(ms(u32::MAX, 0.5), 1000.0));
+        // Retry 0 reads as retry 1.
+        assert!(close(ms(0, 0.5), 100.0));
+        // Draws outside [0, 1) are clamped.
+        assert!(close(ms(1, -3.0), 80.0));
+        assert!(close(ms(1, 7.0), 120.0));
+        assert!(close(ms(1, f64::NAN), 80.0));
+    }
+
+    #[test]
+    fn backoff_with_a_shrinking_or_huge_multiplier() {
+        let p = policy(1000, 1000, 0.5);
+        assert_eq!(retry_backoff(&p, 3, 0.5), Duration::from_millis(250));
+        let p = policy(1000, 5000, 1e300);
+        assert_eq!(retry_backoff(&p, 100, 0.5), Duration::from_secs(5));
+        let p = policy(100, 100, 1.0);
+        assert_eq!(retry_backoff(&p, 9, 0.5), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn pushback_values() {
+        use RetryPushback::*;
+        assert_eq!(parse_retry_pushback("0"), RetryAfter(Duration::ZERO));
+        assert_eq!(
+            parse_retry_pushback("1500"),
+            RetryAfter(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_retry_pushback(b"2147483647"),
+            RetryAfter(Duration::from_millis(2_147_483_647))
+        );
+        for bad in [
+            "-1",
+            "-2147483648",
+            "2147483648",
+            "",
+            "1.5",
+            "abc",
+            " 5",
+            "5ms",
+            "0x10",
+        ] {
+            assert_eq!(parse_retry_pushback(bad), DoNotRetry, "{bad:?}");
+        }
+        assert_eq!(parse_retry_pushback([0xff, b'1']), DoNotRetry);
+        assert_eq!(RETRY_PUSHBACK_HEADER, "grpc-retry-pushback-ms");
+        assert_eq!(PREVIOUS_RPC_ATTEMPTS_HEADER, "grpc-previous-rpc-attempts");
     }
 }
