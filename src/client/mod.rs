@@ -17,6 +17,7 @@
 //! | `response.rs` | a call's response as a state machine: headers, messages, status |
 //! | `call.rs`, `sink.rs` | the handles callers hold: the response side and the request sink |
 //! | `retry.rs` | starting again a call the server never processed |
+//! | `service_config.rs` | the service config: parsing and checking it, and the retry arithmetic it configures |
 
 mod backoff;
 mod balancer;
@@ -33,6 +34,7 @@ mod options;
 mod resolver;
 mod response;
 mod retry;
+mod service_config;
 mod sink;
 mod subchannel;
 mod target;
@@ -44,5 +46,10 @@ pub use channel::Channel;
 pub use interceptor::{after_call, AfterCall, CallEnd, CallStart, Interceptor};
 pub use options::CallOptions;
 pub use resolver::{Address, ManualResolver, ResolveNow, Resolver};
+pub use service_config::{
+    parse_retry_pushback, retry_backoff, HedgingPolicy, LoadBalancingPolicy, MethodConfig,
+    RetryPolicy, RetryPushback, RetryThrottle, RetryThrottling, ServiceConfig, ServiceConfigError,
+    PREVIOUS_RPC_ATTEMPTS_HEADER, RETRY_PUSHBACK_HEADER,
+};
 pub use sink::RequestSink;
 pub use target::IntoTarget;
