@@ -5,7 +5,10 @@
 //! accepted with or without); every other value is printable ASCII. Names the
 //! protocol itself uses (pseudo-headers, `content-type`, `te`, `grpc-*`, and
 //! HTTP/2's forbidden connection headers) are reserved: they never appear as
-//! user metadata and cannot be sent as such.
+//! user metadata and cannot be sent as such. Two `grpc-` names of gRFC A6
+//! are the exception: a retried call's `grpc-previous-rpc-attempts`, which
+//! handlers may read, and the `grpc-retry-pushback-ms` a server may set in
+//! its trailers.
 
 use std::fmt;
 
@@ -95,10 +98,15 @@ pub enum MetadataError {
     },
 }
 
+/// The `grpc-` names applications read and write as metadata (gRFC A6):
+/// the attempt count a retried call carries, which handlers may read, and
+/// the pushback a server sets in its trailers.
+const APPLICATION_GRPC_NAMES: [&str; 2] = ["grpc-previous-rpc-attempts", "grpc-retry-pushback-ms"];
+
 /// Whether `name` (lower-case) is reserved by the protocol.
 pub(crate) fn is_reserved(name: &str) -> bool {
     name.starts_with(':')
-        || name.starts_with("grpc-")
+        || name.starts_with("grpc-") && !APPLICATION_GRPC_NAMES.contains(&name)
         || matches!(
             name,
             "content-type"

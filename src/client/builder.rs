@@ -11,6 +11,7 @@ use crate::client::balancer::Policy;
 use crate::client::config::ChannelConfig;
 use crate::client::interceptor::Interceptor;
 use crate::client::resolver::Resolver;
+use crate::client::service_config::{LoadBalancingPolicy, ServiceConfig};
 use crate::client::target::{parse_target, IntoTarget};
 use crate::error::TransportError;
 use crate::rt::settings::connection_setters;
@@ -145,6 +146,53 @@ impl ChannelBuilder {
         self
     }
 
+    /// The service config (see [`ServiceConfig`]): the load-balancing
+    /// policy, client-side health checking, and per method a timeout,
+    /// wait-for-ready, message size limits and a retry policy, with retry
+    /// throttling. Its load-balancing policy and health checking win over
+    /// [`round_robin`](Self::round_robin) and
+    /// [`health_check`](Self::health_check).
+    ///
+    /// ```
+    /// use grpc_blocking::client::ServiceConfig;
+    /// use grpc_blocking::Channel;
+    ///
+    /// let config = ServiceConfig::from_json(r#"{
+    ///     "loadBalancingConfig": [{"round_robin": {}}],
+    ///     "methodConfig": [{
+    ///         "name": [{"service": "nameko.example"}],
+    ///         "timeout": "5s",
+    ///         "retryPolicy": {
+    ///             "maxAttempts": 3,
+    ///             "initialBackoff": "0.1s",
+    ///             "maxBackoff": "1s",
+    ///             "backoffMultiplier": 2,
+    ///             "retryableStatusCodes": ["UNAVAILABLE"]
+    ///         }
+    ///     }],
+    ///     "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1}
+    /// }"#)?;
+    /// let channel = Channel::builder("dns:///localhost:50051")
+    ///     .service_config(config)
+    ///     .connect_lazy()?;
+    /// # drop(channel);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn service_config(mut self, config: ServiceConfig) -> Self {
+        self.config.service_config = Some(config);
+        self
+    }
+
+    /// How many bytes of a streaming request (client or bidi streaming) a
+    /// call with a retry policy keeps to replay on a retry (default 256
+    /// KiB), and all the channel's calls together (default 256 MiB).
+    /// Beyond either, the call is no longer retried.
+    pub fn retry_buffer_size(mut self, per_call: usize, per_channel: usize) -> Self {
+        self.config.retry_buffer_per_call = per_call;
+        self.config.retry_buffer_per_channel = per_channel;
+        self
+    }
+
     /// The shortest time between two resolutions asked for by lost
     /// connections or failed connects (default 30 s). A resolver's own
     /// [`ResolveNow`](crate::client::ResolveNow) is not limited.
@@ -214,6 +262,16 @@ impl ChannelBuilder {
         }
         let mut config = self.config;
         config.backoff_max = config.backoff_max.max(config.backoff_initial);
+        if let Some(service_config) = &config.service_config {
+            match service_config.load_balancing() {
+                Some(LoadBalancingPolicy::RoundRobin) => config.policy = Policy::RoundRobin,
+                Some(LoadBalancingPolicy::PickFirst) => config.policy = Policy::PickFirst,
+                None => {}
+            }
+            if let Some(service) = service_config.health_check_service() {
+                config.health_check_service = Some(service.to_owned());
+            }
+        }
         Channel::new(target, config, self.resolver)
     }
 

@@ -49,6 +49,9 @@ pub(crate) struct CallCore {
     retry: Option<RetryPlan>,
     /// The interceptors' after-hooks, due once the caller has seen the end.
     hooks: Option<Box<Hooks>>,
+    /// The reader's limits, for a new attempt's reader.
+    max_receive: usize,
+    max_header_list: usize,
 }
 
 impl CallCore {
@@ -65,6 +68,8 @@ impl CallCore {
             reader: ResponseReader::new(max_receive, max_header_list),
             retry,
             hooks,
+            max_receive,
+            max_header_list,
         }
     }
 
@@ -75,6 +80,8 @@ impl CallCore {
             reader: ResponseReader::failed(status),
             retry: None,
             hooks,
+            max_receive: 0,
+            max_header_list: 0,
         }
     }
 
@@ -145,16 +152,53 @@ impl CallCore {
         }
         self.return_credit(false);
         self.reset_if_needed();
+        self.follow_retry_policy();
     }
 
     /// The server never processed the call: start it again if it has a
     /// retry plan with attempts left.
     fn retry_or_end(&mut self, status: Status) {
-        match self.retry.as_mut().and_then(RetryPlan::next_attempt) {
+        match self.retry.as_mut().and_then(RetryPlan::transparent) {
             Some(Ok(opened)) => self.link = Some(Link::new(opened)),
             // The new attempt's error says more than the refusal did.
             Some(Err(e)) => self.reader.end(e),
             None => self.reader.end(status),
+        }
+    }
+
+    /// After an event: a committed call lets its retry plan go; an attempt
+    /// that ended before it was committed is retried if the policy says
+    /// so (after its backoff, on this thread).
+    fn follow_retry_policy(&mut self) {
+        let Some(plan) = &mut self.retry else {
+            return;
+        };
+        if self.reader.committed() {
+            plan.commit();
+            self.retry = None;
+            return;
+        }
+        if !self.reader.is_over() || self.reader.reported() {
+            return;
+        }
+        let Some(status) = self.reader.status().cloned() else {
+            return;
+        };
+        let Some(delay) = plan.after(&status, self.reader.pushback()) else {
+            self.retry = None;
+            return;
+        };
+        std::thread::sleep(delay);
+        match plan.next_policy_attempt() {
+            Ok(opened) => {
+                self.link = Some(Link::new(opened));
+                self.reader = ResponseReader::new(self.max_receive, self.max_header_list);
+            }
+            // The call ends with the status of its last attempt.
+            Err(e) => {
+                log::debug!("a retry could not start: {e}");
+                self.retry = None;
+            }
         }
     }
 

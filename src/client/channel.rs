@@ -7,6 +7,7 @@
 //! again (after the reconnect backoff). Dropping the last clone closes the
 //! connection and ends its thread once no call is using it.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,7 +23,8 @@ use crate::client::interceptor::Hooks;
 use crate::client::link::{ClientConn, Opened, RequestEnd};
 use crate::client::options::CallOptions;
 use crate::client::resolver::{Address, DnsResolver, Resolver, StaticResolver};
-use crate::client::retry::{Reopen, RetryPlan};
+use crate::client::retry::{PolicyRetry, Reopen, Replay, RetryPlan};
+use crate::client::service_config::RetryThrottle;
 use crate::client::sink::RequestSink;
 use crate::client::subchannel::{Dialer, Shared};
 use crate::client::target::{Dial, Target};
@@ -53,6 +55,10 @@ impl std::fmt::Debug for Channel {
 
 struct ChannelInner {
     shared: Arc<Shared>,
+    /// The service config's retry throttling, shared by every call.
+    throttle: Option<Arc<RetryThrottle>>,
+    /// Bytes every call keeps for retries, together.
+    retry_buffered: Arc<AtomicUsize>,
 }
 
 impl Drop for ChannelInner {
@@ -149,7 +155,7 @@ impl ChannelInner {
                 "the call's deadline had passed before it started",
             ));
         }
-        let conn = self.pick(options.wait_for_ready, deadline)?;
+        let conn = self.pick(options.wait_for_ready.unwrap_or(false), deadline)?;
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if timeout.is_some_and(|t| t.is_zero()) {
             return Err(Status::deadline_exceeded(
@@ -164,6 +170,7 @@ impl ChannelInner {
             metadata: &options.metadata,
             timeout,
             encoding: self.encoding(options),
+            previous_attempts: options.previous_attempts,
         })?;
         Ok(conn.open(request, body, end, deadline))
     }
@@ -171,18 +178,53 @@ impl ChannelInner {
     fn core(
         &self,
         opened: Opened,
+        limits: &Limits,
         retry: Option<RetryPlan>,
         hooks: Option<Box<Hooks>>,
     ) -> CallCore {
-        let config = self.config();
         CallCore::new(
             opened,
-            config.conn.max_receive_message_size,
-            config.conn.http2.max_header_list_size as usize,
+            limits.max_receive,
+            self.config().conn.http2.max_header_list_size as usize,
             retry,
             hooks,
         )
     }
+
+    /// A call's options and limits once its method's service config is
+    /// applied, and its retry policy.
+    fn method_setup(
+        &self,
+        path: &str,
+        options: CallOptions,
+        now: Instant,
+    ) -> (CallOptions, Limits, Option<PolicyRetry>) {
+        let config = self.config();
+        let mut limits = Limits {
+            max_send: config.conn.max_send_message_size,
+            max_receive: config.conn.max_receive_message_size,
+        };
+        let Some(method) = config.service_config.as_ref().and_then(|c| c.method(path)) else {
+            return (options, limits, None);
+        };
+        if let Some(n) = method.max_request_message_bytes {
+            limits.max_send = limits.max_send.min(n as usize);
+        }
+        if let Some(n) = method.max_response_message_bytes {
+            limits.max_receive = limits.max_receive.min(n as usize);
+        }
+        let retry = method
+            .retry_policy
+            .clone()
+            .map(|policy| PolicyRetry::new(policy, self.throttle.clone()));
+        (options.with_method_config(method, now), limits, retry)
+    }
+}
+
+/// A call's message size limits.
+struct Limits {
+    max_send: usize,
+    max_receive: usize,
 }
 
 impl Reopen for ChannelInner {
@@ -190,9 +232,17 @@ impl Reopen for ChannelInner {
         &self,
         path: &'static str,
         options: &CallOptions,
-        body: Bytes,
+        body: Option<Bytes>,
+        previous_attempts: u32,
     ) -> Result<Opened, Status> {
-        self.open(path, options, Some(body), RequestEnd::Now)
+        let end = if body.is_some() {
+            RequestEnd::Now
+        } else {
+            RequestEnd::Later
+        };
+        let mut options = options.clone();
+        options.previous_attempts = previous_attempts;
+        self.open(path, &options, body, end)
     }
 }
 
@@ -227,6 +277,11 @@ impl Channel {
             min_resolve_interval: config.min_resolve_interval,
             target: target.describe(),
         });
+        let throttle = config
+            .service_config
+            .as_ref()
+            .and_then(|c| c.retry_throttling())
+            .map(|t| Arc::new(RetryThrottle::new(*t)));
         let shared = Shared::new(
             balancer,
             Dialer {
@@ -238,7 +293,11 @@ impl Channel {
             },
         );
         Ok(Channel {
-            inner: Arc::new(ChannelInner { shared }),
+            inner: Arc::new(ChannelInner {
+                shared,
+                throttle,
+                retry_buffered: Arc::new(AtomicUsize::new(0)),
+            }),
         })
     }
 
@@ -305,17 +364,19 @@ impl Channel {
         self.inner.shared.lock().balancer.subchannels()
     }
 
-    fn encode<Req: Message>(&self, request: &Req, options: &CallOptions) -> Result<Bytes, Status> {
+    fn encode<Req: Message>(
+        &self,
+        request: &Req,
+        options: &CallOptions,
+        max_send: usize,
+    ) -> Result<Bytes, Status> {
         let encoding = Compress::AsCall.encoding(self.inner.encoding(options));
-        codec::encode(
-            request,
-            encoding,
-            self.inner.config().conn.max_send_message_size,
-        )
+        codec::encode(request, encoding, max_send)
     }
 
     /// Starts a call whose whole request is `request`: retried
-    /// transparently if the server never processed it.
+    /// transparently if the server never processed it, and as its
+    /// method's retry policy says.
     fn start_whole<Req: Message>(
         &self,
         path: &'static str,
@@ -326,48 +387,72 @@ impl Channel {
         if let Err(status) = intercepted {
             return CallCore::failed(status, hooks);
         }
-        let body = match self.encode(request, &options) {
+        let now = Instant::now();
+        let (options, limits, policy) = self.inner.method_setup(path, options, now);
+        let body = match self.encode(request, &options, limits.max_send) {
             Ok(body) => body,
             Err(status) => return CallCore::failed(status, hooks),
         };
         // Retries keep the first attempt's deadline.
-        let options = options.fixed_deadline(Instant::now());
+        let options = options.fixed_deadline(now);
         match self
             .inner
             .open(path, &options, Some(body.clone()), RequestEnd::Now)
         {
             Ok(opened) => {
-                let plan = RetryPlan::new(self.inner.clone(), path, options, body);
-                self.inner.core(opened, Some(plan), hooks)
+                let plan = RetryPlan::whole(self.inner.clone(), path, options, body, policy);
+                self.inner.core(opened, &limits, Some(plan), hooks)
             }
             Err(status) => CallCore::failed(status, hooks),
         }
     }
 
-    /// Starts a call whose requests go through a sink.
+    /// Starts a call whose requests go through a sink (which keeps a copy
+    /// for retries when the method has a retry policy).
     fn start_streaming<Req: Message>(
         &self,
         path: &'static str,
         mut options: CallOptions,
     ) -> (RequestSink<Req>, CallCore) {
         let (hooks, intercepted) = self.inner.config().interceptors.before(path, &mut options);
+        let now = Instant::now();
+        let (options, limits, policy) = self.inner.method_setup(path, options, now);
+        let options = options.fixed_deadline(now);
         let opened =
             intercepted.and_then(|()| self.inner.open(path, &options, None, RequestEnd::Later));
-        match opened {
-            Ok(opened) => {
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(status) => {
+                return (
+                    RequestSink::failed(status.clone()),
+                    CallCore::failed(status, hooks),
+                )
+            }
+        };
+        let encoding = self.inner.encoding(&options);
+        match policy {
+            None => {
                 let sink = RequestSink::open(
                     opened.conn.clone(),
                     opened.key,
                     opened.state.clone(),
-                    self.inner.encoding(&options),
-                    self.inner.config().conn.max_send_message_size,
+                    encoding,
+                    limits.max_send,
                 );
-                (sink, self.inner.core(opened, None, hooks))
+                (sink, self.inner.core(opened, &limits, None, hooks))
             }
-            Err(status) => (
-                RequestSink::failed(status.clone()),
-                CallCore::failed(status, hooks),
-            ),
+            Some(policy) => {
+                let config = self.inner.config();
+                let replay = Arc::new(Replay::new(
+                    &opened,
+                    config.retry_buffer_per_call,
+                    self.inner.retry_buffered.clone(),
+                    config.retry_buffer_per_channel,
+                ));
+                let sink = RequestSink::replayed(replay.clone(), encoding, limits.max_send);
+                let plan = RetryPlan::streaming(self.inner.clone(), path, options, replay, policy);
+                (sink, self.inner.core(opened, &limits, Some(plan), hooks))
+            }
         }
     }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::client::balancer::Policy;
 use crate::client::interceptor::Interceptors;
+use crate::client::service_config::ServiceConfig;
 use crate::rt::settings::ConnConfig;
 use crate::wire::compression::Encoding;
 
@@ -25,6 +26,13 @@ pub(crate) struct ChannelConfig {
     /// health checking, round_robin only).
     pub(crate) health_check_service: Option<String>,
     pub(crate) min_resolve_interval: Duration,
+    /// The service config: per-method timeouts, wait-for-ready, message
+    /// limits and retry policies, and retry throttling.
+    pub(crate) service_config: Option<ServiceConfig>,
+    /// How much of a streaming request a call keeps for retries, and all
+    /// the channel's calls together (gRFC A6's buffer limits).
+    pub(crate) retry_buffer_per_call: usize,
+    pub(crate) retry_buffer_per_channel: usize,
     /// TLS settings; with an `https://` target and none given, the
     /// defaults ([`ClientTlsConfig::new`](crate::tls::ClientTlsConfig::new)).
     #[cfg(feature = "tls")]
@@ -44,6 +52,9 @@ impl Default for ChannelConfig {
             policy: Policy::PickFirst,
             health_check_service: None,
             min_resolve_interval: Duration::from_secs(30),
+            service_config: None,
+            retry_buffer_per_call: 256 * 1024,
+            retry_buffer_per_channel: 256 * 1024 * 1024,
             #[cfg(feature = "tls")]
             tls: None,
         }

@@ -67,6 +67,7 @@ pub(crate) fn watch(
             metadata: &Metadata::new(),
             timeout: None,
             encoding: Encoding::Identity,
+            previous_attempts: 0,
         });
         let body = codec::encode(
             &HealthCheckRequest {

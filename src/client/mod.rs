@@ -47,9 +47,8 @@ pub use interceptor::{after_call, AfterCall, CallEnd, CallStart, Interceptor};
 pub use options::CallOptions;
 pub use resolver::{Address, ManualResolver, ResolveNow, Resolver};
 pub use service_config::{
-    parse_retry_pushback, retry_backoff, HedgingPolicy, LoadBalancingPolicy, MethodConfig,
-    RetryPolicy, RetryPushback, RetryThrottle, RetryThrottling, ServiceConfig, ServiceConfigError,
-    PREVIOUS_RPC_ATTEMPTS_HEADER, RETRY_PUSHBACK_HEADER,
+    HedgingPolicy, LoadBalancingPolicy, MethodConfig, RetryPolicy, RetryThrottling, ServiceConfig,
+    ServiceConfigError,
 };
 pub use sink::RequestSink;
 pub use target::IntoTarget;

@@ -22,7 +22,10 @@ pub struct CallOptions {
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     pub(crate) encoding: Option<Encoding>,
-    pub(crate) wait_for_ready: bool,
+    /// `None`: as the service config says (default false).
+    pub(crate) wait_for_ready: Option<bool>,
+    /// Attempts made before this one (a retry's `grpc-previous-rpc-attempts`).
+    pub(crate) previous_attempts: u32,
 }
 
 impl CallOptions {
@@ -55,7 +58,7 @@ impl CallOptions {
     /// deadline) instead of failing at once with `UNAVAILABLE` while the
     /// channel is in TRANSIENT_FAILURE (default false, as in gRPC).
     pub fn wait_for_ready(mut self, wait: bool) -> Self {
-        self.wait_for_ready = wait;
+        self.wait_for_ready = Some(wait);
         self
     }
 
@@ -100,6 +103,24 @@ impl CallOptions {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Applies a method's service config: its timeout (the earlier of it
+    /// and the call's own wins) and its `waitForReady` (unless the call
+    /// chose).
+    pub(crate) fn with_method_config(
+        mut self,
+        method: &crate::client::service_config::MethodConfig,
+        now: Instant,
+    ) -> Self {
+        if let Some(timeout) = method.timeout {
+            let d = now + timeout;
+            self.deadline = Some(self.deadline.map_or(d, |mine| mine.min(d)));
+        }
+        if self.wait_for_ready.is_none() {
+            self.wait_for_ready = method.wait_for_ready;
+        }
+        self
     }
 
     /// The call's deadline, counting its timeout from `now`.

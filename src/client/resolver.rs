@@ -129,16 +129,19 @@ impl fmt::Debug for ResolveNow {
 /// [`set_addresses`](ManualResolver::set_addresses).
 ///
 /// ```no_run
+/// use std::net::SocketAddr;
 /// use grpc_blocking::client::ManualResolver;
 /// use grpc_blocking::Channel;
 ///
-/// let backends = ManualResolver::new(["127.0.0.1:50051".parse()?]);
+/// let first: SocketAddr = "127.0.0.1:50051".parse()?;
+/// let second: SocketAddr = "127.0.0.1:50052".parse()?;
+/// let backends = ManualResolver::new([first]);
 /// let channel = Channel::builder("http://orders:50051")
 ///     .resolver(backends.clone())
 ///     .round_robin()
 ///     .connect_lazy()?;
 /// // Later, the registry says a backend joined:
-/// backends.set_addresses(["127.0.0.1:50051".parse()?, "127.0.0.1:50052".parse()?]);
+/// backends.set_addresses([first, second]);
 /// # drop(channel);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

@@ -7,10 +7,22 @@
 //! must be reset (a failure found on this side).
 
 use crate::client::link::CallEvent;
+use crate::client::service_config::RETRY_PUSHBACK_HEADER;
 use crate::metadata::Metadata;
 use crate::rt::reader::{MessageReader, Received};
 use crate::status::Status;
 use crate::wire::headers::{self, ResponseHead};
+
+/// The `grpc-retry-pushback-ms` of a header block (several values count as
+/// a malformed one: no retry).
+fn pushback(headers: &http::HeaderMap) -> Option<Vec<u8>> {
+    let mut values = headers.get_all(RETRY_PUSHBACK_HEADER).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(b"-1".to_vec());
+    }
+    Some(first.as_bytes().to_vec())
+}
 
 /// What the caller should do after an event.
 #[derive(Debug)]
@@ -50,6 +62,11 @@ pub(crate) struct ResponseReader {
     last_compressed: bool,
     /// A failure found here: the stream must be reset.
     reset: bool,
+    /// The server sent response headers (not Trailers-Only): the call is
+    /// committed, never to be retried.
+    committed: bool,
+    /// The server's `grpc-retry-pushback-ms`, if it sent one.
+    pushback: Option<Vec<u8>>,
 }
 
 impl ResponseReader {
@@ -64,6 +81,8 @@ impl ResponseReader {
             reported: false,
             last_compressed: false,
             reset: false,
+            committed: false,
+            pushback: None,
         }
     }
 
@@ -98,6 +117,21 @@ impl ResponseReader {
     /// Whether the message last returned arrived compressed.
     pub(crate) fn last_compressed(&self) -> bool {
         self.last_compressed
+    }
+
+    /// Whether the server sent response headers (the call is committed).
+    pub(crate) fn committed(&self) -> bool {
+        self.committed
+    }
+
+    /// Whether the caller has been told how the call ended.
+    pub(crate) fn reported(&self) -> bool {
+        self.reported
+    }
+
+    /// The server's `grpc-retry-pushback-ms`, when it sent one.
+    pub(crate) fn pushback(&self) -> Option<&[u8]> {
+        self.pushback.as_deref()
     }
 
     /// Ends the call with `status` (the first status wins, but a local
@@ -155,13 +189,20 @@ impl ResponseReader {
             CallEvent::Headers(parts) => match headers::parse_response(&parts) {
                 Ok(ResponseHead::Messages { metadata, encoding }) => {
                     self.headers = Some(metadata);
+                    self.committed = true;
                     self.reader.set_encoding(encoding);
                 }
-                Ok(ResponseHead::TrailersOnly(status)) => self.end(status),
+                Ok(ResponseHead::TrailersOnly(status)) => {
+                    self.pushback = pushback(&parts.headers);
+                    self.end(status)
+                }
                 Err(status) => self.abort(status),
             },
             CallEvent::Data(chunk) => self.reader.push(chunk),
-            CallEvent::Trailers(trailers) => self.end(headers::parse_trailers(&trailers)),
+            CallEvent::Trailers(trailers) => {
+                self.pushback = pushback(&trailers);
+                self.end(headers::parse_trailers(&trailers))
+            }
             CallEvent::End => self.end(Status::internal(
                 "the server ended the response without trailers (no grpc-status)",
             )),

@@ -813,18 +813,8 @@ fn thousandths(text: &str) -> u64 {
 /// `max_tokens`. Retries and hedged copies are sent only while more than
 /// `max_tokens / 2` tokens are left. Tokens are counted in thousandths, as
 /// in grpc/grpc, so the arithmetic is exact.
-///
-/// ```
-/// use grpc_blocking::client::{RetryThrottle, RetryThrottling};
-///
-/// let throttle = RetryThrottle::new(RetryThrottling { max_tokens: 4, token_ratio: 0.5 });
-/// assert!(throttle.record_failure()); // 3 left: more than 2
-/// assert!(!throttle.record_failure()); // 2 left: no more retries
-/// throttle.record_success(); // 2.5
-/// assert!(throttle.retry_allowed());
-/// ```
 #[derive(Debug)]
-pub struct RetryThrottle {
+pub(crate) struct RetryThrottle {
     max_milli: u64,
     ratio_milli: u64,
     milli: AtomicU64,
@@ -833,7 +823,7 @@ pub struct RetryThrottle {
 impl RetryThrottle {
     /// A full bucket for these settings. A `token_ratio` with digits past
     /// the third decimal place has them dropped (A6).
-    pub fn new(settings: RetryThrottling) -> RetryThrottle {
+    pub(crate) fn new(settings: RetryThrottling) -> RetryThrottle {
         let max_milli = u64::from(settings.max_tokens) * 1000;
         // The small addend undoes the float's rounding for ratios that have
         // three decimals (0.546 * 1000 may be 545.99…); the cast saturates
@@ -849,14 +839,14 @@ impl RetryThrottle {
     /// Records a failed attempt (a retryable or non-fatal status, or a
     /// pushback saying not to retry): one token less, never below zero.
     /// Returns whether a retry is still allowed after it.
-    pub fn record_failure(&self) -> bool {
+    pub(crate) fn record_failure(&self) -> bool {
         let before = self.update(|milli| milli.saturating_sub(1000));
         self.allows(before.saturating_sub(1000))
     }
 
     /// Records a successful call: `token_ratio` tokens more, up to
     /// `max_tokens`.
-    pub fn record_success(&self) {
+    pub(crate) fn record_success(&self) {
         let ratio = self.ratio_milli;
         let max = self.max_milli;
         self.update(|milli| milli.saturating_add(ratio).min(max));
@@ -864,13 +854,15 @@ impl RetryThrottle {
 
     /// Whether a retry or a hedged copy may be sent now: more than
     /// `max_tokens / 2` tokens are left.
-    pub fn retry_allowed(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn retry_allowed(&self) -> bool {
         // The counter is the only shared state, so no ordering is needed.
         self.allows(self.milli.load(Ordering::Relaxed))
     }
 
     /// The tokens in the bucket now.
-    pub fn tokens(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn tokens(&self) -> f64 {
         self.milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
@@ -903,7 +895,7 @@ impl RetryThrottle {
 ///
 /// A6 once specified `random(0, min(…))` instead; it was changed to the
 /// ±20% jitter in 2024, which is what grpc-go does.
-pub fn retry_backoff(policy: &RetryPolicy, retry: u32, draw: f64) -> Duration {
+pub(crate) fn retry_backoff(policy: &RetryPolicy, retry: u32, draw: f64) -> Duration {
     let max = policy.max_backoff.as_secs_f64();
     let exponent = i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX);
     let grown = policy.initial_backoff.as_secs_f64() * policy.backoff_multiplier.powi(exponent);
@@ -920,15 +912,11 @@ pub fn retry_backoff(policy: &RetryPolicy, retry: u32, draw: f64) -> Duration {
 
 /// The metadata key of server pushback (A6, "Pushback"), in a response's
 /// trailers.
-pub const RETRY_PUSHBACK_HEADER: &str = "grpc-retry-pushback-ms";
-
-/// The metadata key a retry or hedged copy carries with the number of
-/// attempts before it (A6, "Exposed Retry Metadata"); absent on the first.
-pub const PREVIOUS_RPC_ATTEMPTS_HEADER: &str = "grpc-previous-rpc-attempts";
+pub(crate) const RETRY_PUSHBACK_HEADER: &str = "grpc-retry-pushback-ms";
 
 /// What a server's `grpc-retry-pushback-ms` asks of the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RetryPushback {
+pub(crate) enum RetryPushback {
     /// Retry after exactly this delay (if attempts are left), instead of
     /// the backoff; the backoff starts again from the initial one after.
     RetryAfter(Duration),
@@ -941,7 +929,7 @@ pub enum RetryPushback {
 /// 32-bit integer is a number of milliseconds to wait before retrying; a
 /// negative or unparsable one means do not retry. A response with several
 /// values should be taken as do-not-retry too (grpc-go's reading).
-pub fn parse_retry_pushback(value: impl AsRef<[u8]>) -> RetryPushback {
+pub(crate) fn parse_retry_pushback(value: impl AsRef<[u8]>) -> RetryPushback {
     let millis = std::str::from_utf8(value.as_ref())
         .ok()
         .and_then(|s| s.parse::<i32>().ok())
@@ -1943,6 +1931,5 @@ mod tests {
         }
         assert_eq!(parse_retry_pushback([0xff, b'1']), DoNotRetry);
         assert_eq!(RETRY_PUSHBACK_HEADER, "grpc-retry-pushback-ms");
-        assert_eq!(PREVIOUS_RPC_ATTEMPTS_HEADER, "grpc-previous-rpc-attempts");
     }
 }

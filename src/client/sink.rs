@@ -6,6 +6,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use crate::client::link::{ClientCmd, ClientConn};
+use crate::client::retry::Replay;
 use crate::rt::call_state::CallState;
 use crate::rt::StreamKey;
 use crate::status::Status;
@@ -30,6 +31,12 @@ impl OpenSink {
 enum SinkState {
     /// Messages may be sent.
     Open(OpenSink),
+    /// Messages may be sent, through the copy kept for retries.
+    Replayed {
+        replay: Arc<Replay>,
+        encoding: Encoding,
+        max_send: usize,
+    },
     /// The call failed before it started: every send fails with this.
     Failed(Status),
 }
@@ -65,6 +72,17 @@ impl<Req: Message> RequestSink<Req> {
         }
     }
 
+    pub(crate) fn replayed(replay: Arc<Replay>, encoding: Encoding, max_send: usize) -> Self {
+        RequestSink {
+            state: SinkState::Replayed {
+                replay,
+                encoding,
+                max_send,
+            },
+            _message: PhantomData,
+        }
+    }
+
     pub(crate) fn failed(status: Status) -> Self {
         RequestSink {
             state: SinkState::Failed(status),
@@ -87,6 +105,14 @@ impl<Req: Message> RequestSink<Req> {
     pub(crate) fn send_message(&mut self, message: &Req, compress: Compress) -> Result<(), Status> {
         let sink = match &self.state {
             SinkState::Open(sink) => sink,
+            SinkState::Replayed {
+                replay,
+                encoding,
+                max_send,
+            } => {
+                let frame = codec::encode(message, compress.encoding(*encoding), *max_send)?;
+                return replay.send(frame);
+            }
             SinkState::Failed(status) => return Err(status.clone()),
         };
         let frame = codec::encode(message, compress.encoding(sink.encoding), sink.max_send)?;
@@ -104,8 +130,10 @@ impl<Req: Message> RequestSink<Req> {
 
 impl<Req> Drop for RequestSink<Req> {
     fn drop(&mut self) {
-        if let SinkState::Open(sink) = &self.state {
-            sink.end();
+        match &self.state {
+            SinkState::Open(sink) => sink.end(),
+            SinkState::Replayed { replay, .. } => replay.finish(),
+            SinkState::Failed(_) => {}
         }
     }
 }

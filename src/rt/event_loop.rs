@@ -48,6 +48,18 @@ pub(crate) struct Wake {
 }
 
 impl Wake {
+    /// A wake-up with no connection thread behind it, for unit tests of
+    /// what queues commands.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Arc<Wake> {
+        Arc::new(Wake {
+            poller: Poller::new().expect("a poller"),
+            sleeping: AtomicBool::new(false),
+            conn_dirty: AtomicBool::new(false),
+            dirty: Mutex::new(Vec::new()),
+        })
+    }
+
     /// Wakes the connection thread if it sleeps. Call after queueing work.
     pub(crate) fn wake(&self) {
         if self.sleeping.swap(false, Ordering::SeqCst) {

@@ -38,6 +38,8 @@ pub(crate) struct RequestHead<'a> {
     pub metadata: &'a Metadata,
     pub timeout: Option<Duration>,
     pub encoding: Encoding,
+    /// Attempts of this call before this one (gRFC A6); 0 on the first.
+    pub previous_attempts: u32,
 }
 
 /// Builds a client's request headers.
@@ -72,6 +74,12 @@ pub(crate) fn request(head: &RequestHead<'_>) -> Result<Request<()>, Status> {
         "grpc-accept-encoding",
         HeaderValue::from_static(compression::ACCEPT_ENCODING),
     );
+    if head.previous_attempts > 0 {
+        h.insert(
+            "grpc-previous-rpc-attempts",
+            HeaderValue::from(head.previous_attempts),
+        );
+    }
     head.metadata.write_headers(h);
     Ok(req)
 }
@@ -398,8 +406,10 @@ mod tests {
             metadata: &md,
             timeout: Some(Duration::from_millis(1500)),
             encoding: Encoding::Gzip,
+            previous_attempts: 2,
         })
         .unwrap();
+        assert_eq!(req.headers()["grpc-previous-rpc-attempts"], "2");
         assert_eq!(req.headers()["te"], "trailers");
         let head = parse_request(&parts(req)).unwrap();
         assert_eq!(head.service, "nameko.example");
@@ -407,7 +417,9 @@ mod tests {
         // The user-agent is shown to handlers, as grpcio does.
         assert_eq!(head.metadata.get("user-agent"), Some(USER_AGENT));
         assert_eq!(head.metadata.get("x-a"), Some("1"));
-        assert_eq!(head.metadata.len(), 2);
+        // A retry's attempt count is the handler's to read (gRFC A6).
+        assert_eq!(head.metadata.get("grpc-previous-rpc-attempts"), Some("2"));
+        assert_eq!(head.metadata.len(), 3);
         assert_eq!(head.timeout, Some(Duration::from_millis(1500)));
         assert_eq!(head.encoding, Encoding::Gzip);
         assert!(head.accept_encoding.contains(&Encoding::Deflate));
