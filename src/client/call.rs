@@ -52,6 +52,8 @@ pub(crate) struct CallCore {
     /// The reader's limits, for a new attempt's reader.
     max_receive: usize,
     max_header_list: usize,
+    /// The retry plan has seen this attempt's end.
+    judged: bool,
 }
 
 impl CallCore {
@@ -70,6 +72,7 @@ impl CallCore {
             hooks,
             max_receive,
             max_header_list,
+            judged: false,
         }
     }
 
@@ -82,6 +85,7 @@ impl CallCore {
             hooks,
             max_receive: 0,
             max_header_list: 0,
+            judged: true,
         }
     }
 
@@ -173,14 +177,13 @@ impl CallCore {
         let Some(plan) = &mut self.retry else {
             return;
         };
-        if self.reader.committed() {
+        if self.reader.committed() && !plan.is_committed() {
             plan.commit();
-            self.retry = None;
+        }
+        if !self.reader.is_over() || self.judged {
             return;
         }
-        if !self.reader.is_over() || self.reader.reported() {
-            return;
-        }
+        self.judged = true;
         let Some(status) = self.reader.status().cloned() else {
             return;
         };
@@ -193,6 +196,7 @@ impl CallCore {
             Ok(opened) => {
                 self.link = Some(Link::new(opened));
                 self.reader = ResponseReader::new(self.max_receive, self.max_header_list);
+                self.judged = false;
             }
             // The call ends with the status of its last attempt.
             Err(e) => {

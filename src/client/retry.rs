@@ -82,6 +82,9 @@ pub(crate) struct RetryPlan {
     replay: Option<Arc<Replay>>,
     transparent_left: u8,
     policy: Option<PolicyRetry>,
+    /// The server answered with response headers: no more attempts, but
+    /// the call's end still counts for the throttle.
+    committed: bool,
 }
 
 impl RetryPlan {
@@ -101,6 +104,7 @@ impl RetryPlan {
             replay: None,
             transparent_left: TRANSPARENT_RETRIES,
             policy,
+            committed: false,
         }
     }
 
@@ -121,11 +125,13 @@ impl RetryPlan {
             replay: Some(replay),
             transparent_left: 0,
             policy: Some(policy),
+            committed: false,
         }
     }
 
     fn open(&self) -> Result<Opened, Status> {
-        let previous = self.policy.as_ref().map_or(0, |p| p.attempts);
+        // Transparent retries are not attempts of their own (A6).
+        let previous = self.policy.as_ref().map_or(0, |p| p.attempts - 1);
         let opened = self
             .reopen
             .reopen(self.path, &self.options, self.body.clone(), previous)?;
@@ -152,14 +158,20 @@ impl RetryPlan {
         if let Some(replay) = &self.replay {
             replay.commit();
         }
-        self.policy = None;
+        self.committed = true;
         self.transparent_left = 0;
     }
 
-    /// The attempt ended with `status` before it was committed, with the
-    /// server's pushback, if any. Returns when to start the next attempt,
-    /// or `None` to end the call with `status`.
+    /// Whether the call is committed.
+    pub(crate) fn is_committed(&self) -> bool {
+        self.committed
+    }
+
+    /// An attempt ended with `status`, with the server's pushback, if any:
+    /// counts it for the throttle, and returns when to start the next
+    /// attempt, or `None` to end the call with `status`.
     pub(crate) fn after(&mut self, status: &Status, pushback: Option<&[u8]>) -> Option<Duration> {
+        let committed = self.committed;
         let policy = self.policy.as_mut()?;
         let code = status.code();
         let retryable = policy.policy.is_retryable(code);
@@ -170,7 +182,7 @@ impl RetryPlan {
                 return None;
             }
         }
-        if code == Code::Ok || !retryable {
+        if committed || code == Code::Ok || !retryable {
             return None;
         }
         if self.replay.as_ref().is_some_and(|r| r.is_committed()) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use grpc_blocking::client::{ConnectivityState, ManualResolver};
 use grpc_blocking::{CallOptions, Channel, Code, ServerHandle, Status};
-use grpc_blocking_examples::nameko::{ExampleClient, ExampleRequest};
+use grpc_blocking_examples::nameko::ExampleClient;
 use grpc_blocking_tests::fleet::{serve_named, BackendProcess};
 use grpc_blocking_tests::support::{req, with_timeout};
 
@@ -449,5 +449,65 @@ fn a_killed_backend_fails_only_its_calls_in_flight_and_the_others_carry_on() {
                 .map(|e| e.message().to_owned())
                 .collect::<Vec<_>>()
         );
+    });
+}
+
+#[test]
+fn with_a_retry_policy_no_unary_call_fails_when_a_backend_is_killed() {
+    with_timeout(180, || {
+        let mut backends: Vec<BackendProcess> = (1..=3)
+            .map(|i| BackendProcess::start(backend_bin(), &format!("127.0.0.{i}"), 0, "x", None))
+            .collect();
+        let target = format!(
+            "ipv4:{}",
+            backends
+                .iter()
+                .map(|b| b.addr.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let config = grpc_blocking::client::ServiceConfig::from_json(
+            r#"{"loadBalancingConfig": [{"round_robin": {}}],
+                "methodConfig": [{"name": [{"service": "nameko.example"}],
+                  "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s",
+                    "maxBackoff": "0.1s", "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#,
+        )
+        .unwrap();
+        let channel = Channel::builder(target)
+            .service_config(config)
+            .connect()
+            .unwrap();
+        let client = ExampleClient::new(channel);
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let (client, stop) = (client.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let (mut ok, mut failed) = (0usize, Vec::new());
+                    while !stop.load(Ordering::SeqCst) {
+                        // Slow enough that calls are in flight at the kill.
+                        match client.unary_unary(req("sleep:20", 1)) {
+                            Ok(_) => ok += 1,
+                            Err(e) => failed.push(e),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        backends[0].kill();
+        std::thread::sleep(Duration::from_millis(1000));
+        stop.store(true, Ordering::SeqCst);
+        let (mut ok, mut failed) = (0, Vec::new());
+        for t in threads {
+            let (o, f) = t.join().unwrap();
+            ok += o;
+            failed.extend(f);
+        }
+        assert!(ok > 0);
+        assert!(failed.is_empty(), "{failed:?}");
+        println!("killed backend under a retry policy: {ok} calls ok, none failed");
     });
 }
