@@ -124,11 +124,6 @@ impl ResponseReader {
         self.committed
     }
 
-    /// Whether the caller has been told how the call ended.
-    pub(crate) fn reported(&self) -> bool {
-        self.reported
-    }
-
     /// The server's `grpc-retry-pushback-ms`, when it sent one.
     pub(crate) fn pushback(&self) -> Option<&[u8]> {
         self.pushback.as_deref()
