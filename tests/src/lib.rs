@@ -13,6 +13,9 @@ pub mod support;
 /// for the many-servers tests.
 pub mod fleet;
 
+/// Network namespaces joined by veth links a test can cut.
+pub mod netns;
+
 /// A raw HTTP/2 gRPC client, for requests our own client never sends.
 pub mod raw_h2;
 

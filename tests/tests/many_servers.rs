@@ -511,3 +511,96 @@ fn with_a_retry_policy_no_unary_call_fails_when_a_backend_is_killed() {
         println!("killed backend under a retry policy: {ok} calls ok, none failed");
     });
 }
+
+#[test]
+fn a_backend_cut_off_without_a_goodbye_is_found_by_keepalive_and_left() {
+    with_timeout(180, || {
+        let ns = grpc_blocking_tests::netns::Netns::create()
+            .unwrap_or_else(|e| panic!("this test needs a network namespace: {e}"));
+        let far = BackendProcess::start(
+            backend_bin(),
+            &ns.ns_ip.to_string(),
+            0,
+            "far",
+            Some(&ns.name),
+        );
+        let near = [
+            serve_named("near1", "127.0.0.2:0"),
+            serve_named("near2", "127.0.0.3:0"),
+        ];
+        let target = format!(
+            "ipv4:{},{},{}",
+            far.addr,
+            near[0].local_addr(),
+            near[1].local_addr()
+        );
+        let (interval, timeout) = (Duration::from_millis(200), Duration::from_millis(500));
+        let channel = Channel::builder(target)
+            .round_robin()
+            .keepalive_interval(Some(interval))
+            .keepalive_timeout(timeout)
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .unwrap();
+        let client = ExampleClient::new(channel.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while channel
+            .subchannels()
+            .iter()
+            .any(|s| s.state != ConnectivityState::Ready)
+        {
+            assert!(Instant::now() < deadline, "{:?}", channel.subchannels());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let names = counts((0..30).map(|_| who(&client).unwrap()));
+        assert_eq!(names.get("far"), Some(&10), "{names:?}");
+
+        ns.cut().unwrap();
+        let cut_at = Instant::now();
+        // Calls go on from several threads; those picked for the far
+        // backend hang until keepalive gives up on it, then fail.
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let client = client.clone();
+                std::thread::spawn(move || {
+                    (0..20)
+                        .map(|_| who(&client))
+                        .collect::<Vec<Result<String, Status>>>()
+                })
+            })
+            .collect();
+        let far_sub = |c: &Channel| {
+            c.subchannels()
+                .into_iter()
+                .find(|s| s.address.to_string() == far.addr.to_string())
+        };
+        while far_sub(&channel).is_some_and(|s| s.state == ConnectivityState::Ready) {
+            assert!(
+                cut_at.elapsed() < Duration::from_secs(30),
+                "keepalive never noticed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let noticed = cut_at.elapsed();
+        let results: Vec<Result<String, Status>> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let failed: Vec<&Status> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        for e in &failed {
+            assert_eq!(e.code(), Code::Unavailable, "{e}");
+        }
+        let ok = counts(results.iter().filter_map(|r| r.as_ref().ok().cloned()));
+        assert_eq!(ok.get("far"), None, "{ok:?}");
+        // After it: every call goes to the two left.
+        let after = counts((0..20).map(|_| who(&client).unwrap()));
+        assert_eq!(after.get("far"), None, "{after:?}");
+        println!(
+            "link cut: keepalive ({interval:?} interval, {timeout:?} timeout) left the backend after {noticed:?}; \
+             {} calls in flight on it failed UNAVAILABLE, {} went to the others",
+            failed.len(),
+            ok.values().sum::<usize>()
+        );
+        drop(far);
+    });
+}
