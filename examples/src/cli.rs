@@ -32,7 +32,8 @@ impl StandardServices {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ClientTarget {
     /// Any target the library accepts (`http://host:port`,
-    /// `https://host:port`, `unix:PATH`, `unix-abstract:NAME`); instead of
+    /// `https://host:port`, `dns:///host:port`, `ipv4:a:p,b:p`,
+    /// `ipv6:[a]:p,...`, `unix:PATH`, `unix-abstract:NAME`); instead of
     /// --server_host and --server_port.
     #[arg(long, conflicts_with_all = ["server_host", "server_port"])]
     pub target: Option<String>,
@@ -55,6 +56,10 @@ pub struct ClientTarget {
     /// `:authority`, when the target's host is not it.
     #[arg(long = "server_host_override")]
     pub server_host_override: Option<String>,
+    /// The load-balancing policy over the target's addresses: pick_first
+    /// (one connection, the default) or round_robin (one per address).
+    #[arg(long, value_parser = ["pick_first", "round_robin"])]
+    pub lb: Option<String>,
 }
 
 impl ClientTarget {
@@ -82,7 +87,12 @@ impl ClientTarget {
     /// target is `https://` or a TLS flag was given).
     pub fn channel(&self) -> Result<ChannelBuilder, String> {
         let target = self.target()?;
-        let builder = grpc_blocking::Channel::builder(target.as_str());
+        let mut builder = grpc_blocking::Channel::builder(target.as_str());
+        match self.lb.as_deref() {
+            Some("round_robin") => builder = builder.round_robin(),
+            Some(_) => builder = builder.pick_first(),
+            None => {}
+        }
         if !self.wants_tls() {
             return Ok(builder);
         }

@@ -508,3 +508,82 @@ fn example_server_serves_prometheus_metrics() {
         assert!(page.contains(line), "missing {line:?} in:\n{page}");
     }
 }
+
+#[test]
+fn bench_and_example_client_spread_over_a_list_of_servers() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let _servers: Vec<Running> = ports
+        .iter()
+        .map(|p| start_server(env!("CARGO_BIN_EXE_example-server"), *p))
+        .collect();
+    let target = format!(
+        "ipv4:{}",
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_example-client")).args([
+            "--target",
+            &target,
+            "--lb",
+            "round_robin",
+        ]),
+        60,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_bench")).args([
+            "--target",
+            &target,
+            "--service_config",
+            r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#,
+            "--concurrency",
+            "3",
+            "--duration",
+            "0.5",
+        ]),
+        60,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let counts: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("backend 127.0.0.1:"))
+        .map(|l| {
+            l.split(": ")
+                .nth(1)
+                .unwrap()
+                .trim_end_matches(" calls")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(counts.len(), 3, "{stdout}");
+    let total: u64 = counts.iter().sum();
+    for n in &counts {
+        // Round robin: each a third, give or take the calls in flight.
+        assert!(
+            n * 3 >= total - 10 && n * 3 <= total + 10,
+            "{counts:?}\n{stdout}"
+        );
+    }
+    // A bad service config is a usage error naming the field.
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_bench")).args([
+            "--target",
+            &target,
+            "--service_config",
+            r#"{"methodConfig": [{"retryPolicy": {"maxAttempts": 1}}]}"#,
+        ]),
+        60,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("methodConfig[0].retryPolicy.maxAttempts"),
+        "{}",
+        text(&out)
+    );
+}

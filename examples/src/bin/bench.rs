@@ -30,6 +30,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
+use grpc_blocking::client::ServiceConfig;
 use grpc_blocking::CallOptions;
 use grpc_blocking_examples::cli::ClientTarget;
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleReply, ExampleRequest};
@@ -112,6 +113,14 @@ struct Config {
     /// Size of each request's `value` string, in bytes.
     #[arg(long, default_value_t = 0)]
     payload: usize,
+    /// A service config (JSON): load balancing, per-method timeouts and
+    /// retry policies, retry throttling.
+    #[arg(long = "service_config", value_name = "JSON", value_parser = parse_service_config)]
+    service_config: Option<ServiceConfig>,
+}
+
+fn parse_service_config(json: &str) -> Result<ServiceConfig, String> {
+    ServiceConfig::from_json(json).map_err(|e| format!("invalid service config: {e}"))
 }
 
 impl Config {
@@ -289,9 +298,11 @@ fn run(config: &Config) -> Result<bool, String> {
     let uri = config.server.target()?;
     let clients = (0..config.connections)
         .map(|i| {
-            config
-                .server
-                .channel()?
+            let mut builder = config.server.channel()?;
+            if let Some(service_config) = &config.service_config {
+                builder = builder.service_config(service_config.clone());
+            }
+            builder
                 .connect()
                 .map(ExampleClient::new)
                 .map_err(|e| format!("connection {} to {uri}: {e}", i + 1))
@@ -353,6 +364,16 @@ fn run(config: &Config) -> Result<bool, String> {
     println!("errors: {errors}");
     if let Some(message) = &first_error {
         println!("first error: {message}");
+    }
+    // Where the calls went (warm-up included), by backend address.
+    let mut per_backend: std::collections::BTreeMap<String, u64> = Default::default();
+    for client in &clients {
+        for sub in client.channel().subchannels() {
+            *per_backend.entry(sub.address.to_string()).or_default() += sub.calls_started;
+        }
+    }
+    for (address, calls) in &per_backend {
+        println!("backend {address}: {calls} calls");
     }
     println!(
         "RESULT rpc={} conns={} conc={} payload={} calls_per_sec={calls_per_sec:.0} \
