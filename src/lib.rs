@@ -25,6 +25,11 @@
 //!   [`ServerBuilder::bind_unix`]), and TLS or mutual TLS over either with
 //!   rustls (the `tls` feature: the `tls` module, `ServerBuilder::tls`,
 //!   `ChannelBuilder::tls`, `https://` targets).
+//! - **Many servers**: a channel resolves its target (DNS, address lists,
+//!   a [`client::Resolver`] of the application's) and balances over the
+//!   backends (pick_first, round_robin) with connectivity states,
+//!   wait-for-ready, client-side health checking and a
+//!   [`client::ServiceConfig`] (per-method timeouts, limits, retries).
 //! - **Standard services**: health checking (on by default; the `health`
 //!   module) and server reflection v1 and v1alpha
 //!   (`ServerBuilder::reflection`; the `reflection` module), the cargo

@@ -13,7 +13,9 @@
 //!   service, and `interop-client --server_host H --server_port N
 //!   --test_case NAME|all` runs the gRPC interop test cases (see
 //!   [`interop`]);
-//! - `shop` serves the shop and calls it from eight client threads.
+//! - `shop` serves the shop and calls it from eight client threads;
+//! - `fleet` runs three servers behind one round_robin channel, with health
+//!   checking, a retry policy and a backend list the application updates.
 
 use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
 use grpc_blocking::Status;

@@ -587,3 +587,22 @@ fn bench_and_example_client_spread_over_a_list_of_servers() {
         text(&out)
     );
 }
+
+#[test]
+fn fleet_spreads_calls_and_follows_its_registry_and_health() {
+    let out = run(&mut Command::new(env!("CARGO_BIN_EXE_fleet")), 120);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let counts = |label: &str| -> Vec<u64> {
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{label}: ")))
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{stdout}"));
+        line.split(' ')
+            .map(|kv| kv.rsplit('=').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    assert_eq!(counts("two backends"), [15, 15], "{stdout}");
+    assert_eq!(counts("three backends"), [10, 10, 10], "{stdout}");
+    assert_eq!(counts("one not serving"), [0, 15, 15], "{stdout}");
+}
