@@ -157,7 +157,7 @@ pub struct MethodConfig {
 }
 
 /// The `retryThrottling` settings of a service config (A6, "Throttling Retry
-/// Attempts and Hedged RPCs"); The channel applies them to every call.
+/// Attempts and Hedged RPCs"): the channel applies them to every call.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RetryThrottling {
     /// The tokens the bucket holds when full, and starts with: 1 to 1000.
