@@ -249,3 +249,43 @@ fn a_streaming_request_is_replayed_until_it_outgrows_its_buffer() {
         assert_eq!(flaky.attempts("big").len(), 1);
     });
 }
+
+#[test]
+fn method_configs_set_timeouts_message_limits_and_wait_for_ready() {
+    with_timeout(60, || {
+        let flaky = Flaky::default();
+        let server = serve(&flaky);
+        let config = ServiceConfig::from_json(
+            r#"{"methodConfig": [
+                {"name": [{"service": "nameko.example", "method": "unary_unary"}],
+                 "maxRequestMessageBytes": 64, "maxResponseMessageBytes": 9},
+                {"name": [{}], "timeout": "0.2s", "waitForReady": true}
+            ]}"#,
+        )
+        .unwrap();
+        let client = client(&server, config.clone());
+        // A request over the method's limit never leaves.
+        let err = client.unary_unary(req(&"x".repeat(100), 0)).unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        assert!(flaky.attempts(&"x".repeat(100)).is_empty());
+        // A reply over it is refused: "attempt 1" is 11 bytes on the wire.
+        let err = client.unary_unary(req("y", 0)).unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        // The default entry's timeout and waitForReady: a channel to
+        // nowhere waits for a backend, then hits the deadline.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let nowhere = ExampleClient::new(
+            Channel::builder(format!("http://127.0.0.1:{port}"))
+                .service_config(config)
+                .connect_lazy()
+                .unwrap(),
+        );
+        let requests = (0..2).map(|_| req("s", 0));
+        let err = nowhere.stream_unary(requests).unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    });
+}
