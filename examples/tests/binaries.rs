@@ -285,8 +285,15 @@ fn boolean_flags_are_bare_or_take_true_or_false() {
     for form in ["--use_tls", "--use_tls=true"] {
         let out = run(Command::new(bin).args(["--port", "1", form]), 60);
         assert_eq!(out.status.code(), Some(1), "{form}: {}", text(&out));
-        assert!(text(&out).contains("--tls_cert_file"), "{form}: {}", text(&out));
+        assert!(
+            text(&out).contains("--tls_cert_file"),
+            "{form}: {}",
+            text(&out)
+        );
     }
-    let out = run(Command::new(bin).args(["--port", "1", "--use_tls=maybe"]), 60);
+    let out = run(
+        Command::new(bin).args(["--port", "1", "--use_tls=maybe"]),
+        60,
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
