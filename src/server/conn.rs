@@ -63,6 +63,10 @@ struct Stream {
     inline: Option<Box<(Arc<dyn Service>, ServerCall)>>,
     /// Counts the call in the server's statistics while the stream lives.
     _open: OpenCall,
+    /// Request bytes an inline call holds (delivered, request not ended):
+    /// their flow-control credit comes back only once the handler reads
+    /// them, after the request ended. See [`Conn::hand_off_waiting`].
+    inline_held: usize,
 }
 
 enum Phase {
@@ -194,6 +198,8 @@ impl Driver for Conn {
                         if !delivered {
                             // Nobody will read it: give the credit back now.
                             let _ = s.flow.release_capacity(n);
+                        } else if s.inline.is_some() {
+                            s.inline_held += n;
                         }
                     }
                     Poll::Ready(Some(Err(e))) => {
@@ -230,10 +236,14 @@ impl Driver for Conn {
                 }
             }
         }
+        let waiting_inline = s.inline.is_some() && s.inline_held > 0;
         if let Some(status) = reset {
             let status = at_deadline(status, s.deadline, Instant::now());
             self.cancel(key, status);
             return;
+        }
+        if waiting_inline {
+            self.hand_off_waiting(key);
         }
         if let Some(call) = run_inline {
             // The whole request is here, so the handler does not wait for
@@ -652,16 +662,7 @@ impl Conn {
         match run {
             Run::Inline => inline = Some(Box::new((service, call))),
             Run::Pool => {
-                let interceptors = self.server.interceptors.clone();
-                let job = Box::new(move || intercepted::run(&*service, call, &interceptors));
-                if let Err(e) = self.server.pool.execute(job) {
-                    let status = match e {
-                        PoolError::Full => Status::resource_exhausted(format!(
-                            "the server is running its maximum of {} handlers; try again later",
-                            cfg.max_concurrent_handlers
-                        )),
-                        PoolError::Closed => Status::unavailable("the server is shutting down"),
-                    };
+                if let Err(status) = self.run_on_pool(service, call) {
                     return reject(&mut respond, &status);
                 }
             }
@@ -686,6 +687,7 @@ impl Conn {
                 finished: false,
                 inline,
                 _open: OpenCall::new(&self.server.calls),
+                inline_held: 0,
             },
         );
         self.poll_stream(key);
@@ -724,6 +726,63 @@ impl Conn {
             // sending, h2 resets it with NO_ERROR as the spec asks.
             self.take_stream(key);
             self.stream_removed();
+        }
+    }
+
+    /// Hands `call` to a worker; the status to refuse it with when the pool
+    /// takes no more.
+    fn run_on_pool(&self, service: Arc<dyn Service>, call: ServerCall) -> Result<(), Status> {
+        let interceptors = self.server.interceptors.clone();
+        let job = Box::new(move || intercepted::run(&*service, call, &interceptors));
+        self.server.pool.execute(job).map_err(|e| match e {
+            PoolError::Full => Status::resource_exhausted(format!(
+                "the server is running its maximum of {} handlers; try again later",
+                self.server.config.max_concurrent_handlers
+            )),
+            PoolError::Closed => Status::unavailable("the server is shutting down"),
+        })
+    }
+
+    /// Inline unary calls whose requests are still arriving hold their
+    /// bytes' flow-control credit until the request ends and the handler
+    /// reads it: a request larger than the stream window, or unended
+    /// requests that together fill the connection window, would wait
+    /// forever for credit. So once stream `key` holds half its stream
+    /// window, it moves to a worker, which reads (and gives credit back)
+    /// as the bytes come; and once all inline calls together hold half the
+    /// connection window, they all do.
+    fn hand_off_waiting(&mut self, key: StreamKey) {
+        let windows = &self.server.config.conn.http2;
+        let (stream_limit, conn_limit) = (
+            windows.stream_window as usize / 2,
+            windows.connection_window as usize / 2,
+        );
+        let held = |s: &Stream| if s.inline.is_some() { s.inline_held } else { 0 };
+        let keys: Vec<StreamKey> = if self.streams.values().map(held).sum::<usize>() >= conn_limit {
+            self.streams
+                .iter()
+                .filter(|(_, s)| held(s) > 0)
+                .map(|(k, _)| *k)
+                .collect()
+        } else if self.streams.get(&key).map(held).unwrap_or(0) >= stream_limit {
+            vec![key]
+        } else {
+            return;
+        };
+        for key in keys {
+            let Some(call) = self.streams.get_mut(&key).and_then(|s| s.inline.take()) else {
+                continue;
+            };
+            let (service, call) = *call;
+            if let Err(status) = self.run_on_pool(service, call) {
+                if let Some(mut s) = self.take_stream(key) {
+                    tell_handler(&s, status.clone());
+                    if let Some(respond) = &mut s.respond {
+                        reject(respond, &status);
+                    }
+                    self.stream_removed();
+                }
+            }
         }
     }
 

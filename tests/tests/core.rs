@@ -526,16 +526,148 @@ fn failed_connects_back_off() {
     });
 }
 
+fn inline_server(service: impl grpc_blocking::server::Service) -> grpc_blocking::ServerHandle {
+    grpc_blocking::Server::builder()
+        .add_service(service)
+        .run_unary_handlers_inline(true)
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .spawn()
+        .unwrap()
+}
+
+/// An inline unary handler runs once its whole request is there, and only a
+/// reading handler gives flow-control credit back: a request larger than
+/// the stream's window (1 MiB by default) must still get through.
 #[test]
-fn inline_unary_handlers_serve_every_pattern() {
-    with_timeout(120, || {
+fn inline_unary_requests_larger_than_the_stream_window() {
+    with_timeout(60, || {
+        let server = inline_server(ExampleServer::new(ExampleService));
+        let client = ExampleClient::connect(target(&server)).unwrap();
+        for size in [1024 * 1024 - 100, 1024 * 1024 + 100, 3 * 1024 * 1024] {
+            let value = "x".repeat(size);
+            let reply = client.unary_unary(req(&value, 1)).unwrap();
+            assert_eq!(reply.message.len(), size);
+        }
+        // And the connection goes on with small calls inline.
+        assert_eq!(client.unary_unary(req("A", 2)).unwrap().message, "AA");
+    });
+}
+
+/// Answers a unary call with its request's first character and size; its
+/// client-streaming method holds a worker until the gate opens.
+#[derive(Default)]
+struct Measure {
+    gate: Gate,
+}
+
+impl stubbed::Example for Measure {
+    fn unary_unary(&self, r: ExampleRequest, _: &ServerContext) -> Result<ExampleReply, Status> {
+        let first = r.value.chars().next().unwrap_or('-');
+        Ok(ExampleReply {
+            message: format!("{first}{}", r.value.len()),
+            seqno: 0,
+        })
+    }
+
+    fn stream_unary(
+        &self,
+        requests: Requests<ExampleRequest>,
+        _: &ServerContext,
+    ) -> Result<ExampleReply, Status> {
+        self.gate.wait();
+        Ok(ExampleReply {
+            message: requests.count().to_string(),
+            seqno: 0,
+        })
+    }
+}
+
+/// Unended inline requests that together fill the connection's window
+/// (4 MiB by default), none of them near its own stream's window: a raw
+/// client sends 450 KiB on each of ten streams before ending any.
+#[test]
+fn inline_unary_requests_that_together_fill_the_connection_window() {
+    use grpc_blocking_tests::raw_h2::{frame, parse_frames, RawClient};
+    use prost::Message;
+    const SIZE: usize = 460 * 1024;
+    const FIRST_PART: usize = 450 * 1024;
+    with_timeout(60, || {
+        let server = inline_server(stubbed::ExampleServer::new(Measure::default()));
+        let mut raw = RawClient::connect(server.local_addr());
+        let bodies: Vec<Vec<u8>> = (0..10)
+            .map(|i| {
+                let request = ExampleRequest {
+                    value: i.to_string().repeat(SIZE),
+                    multiplier: 1,
+                };
+                frame(false, &request.encode_to_vec())
+            })
+            .collect();
+        let mut calls: Vec<_> = bodies
+            .iter()
+            .map(|body| {
+                let mut call = raw.start("/nameko.example/unary_unary", &[]);
+                raw.send(&mut call, body[..FIRST_PART].to_vec(), false);
+                call
+            })
+            .collect();
+        for (call, body) in calls.iter_mut().zip(&bodies) {
+            raw.send(call, body[FIRST_PART..].to_vec(), true);
+        }
+        for (i, call) in calls.into_iter().enumerate() {
+            let response = raw.finish(call);
+            assert_eq!(
+                response.grpc_status(),
+                Some(0),
+                "{}",
+                response.grpc_message()
+            );
+            let messages = parse_frames(&response.body);
+            assert_eq!(messages.len(), 1);
+            let reply = ExampleReply::decode(&messages[0].1[..]).unwrap();
+            assert_eq!(reply.message, format!("{i}{SIZE}"));
+        }
+    });
+}
+
+/// An inline request too large to wait on the connection thread moves to a
+/// worker; when every worker is busy it gets RESOURCE_EXHAUSTED, as a call
+/// refused at its start does, and the connection goes on.
+#[test]
+fn a_large_inline_request_with_every_worker_busy_is_resource_exhausted() {
+    with_timeout(60, || {
+        let measure = Arc::new(Measure::default());
         let server = grpc_blocking::Server::builder()
-            .add_service(ExampleServer::new(ExampleService))
+            .add_service(stubbed::ExampleServer::from_arc(measure.clone()))
             .run_unary_handlers_inline(true)
+            .max_concurrent_handlers(1)
             .bind("127.0.0.1:0")
             .unwrap()
             .spawn()
             .unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
+        // The only worker waits at the gate.
+        let (mut sink, busy) = client.stream_unary_sender(CallOptions::new());
+        sink.send(req("a", 1)).unwrap();
+        // Small requests still run inline.
+        assert_eq!(client.unary_unary(req("s", 1)).unwrap().message, "s1");
+        let big = "b".repeat(2 * 1024 * 1024);
+        let err = client.unary_unary(req(&big, 1)).unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        assert!(err.message().contains("maximum of 1 handlers"), "{err}");
+        measure.gate.open();
+        sink.finish();
+        assert_eq!(busy.wait().unwrap().message, "1");
+        let reply = client.unary_unary(req(&big, 1)).unwrap();
+        assert_eq!(reply.message, format!("b{}", big.len()));
+    });
+}
+
+#[test]
+fn inline_unary_handlers_serve_every_pattern() {
+    with_timeout(120, || {
+        let server = inline_server(ExampleServer::new(ExampleService));
         let client = ExampleClient::connect(target(&server)).unwrap();
         // Unary on the connection thread, streams on workers, side by side.
         let (mut sink, mut bidi) = client.stream_stream_sender(CallOptions::new());

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use grpc_blocking::server::{Peer, ServerContext};
 use grpc_blocking::tls::{ClientTlsConfig, ServerTlsConfig};
-use grpc_blocking::{Channel, Code, Server, ServerHandle, Status};
+use grpc_blocking::{CallOptions, Channel, Code, Server, ServerHandle, Status};
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleReply, ExampleRequest};
 use grpc_blocking_examples::{call_all_four, ExampleService};
 use grpc_blocking_tests::certs::{Certs, CLIENT_DNS, CLIENT_URI, SERVER_NAME};
@@ -35,6 +35,48 @@ fn the_four_patterns_over_tls() {
             .connect()
             .unwrap();
         call_all_four(&ExampleClient::new(channel)).unwrap();
+    });
+}
+
+/// Messages larger than a TLS record, an HTTP/2 frame and the flow-control
+/// windows, both ways over TLS: unary with the handler on the connection
+/// thread and on a worker, and a bidirectional stream.
+#[test]
+fn large_messages_over_tls() {
+    with_timeout(120, || {
+        let certs = Certs::get();
+        for inline in [true, false] {
+            let server = Server::builder()
+                .add_service(grpc_blocking_examples::nameko::ExampleServer::new(
+                    ExampleService,
+                ))
+                .run_unary_handlers_inline(inline)
+                .tls(certs.server_tls())
+                .bind("127.0.0.1:0")
+                .unwrap()
+                .spawn()
+                .unwrap();
+            let channel = Channel::builder(server.target())
+                .tls(certs.client_tls())
+                .connect()
+                .unwrap();
+            let client = ExampleClient::new(channel);
+            let big = "t".repeat(3 * 1024 * 1024);
+            let reply = client.unary_unary(req(&big, 1)).unwrap();
+            assert_eq!(reply.message.len(), big.len(), "inline: {inline}");
+            let (mut sink, mut replies) = client.stream_stream_sender(CallOptions::new());
+            for seqno in 1..=4 {
+                sink.send(req(&big[..1024 * 1024], 1)).unwrap();
+                let reply = replies.next().unwrap().unwrap();
+                assert_eq!(
+                    (reply.message.len(), reply.seqno),
+                    (1024 * 1024, seqno),
+                    "inline: {inline}"
+                );
+            }
+            sink.finish();
+            assert!(replies.next().is_none());
+        }
     });
 }
 

@@ -6,14 +6,19 @@
 //! runtime, and `Server::serve`, which binds the socket itself and so applies
 //! tonic's default `TCP_NODELAY` (on).
 //!
-//! Usage: `tonic-example-server --port N [--host H]` (host defaults to
-//! 127.0.0.1). Prints nothing but errors.
+//! Usage: `tonic-example-server --port N [--host H] [--tls_cert_file F
+//! --tls_key_file F]` (host defaults to 127.0.0.1). With the two PEM files
+//! it serves TLS through tonic's rustls support (the `tls-ring` feature:
+//! rustls with the `ring` provider, as grpc-blocking uses), with tonic's
+//! default `ServerTlsConfig` otherwise. Prints nothing but errors.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitCode;
 
 use tokio_stream::{Stream, StreamExt};
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Messages and server stubs generated from `examples/proto/example.proto`.
@@ -105,12 +110,22 @@ impl Example for ExampleService {
 }
 
 /// The usage line printed for `--help` and after a bad argument.
-const USAGE: &str = "usage: tonic-example-server --port N [--host H]";
+const USAGE: &str =
+    "usage: tonic-example-server --port N [--host H] [--tls_cert_file F --tls_key_file F]";
 
-/// Parses `--port N [--host H]`; `None` means `--help` was asked for.
-fn parse_args() -> Result<Option<SocketAddr>, String> {
+/// What the command line asks for.
+struct Args {
+    addr: SocketAddr,
+    /// The certificate chain and key PEM files: serve TLS.
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Parses the flags; `None` means `--help` was asked for.
+fn parse_args() -> Result<Option<Args>, String> {
     let mut host = String::from("127.0.0.1");
     let mut port = None;
+    let mut cert = None;
+    let mut key = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = |args: &mut dyn Iterator<Item = String>| {
@@ -125,6 +140,8 @@ fn parse_args() -> Result<Option<SocketAddr>, String> {
                         .map_err(|e| format!("bad --port {text:?}: {e}"))?,
                 );
             }
+            "--tls_cert_file" => cert = Some(PathBuf::from(value(&mut args)?)),
+            "--tls_key_file" => key = Some(PathBuf::from(value(&mut args)?)),
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -133,13 +150,30 @@ fn parse_args() -> Result<Option<SocketAddr>, String> {
     let ip = host
         .parse()
         .map_err(|e| format!("bad --host {host:?} (an IP address): {e}"))?;
-    Ok(Some(SocketAddr::new(ip, port)))
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err("--tls_cert_file and --tls_key_file go together".into()),
+    };
+    Ok(Some(Args {
+        addr: SocketAddr::new(ip, port),
+        tls,
+    }))
+}
+
+/// tonic's TLS settings for the certificate chain and key in these files.
+fn tls_config((cert, key): &(PathBuf, PathBuf)) -> Result<ServerTlsConfig, String> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let identity = Identity::from_pem(read(cert)?, read(key)?);
+    Ok(ServerTlsConfig::new().identity(identity))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let addr = match parse_args() {
-        Ok(Some(addr)) => addr,
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
         Ok(None) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -149,9 +183,24 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let served = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(files) = &args.tls {
+        let configured = tls_config(files).and_then(|tls| {
+            builder
+                .tls_config(tls)
+                .map_err(|e| format!("bad TLS settings: {e}"))
+        });
+        builder = match configured {
+            Ok(builder) => builder,
+            Err(message) => {
+                eprintln!("tonic-example-server: {message}");
+                return ExitCode::FAILURE;
+            }
+        };
+    }
+    let served = builder
         .add_service(ExampleServer::new(ExampleService))
-        .serve(addr)
+        .serve(args.addr)
         .await;
     match served {
         Ok(()) => ExitCode::SUCCESS,
