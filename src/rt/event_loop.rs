@@ -7,10 +7,19 @@
 //! - a non-blocking transport (plaintext or TLS, `transport::Transport`),
 //!   wrapped in [`Socket`] for h2; it records when a read or write would
 //!   block so the thread knows what to wait for;
-//! - a [`Wake`]: a `polling::Poller` the thread sleeps in (socket readiness,
-//!   plus a cross-thread notify), a set of "dirty" keys (streams whose h2
-//!   futures were woken), and a `sleeping` flag so other threads only pay for
-//!   a notify syscall when the connection thread is actually asleep.
+//! - a `mio::Poll` the thread sleeps in: the socket is registered once,
+//!   edge-triggered for both directions, so a wait is one `epoll_wait` and
+//!   nothing else (its timeout, in milliseconds, is the next timer);
+//! - a [`Wake`]: the poll's cross-thread waker (an eventfd), a set of
+//!   "dirty" keys (streams whose h2 futures were woken), and a `sleeping`
+//!   flag so other threads only pay for a wake-up when the connection
+//!   thread is actually asleep.
+//!
+//! Edge-triggered readiness means a direction is waited for only once it
+//! has run dry: a read that would block, or a short read (the kernel hands
+//! over everything it has, so a read that fills less than its buffer
+//! emptied the socket), marks the socket drained until the next readable
+//! event, and no further read is tried meanwhile (`transport::Blocked`).
 //!
 //! Every h2 future is polled with a waker made by [`stream_waker`] for its
 //! stream (or [`conn_waker`] for the connection itself); waking it marks that
@@ -24,9 +33,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsRawFd;
+
 use crossbeam_channel::Receiver;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll as MioPoll, Token};
 use parking_lot::Mutex;
-use polling::{Event, Events, Poller};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::rt::timers::{Timer, Timers};
@@ -34,12 +46,14 @@ use crate::rt::StreamKey;
 use crate::transport::{Blocked, RawSocket, Transport};
 use crate::wire::unix_authority::AuthorityFilter;
 
-/// The poller key of the socket.
-const SOCKET_KEY: usize = 0;
+/// The poll token of the socket.
+const SOCKET: Token = Token(0);
+/// The poll token of the cross-thread waker.
+const WAKER: Token = Token(1);
 
 /// Shared wake-up state of one connection thread.
 pub(crate) struct Wake {
-    poller: Poller,
+    waker: mio::Waker,
     sleeping: AtomicBool,
     /// The connection itself needs a poll.
     conn_dirty: AtomicBool,
@@ -52,8 +66,9 @@ impl Wake {
     /// what queues commands.
     #[cfg(test)]
     pub(crate) fn for_tests() -> Arc<Wake> {
+        let poll = MioPoll::new().expect("a poll");
         Arc::new(Wake {
-            poller: Poller::new().expect("a poller"),
+            waker: mio::Waker::new(poll.registry(), WAKER).expect("a waker"),
             sleeping: AtomicBool::new(false),
             conn_dirty: AtomicBool::new(false),
             dirty: Mutex::new(Vec::new()),
@@ -63,8 +78,8 @@ impl Wake {
     /// Wakes the connection thread if it sleeps. Call after queueing work.
     pub(crate) fn wake(&self) {
         if self.sleeping.swap(false, Ordering::SeqCst) {
-            // A failed notify means the poller is gone: the thread is ending.
-            let _ = self.poller.notify();
+            // A failed wake means the poll is gone: the thread is ending.
+            let _ = self.waker.wake();
         }
     }
 
@@ -275,10 +290,9 @@ pub(crate) struct EventLoop {
     /// The connection's timers: the next one bounds each sleep.
     pub(crate) timers: Timers,
     wake: Arc<Wake>,
-    socket: Arc<RawSocket>,
+    poll: MioPoll,
     blocked: Arc<Blocked>,
     events: Events,
-    registered: bool,
 }
 
 impl EventLoop {
@@ -298,16 +312,14 @@ impl EventLoop {
         socket.set_nonblocking(true)?;
         socket.set_nodelay();
         let raw = Arc::new(socket);
-        let poller = Poller::new()?;
-        // SAFETY: `polling` requires that a registered source is deleted from
-        // the poller before the source is closed. The socket is kept alive by
-        // `EventLoop::socket` (an `Arc`), and `EventLoop::drop` deletes it
-        // from the poller before that `Arc` is released; the poller itself
-        // lives in `Wake`, which may outlive the loop, but holds no source
-        // after the delete.
-        unsafe { poller.add(&*raw, Event::none(SOCKET_KEY))? };
+        let poll = MioPoll::new()?;
+        poll.registry().register(
+            &mut SourceFd(&raw.as_raw_fd()),
+            SOCKET,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         let wake = Arc::new(Wake {
-            poller,
+            waker: mio::Waker::new(poll.registry(), WAKER)?,
             sleeping: AtomicBool::new(false),
             conn_dirty: AtomicBool::new(false),
             dirty: Mutex::new(Vec::new()),
@@ -323,10 +335,9 @@ impl EventLoop {
             EventLoop {
                 timers: Timers::default(),
                 wake,
-                socket: raw,
+                poll,
                 blocked,
-                events: Events::new(),
-                registered: true,
+                events: Events::with_capacity(4),
             },
             socket,
         ))
@@ -367,30 +378,23 @@ impl EventLoop {
             self.wake.sleeping.store(false, Ordering::SeqCst);
             return Ok(());
         }
-        let readable = self.blocked.read.load(Ordering::Relaxed);
-        let writable = self.blocked.write.load(Ordering::Relaxed);
-        let interest = match (readable, writable) {
-            (true, true) => Event::all(SOCKET_KEY),
-            (true, false) => Event::readable(SOCKET_KEY),
-            (false, true) => Event::writable(SOCKET_KEY),
-            (false, false) => Event::none(SOCKET_KEY),
-        };
-        self.wake.poller.modify(&*self.socket, interest)?;
-        self.events.clear();
-        let result = self.wake.poller.wait(&mut self.events, timeout);
+        let result = self.poll.poll(&mut self.events, timeout);
         self.wake.sleeping.store(false, Ordering::SeqCst);
         match result {
-            Ok(_) => {}
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
         let mut socket_ready = false;
         for ev in self.events.iter() {
-            if ev.key == SOCKET_KEY {
-                if ev.readable {
+            if ev.token() == SOCKET {
+                if ev.is_read_closed() || ev.is_error() {
+                    self.blocked.read_closed.store(true, Ordering::Relaxed);
+                }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     self.blocked.read.store(false, Ordering::Relaxed);
                 }
-                if ev.writable {
+                if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
                     self.blocked.write.store(false, Ordering::Relaxed);
                 }
                 socket_ready = true;
@@ -451,14 +455,5 @@ pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> i
         driver
             .event_loop()
             .sleep(timeout, || !commands.is_empty())?;
-    }
-}
-
-impl Drop for EventLoop {
-    fn drop(&mut self) {
-        if self.registered {
-            let _ = self.wake.poller.delete(&*self.socket);
-            self.registered = false;
-        }
     }
 }

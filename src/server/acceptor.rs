@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use polling::{Event, Events, Poller};
+use std::os::fd::AsRawFd;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::server::conn;
 use crate::server::link::{ConnCmd, ConnHandle};
@@ -18,7 +21,12 @@ use crate::server::state::ServerShared;
 use crate::transport::{Listener, RawSocket};
 use crate::wire::goaway;
 
-const LISTENER_KEY: usize = 0;
+/// The poll token of the listener.
+const LISTENER: Token = Token(0);
+/// The poll token of the waker `stop` uses.
+const WAKER: Token = Token(1);
+/// How soon a failed accept (out of file descriptors) is tried again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// How long a refused connection is kept open, its input drained, so that
 /// the client reads the GOAWAY that says why before the socket closes
@@ -60,20 +68,24 @@ pub(crate) struct Acceptor {
     conns_done: Condvar,
     next_conn: AtomicU64,
     stop: AtomicBool,
-    poller: Poller,
+    /// The acceptor thread's wait (its only user), and how `stop` wakes it.
+    poll: Mutex<Poll>,
+    waker: Waker,
     /// Refused connections still draining (the acceptor's thread only).
     lingering: Mutex<Vec<Lingering>>,
 }
 
 impl Acceptor {
     pub(crate) fn new(shared: ServerShared) -> io::Result<Acceptor> {
+        let poll = Poll::new()?;
         Ok(Acceptor {
             shared: Arc::new(shared),
             conns: Mutex::new(HashMap::new()),
             conns_done: Condvar::new(),
             next_conn: AtomicU64::new(0),
             stop: AtomicBool::new(false),
-            poller: Poller::new()?,
+            waker: Waker::new(poll.registry(), WAKER)?,
+            poll: Mutex::new(poll),
             lingering: Mutex::new(Vec::new()),
         })
     }
@@ -91,27 +103,29 @@ impl Acceptor {
     /// Asks [`Acceptor::run`] to return; returns at once.
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = self.poller.notify();
+        let _ = self.waker.wake();
     }
 
     /// Accepts connections from `listener` until stopped.
     pub(crate) fn run(self: &Arc<Self>, listener: &Listener) -> io::Result<()> {
-        // SAFETY: `polling` requires a registered source to be deleted before
-        // it is closed. The listener outlives this function (it is
-        // borrowed), and it is deleted from the poller below before the
-        // function returns, on every path after the add succeeds.
-        unsafe { self.poller.add(listener, Event::readable(LISTENER_KEY))? };
-        let result = self.accept_until_stopped(listener);
-        let _ = self.poller.delete(listener);
+        let mut poll = self.poll.lock();
+        let fd = listener.as_raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&fd), LISTENER, Interest::READABLE)?;
+        let result = self.accept_until_stopped(&mut poll, listener);
+        let _ = poll.registry().deregister(&mut SourceFd(&fd));
         result
     }
 
-    fn accept_until_stopped(self: &Arc<Self>, listener: &Listener) -> io::Result<()> {
-        let mut events = Events::new();
+    fn accept_until_stopped(self: &Arc<Self>, poll: &mut Poll, listener: &Listener) -> io::Result<()> {
+        let mut events = Events::with_capacity(4);
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(());
             }
+            // Readiness is edge-triggered: accept until the backlog is
+            // empty, every time.
+            let mut retry_soon = false;
             loop {
                 match listener.accept() {
                     Ok(socket) => self.start_connection(socket),
@@ -119,24 +133,27 @@ impl Acceptor {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         // Out of file descriptors and the like: keep serving
-                        // the connections we have, retry shortly.
+                        // the connections we have, retry shortly (no new
+                        // edge comes for connections already waiting).
                         log::error!("accept failed: {e}");
-                        std::thread::sleep(Duration::from_millis(50));
+                        retry_soon = true;
                         break;
                     }
                 }
             }
-            self.poller
-                .modify(listener, Event::readable(LISTENER_KEY))?;
-            events.clear();
             let timeout = {
                 let mut lingering = self.lingering.lock();
                 let now = Instant::now();
                 lingering.retain(|l| l.drain(now));
-                (!lingering.is_empty()).then_some(LINGER_POLL)
+                let linger = (!lingering.is_empty()).then_some(LINGER_POLL);
+                if retry_soon {
+                    Some(linger.map_or(ACCEPT_RETRY, |l| l.min(ACCEPT_RETRY)))
+                } else {
+                    linger
+                }
             };
-            match self.poller.wait(&mut events, timeout) {
-                Ok(_) => {}
+            match poll.poll(&mut events, timeout) {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

@@ -198,8 +198,16 @@ impl Drop for Listener {
 /// Which way a non-blocking socket last blocked, and how much it has read.
 #[derive(Debug, Default)]
 pub(crate) struct Blocked {
-    /// A read would have blocked: wait until the socket is readable.
+    /// The socket has nothing more to read until it is readable again: a
+    /// read would block, or a read came back short (the kernel hands over
+    /// all it has, so a short read emptied the socket). Reads are not tried
+    /// until the next readable event clears it (edge-triggered polling
+    /// reports new data after any read).
     pub(crate) read: AtomicBool,
+    /// The peer closed its side (or the socket failed): a short read no
+    /// longer means the socket is drained, as the end of stream (or the
+    /// error) waits behind the data and no new event announces it.
+    pub(crate) read_closed: AtomicBool,
     /// A write would have blocked: wait until the socket is writable.
     pub(crate) write: AtomicBool,
     /// Bytes read from the socket so far (TLS records included).
@@ -238,6 +246,27 @@ fn retry<T>(flag: &AtomicBool, mut op: impl FnMut() -> io::Result<T>) -> io::Res
     }
 }
 
+/// Reads from the socket unless it is known to be drained (see
+/// [`Blocked::read`]); a short read marks it drained.
+pub(crate) struct RawReader<'a> {
+    pub(crate) raw: &'a RawSocket,
+    pub(crate) blocked: &'a Blocked,
+}
+
+impl Read for RawReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.blocked.read.load(Ordering::Relaxed) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = retry(&self.blocked.read, || (&*self.raw).read(buf))?;
+        if n > 0 && n < buf.len() && !self.blocked.read_closed.load(Ordering::Relaxed) {
+            self.blocked.read.store(true, Ordering::Relaxed);
+        }
+        self.blocked.total_read.fetch_add(n, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 impl Transport {
     /// A plaintext stream over `raw`.
     pub(crate) fn plain(raw: Arc<RawSocket>, blocked: Arc<Blocked>) -> Transport {
@@ -251,11 +280,11 @@ impl Transport {
     /// Reads what is available (plaintext, decrypted when TLS is on).
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.layer {
-            Layer::Plain => {
-                let n = retry(&self.blocked.read, || (&*self.raw).read(buf))?;
-                self.blocked.total_read.fetch_add(n, Ordering::Relaxed);
-                Ok(n)
+            Layer::Plain => RawReader {
+                raw: &self.raw,
+                blocked: &self.blocked,
             }
+            .read(buf),
             #[cfg(feature = "tls")]
             Layer::Tls(conn) => tls::read(conn, &self.raw, &self.blocked, buf),
         }
@@ -286,9 +315,28 @@ impl Transport {
     }
 
     /// Writes a short reply without TLS (best effort: what the socket takes
-    /// at once), then closes the connection.
+    /// at once), then closes the connection: the writing side at once, the
+    /// reading side once the peer has closed its own (or after a second),
+    /// draining what it still sends meanwhile. Closing with unread input
+    /// would reset the connection, and a reset can discard the reply before
+    /// the peer reads it.
     pub(crate) fn reply_and_close(&mut self, reply: &[u8]) {
+        const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
         let _ = (&*self.raw).write(reply);
+        let _ = self.raw.shutdown(Shutdown::Write);
+        let until = std::time::Instant::now() + LINGER;
+        let mut sink = [0u8; 4096];
+        while std::time::Instant::now() < until {
+            match (&*self.raw).read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         let _ = self.raw.shutdown(Shutdown::Both);
     }
 

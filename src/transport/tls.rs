@@ -631,10 +631,7 @@ pub(crate) fn read(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             other => return other,
         }
-        let n = super::retry(&blocked.read, || conn.read_tls(&mut &*raw))?;
-        blocked
-            .total_read
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        let n = conn.read_tls(&mut super::RawReader { raw, blocked })?;
         if let Err(e) = conn.process_new_packets() {
             // Send the alert that says why, if the socket takes it.
             let _ = flush(conn, raw, blocked);
