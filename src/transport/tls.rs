@@ -631,7 +631,7 @@ pub(crate) fn read(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             other => return other,
         }
-        let n = conn.read_tls(&mut super::RawReader { raw, blocked })?;
+        conn.read_tls(&mut super::RawReader { raw, blocked })?;
         if let Err(e) = conn.process_new_packets() {
             // Send the alert that says why, if the socket takes it.
             let _ = flush(conn, raw, blocked);
