@@ -143,7 +143,7 @@
 //! | `rt/` | the connection-thread machinery both sides share: event loop, timers, keepalive, HTTP/2 settings, mailboxes, reading messages and returning credit, send queues | `wire/`, `transport/`, the vocabulary |
 //! | `server/` | builder, acceptor, connection thread, routing, handler pool, the handler's view of a call, interceptors, statistics | `rt/`, `wire/`, `transport/`, the vocabulary |
 //! | `client/` | channel, targets and connecting, connection thread, the response state machine, call handles, retries, interceptors | `rt/`, `wire/`, `transport/`, the vocabulary |
-//! | `services/` | the standard services (health, reflection): protos, pre-generated code, and the services, plugged in through `server/plugin.rs` | `server/`'s and `client/`'s public API, the vocabulary |
+//! | `services/` | the standard services (health, reflection): protos, pre-generated code, and the services, plugged in through `server/plugin.rs` | `server/`'s and `client/`'s public API, `rt/sync.rs`, the vocabulary |
 //! | `transport/` | the byte streams connections run on: TCP or a Unix socket, with TLS over either; TLS settings | the vocabulary |
 //! | top level | the shared vocabulary: [`Status`], [`Code`], [`Metadata`], [`TransportError`], [`error_details`], [`CallContext`] | each other |
 //!

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::rt::sync::Mutex;
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 use http::{HeaderMap, Request};
-use parking_lot::Mutex;
 
 use crate::rt::call_state::CallState;
 use crate::rt::event_loop::Wake;

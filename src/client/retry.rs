@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::rt::sync::Mutex;
 use bytes::Bytes;
-use parking_lot::Mutex;
 
 use crate::client::link::{ClientCmd, ClientConn, Opened};
 use crate::client::options::CallOptions;

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use crate::rt::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::client::balancer::{Action, Balancer, ConnectivityState, SubchannelId};
 use crate::client::config::ChannelConfig;

@@ -35,10 +35,10 @@ use std::time::{Duration, Instant};
 
 use std::os::fd::AsRawFd;
 
+use crate::rt::sync::Mutex;
 use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll as MioPoll, Token};
-use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::rt::timers::{Timer, Timers};

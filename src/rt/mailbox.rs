@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use crate::rt::sync::{Condvar, Mutex};
 
 struct State<T> {
     queue: VecDeque<T>,

@@ -8,6 +8,7 @@
 //! | `timers.rs` | the connection's timers: call deadlines, handshake, keepalive, idle, age |
 //! | `keepalive.rs` | keepalive pings, one implementation for both sides |
 //! | `settings.rs` | HTTP/2 and connection-thread settings, their defaults, the window rule, and the builder setters both sides share |
+//! | `sync.rs` | the lock and condition variable every thread uses (the standard library's: no yielding spin) |
 //! | `mailbox.rs` | the queue from a connection thread to the thread running one call |
 //! | `reader.rs` | turning received bytes into messages, and when flow-control credit goes back to the peer |
 //! | `send_queue.rs` | outgoing message bytes waiting for HTTP/2 flow control |
@@ -20,6 +21,7 @@ pub(crate) mod mailbox;
 pub(crate) mod reader;
 pub(crate) mod send_queue;
 pub(crate) mod settings;
+pub(crate) mod sync;
 pub(crate) mod timers;
 
 /// A stream (call) of one connection, as its connection thread names it.

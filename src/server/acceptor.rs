@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::rt::sync::{Condvar, Mutex};
 use std::os::fd::AsRawFd;
 
 use mio::unix::SourceFd;
@@ -117,7 +117,11 @@ impl Acceptor {
         result
     }
 
-    fn accept_until_stopped(self: &Arc<Self>, poll: &mut Poll, listener: &Listener) -> io::Result<()> {
+    fn accept_until_stopped(
+        self: &Arc<Self>,
+        poll: &mut Poll,
+        listener: &Listener,
+    ) -> io::Result<()> {
         let mut events = Events::with_capacity(4);
         loop {
             if self.stop.load(Ordering::SeqCst) {

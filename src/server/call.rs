@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use crate::rt::sync::Mutex;
 use prost::Message;
 
 use crate::metadata::Metadata;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use crate::rt::sync::Mutex;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 

@@ -5,8 +5,8 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use crate::rt::sync::Mutex;
 use bytes::Bytes;
-use parking_lot::Mutex;
 use prost::Message;
 
 use crate::code::Code;

@@ -32,7 +32,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use crate::rt::sync::{Condvar, Mutex};
 
 use crate::server::plugin::Plugin;
 use crate::server::service::Registry;
