@@ -423,14 +423,29 @@ pub(crate) trait Driver {
     fn on_timer(&mut self, timer: Timer);
     /// True once the connection is over.
     fn done(&self) -> bool;
+    /// True when [`drive`] should return to its caller before sleeping
+    /// (a server connection with a handler to run off the loop).
+    fn wants_yield(&self) -> bool {
+        false
+    }
+}
+
+/// Why [`drive`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drive {
+    /// The connection is over.
+    Done,
+    /// The driver asked to run something off the loop; call again after.
+    Yield,
 }
 
 /// Runs a connection thread's loop until the driver is done: commands from
 /// other threads, then the streams and the connection whose wakers fired,
 /// then due timers; then sleep until the socket, a wake-up or the next timer.
-pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> io::Result<()> {
+pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> io::Result<Drive> {
     let mut dirty = Vec::new();
-    // The first poll starts the handshake.
+    // The first poll starts the handshake (and, on a call after a yield,
+    // looks at the connection again: cheap when nothing is new).
     let mut conn_dirty = true;
     loop {
         while let Ok(cmd) = commands.try_recv() {
@@ -449,7 +464,10 @@ pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> i
             driver.on_timer(timer);
         }
         if driver.done() {
-            return Ok(());
+            return Ok(Drive::Done);
+        }
+        if driver.wants_yield() {
+            return Ok(Drive::Yield);
         }
         let timeout = driver.event_loop().timers.next_in(Instant::now());
         driver

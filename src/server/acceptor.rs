@@ -173,30 +173,31 @@ impl Acceptor {
             );
             return;
         }
-        let (handle, run) = match conn::prepare(socket, self.shared.clone()) {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        // The connection may move between threads (adaptive inline
+        // handlers): it says itself when it is over.
+        let acceptor = self.clone();
+        let on_end = Box::new(move || {
+            let mut conns = acceptor.conns.lock();
+            conns.remove(&id);
+            if conns.is_empty() {
+                acceptor.conns_done.notify_all();
+            }
+        });
+        let (handle, run) = match conn::prepare(socket, self.shared.clone(), on_end) {
             Ok(x) => x,
             Err(e) => {
                 log::error!("could not set up a connection: {e}");
                 return;
             }
         };
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.conns.lock().insert(id, handle);
-        let acceptor = self.clone();
         let spawned = std::thread::Builder::new()
             .name("grpc-conn".into())
             .stack_size(self.shared.config.conn.stack_size)
-            .spawn(move || {
-                run();
-                let mut conns = acceptor.conns.lock();
-                conns.remove(&id);
-                if conns.is_empty() {
-                    acceptor.conns_done.notify_all();
-                }
-            });
+            .spawn(run);
         if let Err(e) = spawned {
             log::error!("could not start a connection thread: {e}");
-            self.conns.lock().remove(&id);
         }
     }
 
@@ -224,6 +225,7 @@ impl Acceptor {
         }
         drop(conns);
         self.shared.pool.shutdown();
+        self.shared.handoff.stop();
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::rt::settings::connection_setters;
-use crate::server::config::ServerConfig;
+use crate::server::config::{ServerConfig, UnaryHandlers};
 use crate::server::error_policy::ErrorPolicy;
 use crate::server::interceptor::Interceptor;
 use crate::server::plugin::Plugins;
@@ -149,15 +149,21 @@ impl ServerBuilder {
         self
     }
 
-    /// With `true`, unary-unary handlers run on the connection's own thread
-    /// once their request has fully arrived, instead of being handed to a
-    /// worker (default false). That saves two thread hand-offs per call,
-    /// the largest cost of a small call, but a handler that blocks (on I/O,
-    /// a lock, a sleep, another call) then stalls every call on its
-    /// connection: turn it on only when every unary handler is quick and
-    /// never blocks. Streaming handlers always run on workers.
-    pub fn run_unary_handlers_inline(mut self, inline: bool) -> Self {
-        self.config.inline_unary = inline;
+    /// Where unary handlers run (default [`UnaryHandlers::Adaptive`]:
+    /// on the connection's thread, handing the connection to another
+    /// thread if a handler blocks). Streaming handlers always run on the
+    /// handler pool.
+    pub fn unary_handlers(mut self, mode: UnaryHandlers) -> Self {
+        self.config.unary_handlers = mode;
+        self
+    }
+
+    /// How long an adaptive inline handler may run before its connection
+    /// is handed to another thread (default 1 ms): the longest the other
+    /// calls of a connection wait for a handler that blocks (plus up to
+    /// the same again for the monitor to notice).
+    pub fn inline_time_limit(mut self, limit: Duration) -> Self {
+        self.config.inline_time_limit = limit;
         self
     }
 

@@ -5,6 +5,27 @@ use std::time::Duration;
 
 use crate::rt::settings::ConnConfig;
 
+/// Where a server runs its unary handlers (see
+/// [`ServerBuilder::unary_handlers`](crate::server::ServerBuilder::unary_handlers)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UnaryHandlers {
+    /// On the connection's own thread, once the request has arrived; if
+    /// the handler has not returned within
+    /// [`inline_time_limit`](crate::server::ServerBuilder::inline_time_limit)
+    /// (it blocks), another thread takes the connection over, so the
+    /// connection's other calls go on. Fast handlers cost no thread
+    /// hand-off; blocking ones stay safe. The default.
+    #[default]
+    Adaptive,
+    /// On the connection's own thread, always: the fastest, for handlers
+    /// that never block (a handler that blocks stalls every call on its
+    /// connection).
+    Inline,
+    /// On the handler pool's threads: two thread hand-offs per call.
+    Workers,
+}
+
 /// Server settings.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerConfig {
@@ -23,7 +44,10 @@ pub(crate) struct ServerConfig {
     pub(crate) shutdown_grace: Duration,
     pub(crate) handler_stack_size: usize,
     pub(crate) handler_idle_timeout: Duration,
-    pub(crate) inline_unary: bool,
+    pub(crate) unary_handlers: UnaryHandlers,
+    /// How long an adaptive inline handler runs before its connection is
+    /// handed to another thread.
+    pub(crate) inline_time_limit: Duration,
     /// TLS settings; `None` serves plaintext (h2c).
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::ServerTlsConfig>,
@@ -45,7 +69,8 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             handler_stack_size: 2 * 1024 * 1024,
             handler_idle_timeout: Duration::from_secs(60),
-            inline_unary: false,
+            unary_handlers: UnaryHandlers::Adaptive,
+            inline_time_limit: Duration::from_millis(1),
             #[cfg(feature = "tls")]
             tls: None,
         }

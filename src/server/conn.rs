@@ -8,7 +8,7 @@
 //! socket and a wake-up (`rt/event_loop.rs`), and the sleep's timeout is its
 //! timer for call deadlines, the handshake, keepalive, idle and age.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -23,14 +23,16 @@ use http::{HeaderMap, Request};
 use crate::code::Code;
 use crate::metadata::Metadata;
 use crate::rt::call_state::CallState;
-use crate::rt::event_loop::{conn_waker, drive, stream_waker, Driver, EventLoop, Socket};
+use crate::rt::event_loop::{conn_waker, drive, stream_waker, Drive, Driver, EventLoop, Socket};
 use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::{mailbox, Producer};
 use crate::rt::send_queue::SendQueue;
 use crate::rt::timers::Timer;
 use crate::rt::StreamKey;
 use crate::server::call::ServerCall;
+use crate::server::config::UnaryHandlers;
 use crate::server::dispatch::{route, Route, Run};
+use crate::server::handoff::Slot;
 use crate::server::intercepted;
 use crate::server::interceptor::Hooks;
 use crate::server::link::{ConnCmd, ConnHandle, Inbound, StreamCmd};
@@ -91,6 +93,22 @@ struct Conn {
     keepalive: Keepalive,
     /// When the last call ended (for the idle timeout).
     idle_since: Instant,
+    /// Unary calls whose request has arrived, to run on this thread off
+    /// the loop.
+    ready_inline: VecDeque<Box<(Arc<dyn Service>, ServerCall)>>,
+    /// Where the connection waits while its thread runs a handler
+    /// (adaptive inline handlers).
+    slot: Option<Arc<Slot<Box<Conn>>>>,
+    /// Told when the connection is over (whichever thread drives it).
+    on_end: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end();
+        }
+    }
 }
 
 /// Sets up a connection: returns the handle other threads use and the
@@ -98,6 +116,7 @@ struct Conn {
 pub(crate) fn prepare(
     socket: RawSocket,
     server: Arc<ServerShared>,
+    on_end: Box<dyn FnOnce() + Send>,
 ) -> std::io::Result<(Arc<ConnHandle>, impl FnOnce())> {
     let peer = match (socket.tcp_peer(), &server.unix_name) {
         (Some(addr), _) => Peer::Tcp(addr),
@@ -121,10 +140,18 @@ pub(crate) fn prepare(
         server,
         shutting_down: false,
         idle_since: Instant::now(),
+        ready_inline: VecDeque::new(),
+        slot: None,
+        on_end: Some(on_end),
     };
+    if conn.server.config.unary_handlers == UnaryHandlers::Adaptive {
+        let slot = Arc::new(Slot::new(|conn: Box<Conn>| run(conn)));
+        conn.server.handoff.register(&slot);
+        conn.slot = Some(slot);
+    }
     let handshake_deadline = Instant::now() + conn.server.config.handshake_timeout;
     conn.ev.timers.add(handshake_deadline, Timer::Handshake);
-    Ok((handle, move || conn.run()))
+    Ok((handle, move || run(Box::new(conn))))
 }
 
 /// A client resets its stream (CANCEL) when its deadline passes, and its
@@ -246,11 +273,9 @@ impl Driver for Conn {
             self.hand_off_waiting(key);
         }
         if let Some(call) = run_inline {
-            // The whole request is here, so the handler does not wait for
-            // this thread; its response commands are applied on the next
-            // turn of the loop.
-            let (service, call) = *call;
-            intercepted::run(&*service, call, &self.server.interceptors);
+            // The whole request is here: the handler runs off the loop,
+            // once this turn is over (see `run`).
+            self.ready_inline.push_back(call);
         }
         self.flush(key);
     }
@@ -376,17 +401,51 @@ impl Driver for Conn {
     fn done(&self) -> bool {
         matches!(self.phase, Phase::Done)
     }
+
+    fn wants_yield(&self) -> bool {
+        !self.ready_inline.is_empty()
+    }
+}
+
+/// Drives a connection on this thread until it is over, running its
+/// inline unary handlers between turns of its loop. Under adaptive
+/// handlers, the connection waits in its slot while a handler runs; if it
+/// is taken over (the handler blocked), another thread drives it from
+/// then on, and this one returns once its handler does.
+fn run(mut conn: Box<Conn>) {
+    let commands = conn.rx.clone();
+    loop {
+        match drive(&mut *conn, &commands) {
+            Ok(Drive::Yield) => {}
+            Ok(Drive::Done) => break,
+            Err(e) => {
+                log::error!("connection event loop failed: {e}");
+                break;
+            }
+        }
+        let Some(call) = conn.ready_inline.pop_front() else {
+            continue;
+        };
+        let (service, call) = *call;
+        let interceptors = conn.server.interceptors.clone();
+        match conn.slot.clone() {
+            None => intercepted::run(&*service, call, &interceptors),
+            Some(slot) => {
+                let handoff = conn.server.handoff.clone();
+                handoff.park(&slot, conn);
+                intercepted::run(&*service, call, &interceptors);
+                match handoff.unpark(&slot) {
+                    Some(back) => conn = back,
+                    // Another thread drives the connection now.
+                    None => return,
+                }
+            }
+        }
+    }
+    conn.close_all(Status::unavailable("the connection was closed"));
 }
 
 impl Conn {
-    fn run(mut self) {
-        let commands = self.rx.clone();
-        if let Err(e) = drive(&mut self, &commands) {
-            log::error!("connection event loop failed: {e}");
-        }
-        self.close_all(Status::unavailable("the connection was closed"));
-    }
-
     /// Closes the connection now, with a GOAWAY if the socket takes it at
     /// once; in-flight calls end.
     fn abort(&mut self) {
@@ -625,7 +684,11 @@ impl Conn {
             service,
             response_encoding,
             run,
-        } = match route(&parts, &self.server.registry, cfg.inline_unary) {
+        } = match route(
+            &parts,
+            &self.server.registry,
+            cfg.unary_handlers != UnaryHandlers::Workers,
+        ) {
             Ok(route) => route,
             Err(Rejection::Http(status, why)) => {
                 log::debug!("refusing a non-gRPC request: {why}");

@@ -48,6 +48,8 @@ pub(crate) fn route(
     registry: &Registry,
     inline_unary: bool,
 ) -> Result<Route, Rejection> {
+    // `inline_unary`: the server runs unary handlers on connection threads
+    // (adaptively or always).
     let head = headers::parse_request(parts)?;
     let service = match registry.get(&head.service) {
         Some(s) if s.methods().contains(&head.method.as_str()) => s.clone(),

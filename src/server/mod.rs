@@ -22,6 +22,7 @@
 //! | `call.rs` | a call as its handler receives it; running the four kinds of handler |
 //! | `requests.rs`, `response.rs`, `context.rs` | the request iterator, the response sink, the call's context |
 //! | `pool.rs` | the handler threads |
+//! | `handoff.rs` | adaptive inline handlers: a connection moves to another thread when its handler blocks |
 //! | `error_policy.rs` | handler errors and panics as statuses |
 //! | `interceptor.rs`, `intercepted.rs` | code that runs before and after handlers; a service with interceptors of its own |
 //! | `service.rs`, `state.rs` | the services, and what every connection shares |
@@ -36,6 +37,7 @@ mod conn;
 mod context;
 mod dispatch;
 mod error_policy;
+mod handoff;
 mod intercepted;
 mod interceptor;
 mod link;
@@ -52,6 +54,7 @@ mod state;
 
 pub use builder::ServerBuilder;
 pub use call::{bidi_streaming, client_streaming, server_streaming, unary, ServerCall};
+pub use config::UnaryHandlers;
 pub use context::ServerContext;
 pub use intercepted::InterceptedService;
 pub use interceptor::{after_call, AfterCall, CallEnd, CallStart, Extensions, Interceptor};

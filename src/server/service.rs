@@ -16,9 +16,10 @@ pub trait Service: Send + Sync + 'static {
     /// The service's method names, exactly as in the proto.
     fn methods(&self) -> &'static [&'static str];
     /// The methods that are unary-unary (one request, one response). The
-    /// server may run these on the connection thread when
-    /// [`ServerBuilder::run_unary_handlers_inline`](crate::server::ServerBuilder::run_unary_handlers_inline)
-    /// is on. Generated code lists them; the default is none.
+    /// server may run these on the connection thread (see
+    /// [`ServerBuilder::unary_handlers`](crate::server::ServerBuilder::unary_handlers));
+    /// the others run on the handler pool. Generated code lists them; the
+    /// default is none.
     fn unary_methods(&self) -> &'static [&'static str] {
         &[]
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::server::config::ServerConfig;
 use crate::server::error_policy::ErrorPolicy;
+use crate::server::handoff::Handoff;
 use crate::server::interceptor::Interceptor;
 use crate::server::plugin::Plugins;
 use crate::server::pool::Pool;
@@ -32,6 +33,8 @@ pub(crate) struct ServerShared {
     pub(crate) pool: Pool,
     /// Calls (streams) open on all connections.
     pub(crate) calls: Arc<AtomicUsize>,
+    /// Hands connections whose inline handler blocks to new threads.
+    pub(crate) handoff: Arc<Handoff>,
     /// The rustls configuration, when the server speaks TLS.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
@@ -49,6 +52,7 @@ impl ServerShared {
             interceptors,
             plugins,
         } = setup;
+        let (config_limit, config_stack) = (config.inline_time_limit, config.conn.stack_size);
         let pool = Pool::new(
             config.max_concurrent_handlers,
             config.handler_stack_size,
@@ -70,6 +74,7 @@ impl ServerShared {
             config,
             pool,
             calls: Arc::default(),
+            handoff: Handoff::new(config_limit, config_stack),
             #[cfg(feature = "tls")]
             tls,
             unix_name,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
+use grpc_blocking::server::{Requests, ResponseSink, ServerContext, UnaryHandlers};
 use grpc_blocking::{CallOptions, Channel, Code, Metadata, Status};
 use grpc_blocking_examples::nameko::{
     Example, ExampleClient, ExampleReply, ExampleRequest, ExampleServer,
@@ -99,7 +99,7 @@ fn sixteen_threads_share_one_client() {
         // Errors and metadata work the same inline.
         let echo = grpc_blocking::Server::builder()
             .add_service(ExampleServer::new(Echo))
-            .run_unary_handlers_inline(true)
+            .unary_handlers(UnaryHandlers::Inline)
             .bind("127.0.0.1:0")
             .unwrap()
             .spawn()
@@ -529,7 +529,7 @@ fn failed_connects_back_off() {
 fn inline_server(service: impl grpc_blocking::server::Service) -> grpc_blocking::ServerHandle {
     grpc_blocking::Server::builder()
         .add_service(service)
-        .run_unary_handlers_inline(true)
+        .unary_handlers(UnaryHandlers::Inline)
         .bind("127.0.0.1:0")
         .unwrap()
         .spawn()
@@ -640,7 +640,7 @@ fn a_large_inline_request_with_every_worker_busy_is_resource_exhausted() {
         let measure = Arc::new(Measure::default());
         let server = grpc_blocking::Server::builder()
             .add_service(stubbed::ExampleServer::from_arc(measure.clone()))
-            .run_unary_handlers_inline(true)
+            .unary_handlers(UnaryHandlers::Inline)
             .max_concurrent_handlers(1)
             .bind("127.0.0.1:0")
             .unwrap()
@@ -698,5 +698,69 @@ fn inline_unary_handlers_serve_every_pattern() {
         for t in threads {
             t.join().unwrap();
         }
+    });
+}
+
+/// Blocks its unary calls on a gate (value "block") or answers at once.
+struct Blocker {
+    gate: Arc<Gate>,
+    started: std::sync::atomic::AtomicUsize,
+}
+
+impl stubbed::Example for Blocker {
+    fn unary_unary(
+        &self,
+        request: ExampleRequest,
+        ctx: &ServerContext,
+    ) -> Result<ExampleReply, Status> {
+        if request.value == "block" {
+            self.started
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.gate.wait_unless_cancelled(ctx);
+        }
+        Ok(ExampleReply {
+            message: request.value,
+            seqno: 0,
+        })
+    }
+}
+
+#[test]
+fn by_default_a_blocking_unary_handler_never_stalls_its_connection() {
+    with_timeout(60, || {
+        let gate = Arc::new(Gate::default());
+        let blocker = Arc::new(Blocker {
+            gate: gate.clone(),
+            started: Default::default(),
+        });
+        // The default: unary handlers adaptively inline.
+        let server = grpc_blocking::Server::builder()
+            .add_service(stubbed::ExampleServer::from_arc(blocker.clone()))
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .spawn()
+            .unwrap();
+        // One connection: every call below shares it.
+        let client = ExampleClient::connect(target(&server)).unwrap();
+        let blocked: Vec<_> = (0..20)
+            .map(|_| client.unary_unary_start(req("block", 1), CallOptions::new()))
+            .collect();
+        while blocker.started.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Twenty handlers blocked on one connection, and it still serves.
+        for i in 0..100 {
+            let value = format!("quick {i}");
+            assert_eq!(client.unary_unary(req(&value, 1)).unwrap().message, value);
+        }
+        gate.open();
+        for call in blocked {
+            assert_eq!(call.wait().unwrap().message, "block");
+        }
+        // And the connection serves on once they are done.
+        assert_eq!(
+            client.unary_unary(req("after", 1)).unwrap().message,
+            "after"
+        );
     });
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use grpc_blocking::server::{Peer, ServerContext};
+use grpc_blocking::server::{Peer, ServerContext, UnaryHandlers};
 use grpc_blocking::tls::{ClientTlsConfig, ServerTlsConfig};
 use grpc_blocking::{CallOptions, Channel, Code, Server, ServerHandle, Status};
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleReply, ExampleRequest};
@@ -45,12 +45,16 @@ fn the_four_patterns_over_tls() {
 fn large_messages_over_tls() {
     with_timeout(120, || {
         let certs = Certs::get();
-        for inline in [true, false] {
+        for handlers in [
+            UnaryHandlers::Adaptive,
+            UnaryHandlers::Inline,
+            UnaryHandlers::Workers,
+        ] {
             let server = Server::builder()
                 .add_service(grpc_blocking_examples::nameko::ExampleServer::new(
                     ExampleService,
                 ))
-                .run_unary_handlers_inline(inline)
+                .unary_handlers(handlers)
                 .tls(certs.server_tls())
                 .bind("127.0.0.1:0")
                 .unwrap()
@@ -63,7 +67,7 @@ fn large_messages_over_tls() {
             let client = ExampleClient::new(channel);
             let big = "t".repeat(3 * 1024 * 1024);
             let reply = client.unary_unary(req(&big, 1)).unwrap();
-            assert_eq!(reply.message.len(), big.len(), "inline: {inline}");
+            assert_eq!(reply.message.len(), big.len(), "handlers: {handlers:?}");
             let (mut sink, mut replies) = client.stream_stream_sender(CallOptions::new());
             for seqno in 1..=4 {
                 sink.send(req(&big[..1024 * 1024], 1)).unwrap();
@@ -71,7 +75,7 @@ fn large_messages_over_tls() {
                 assert_eq!(
                     (reply.message.len(), reply.seqno),
                     (1024 * 1024, seqno),
-                    "inline: {inline}"
+                    "handlers: {handlers:?}"
                 );
             }
             sink.finish();

@@ -11,16 +11,16 @@
 //! serves Prometheus metrics at `http://HOST:N/metrics`. With
 //! `RUST_LOG=info`, every call is logged to stderr.
 //!
-//! The example's unary handler is pure computation and never blocks, so it
-//! runs on the connection thread
-//! (`ServerBuilder::run_unary_handlers_inline`). Set the environment variable
-//! `EXAMPLE_SERVER_INLINE=0` to run it on the worker pool instead, as a
-//! server with blocking handlers must (the benchmark script measures both).
+//! Unary handlers run as the library's default has them: adaptively on the
+//! connection's thread (`ServerBuilder::unary_handlers`). The environment
+//! variable `EXAMPLE_SERVER_HANDLERS` chooses another way for the benchmark
+//! script: `inline` (always on the connection thread, for handlers that
+//! promise never to block) or `workers` (on the handler pool).
 
 use std::path::PathBuf;
 
 use clap::Parser;
-use grpc_blocking::server::InterceptedService;
+use grpc_blocking::server::{InterceptedService, UnaryHandlers};
 use grpc_blocking::tls::{Identity, RootCertificates, ServerTlsConfig};
 use grpc_blocking::Server;
 use grpc_blocking_examples::auth::RequireBearerToken;
@@ -80,7 +80,11 @@ impl Args {
 fn main() {
     env_logger::init();
     let args = Args::parse();
-    let inline = std::env::var("EXAMPLE_SERVER_INLINE").map_or(true, |v| v != "0");
+    let handlers = match std::env::var("EXAMPLE_SERVER_HANDLERS").as_deref() {
+        Ok("inline") => UnaryHandlers::Inline,
+        Ok("workers") => UnaryHandlers::Workers,
+        _ => UnaryHandlers::Adaptive,
+    };
     let run = || -> Result<(), String> {
         let example = ExampleServer::new(ExampleService);
         let mut builder = match &args.require_token {
@@ -89,10 +93,7 @@ fn main() {
             ),
             None => Server::builder().add_service(example),
         };
-        builder = args
-            .standard
-            .apply(builder)
-            .run_unary_handlers_inline(inline);
+        builder = args.standard.apply(builder).unary_handlers(handlers);
         if log::log_enabled!(target: "grpc::server", log::Level::Warn) {
             builder = builder.intercept(LogCalls);
         }

@@ -1,0 +1,259 @@
+//! Adaptive inline handlers: a connection thread runs a unary handler
+//! itself, and if the handler has not returned within a time limit (it
+//! blocks: on I/O, a lock, another call), another thread takes the
+//! connection over, so that the connection's other calls go on. Fast
+//! handlers thus cost no thread hand-off at all, and blocking ones stay
+//! safe; it is how Go's scheduler hands a processor on when a goroutine
+//! blocks in a system call.
+//!
+//! While its handler runs, a connection waits in a [`Slot`]; a monitor
+//! thread (one per server, asleep while no handler runs inline) looks at
+//! the slots every limit's length and restarts, on a new thread, any
+//! connection parked for longer. The handler's thread, once its handler
+//! returns, takes its connection back, or finds it gone and ends.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::rt::sync::{Condvar, Mutex};
+
+/// Something parked that the monitor may hand to a new thread.
+trait Parked: Send + Sync {
+    /// When it was parked (nanoseconds since the monitor's epoch), or 0.
+    fn parked_at(&self) -> u64;
+    /// Takes it and restarts it on a new thread.
+    fn take_over(&self, name: &str, stack_size: usize);
+}
+
+/// Where a connection waits while its thread runs a handler.
+pub(crate) struct Slot<T> {
+    value: Mutex<Option<T>>,
+    parked_at: AtomicU64,
+    /// What a new thread runs with a connection taken over.
+    restart: Arc<dyn Fn(T) + Send + Sync>,
+}
+
+impl<T: Send + 'static> Parked for Slot<T> {
+    fn parked_at(&self) -> u64 {
+        self.parked_at.load(Ordering::Acquire)
+    }
+
+    fn take_over(&self, name: &str, stack_size: usize) {
+        let Some(value) = self.value.lock().take() else {
+            return;
+        };
+        self.parked_at.store(0, Ordering::Release);
+        let restart = self.restart.clone();
+        let cell = Arc::new(Mutex::new(Some(value)));
+        let moved = cell.clone();
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .stack_size(stack_size)
+            .spawn(move || {
+                if let Some(value) = moved.lock().take() {
+                    restart(value)
+                }
+            });
+        if let Err(e) = spawned {
+            // The handler's thread takes its connection back when it can.
+            log::error!("could not start a thread to take a connection over: {e}");
+            if let Some(value) = cell.lock().take() {
+                *self.value.lock() = Some(value);
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Slot<T> {
+    /// A slot whose taken-over value goes to `restart`, on a new thread.
+    pub(crate) fn new(restart: impl Fn(T) + Send + Sync + 'static) -> Self {
+        Slot {
+            value: Mutex::new(None),
+            parked_at: AtomicU64::new(0),
+            restart: Arc::new(restart),
+        }
+    }
+}
+
+/// A server's monitor of parked connections.
+pub(crate) struct Handoff {
+    epoch: Instant,
+    limit: Duration,
+    stack_size: usize,
+    slots: Mutex<Vec<Weak<dyn Parked>>>,
+    parked: AtomicUsize,
+    /// The monitor thread is asleep (waiting for a park), or not started.
+    asleep: AtomicBool,
+    state: Mutex<MonitorState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct MonitorState {
+    running: bool,
+    stop: bool,
+}
+
+/// How long the monitor keeps looking after the last park before it
+/// sleeps.
+const LINGER: Duration = Duration::from_millis(100);
+
+impl Handoff {
+    /// A monitor handing connections over after `limit`, to threads with
+    /// stacks of `stack_size`.
+    pub(crate) fn new(limit: Duration, stack_size: usize) -> Arc<Handoff> {
+        Arc::new(Handoff {
+            epoch: Instant::now(),
+            limit: limit.max(Duration::from_micros(100)),
+            stack_size,
+            slots: Mutex::new(Vec::new()),
+            parked: AtomicUsize::new(0),
+            asleep: AtomicBool::new(true),
+            state: Mutex::new(MonitorState::default()),
+            wake: Condvar::new(),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() as u64).max(1)
+    }
+
+    /// Watches `slot` from now on (once per connection).
+    pub(crate) fn register<T: Send + 'static>(&self, slot: &Arc<Slot<T>>) {
+        let weak: Weak<dyn Parked> = Arc::downgrade(slot) as Weak<dyn Parked>;
+        self.slots.lock().push(weak);
+    }
+
+    /// Parks `value` in `slot` while this thread runs a handler.
+    pub(crate) fn park<T: Send + 'static>(self: &Arc<Self>, slot: &Slot<T>, value: T) {
+        *slot.value.lock() = Some(value);
+        slot.parked_at.store(self.now(), Ordering::Release);
+        // SeqCst, with the monitor's `asleep` then `parked`: one of the two
+        // sees the other's write.
+        self.parked.fetch_add(1, Ordering::SeqCst);
+        if self.asleep.load(Ordering::SeqCst) {
+            self.start_or_wake();
+        }
+    }
+
+    /// The handler returned: the value back, or `None` if another thread
+    /// took it over meanwhile.
+    pub(crate) fn unpark<T>(&self, slot: &Slot<T>) -> Option<T> {
+        slot.parked_at.store(0, Ordering::Release);
+        self.parked.fetch_sub(1, Ordering::AcqRel);
+        slot.value.lock().take()
+    }
+
+    fn start_or_wake(self: &Arc<Self>) {
+        let mut state = self.state.lock();
+        if state.stop {
+            return;
+        }
+        if !state.running {
+            state.running = true;
+            self.asleep.store(false, Ordering::Release);
+            let weak = Arc::downgrade(self);
+            let spawned = std::thread::Builder::new()
+                .name("grpc-handoff".into())
+                .stack_size(64 * 1024)
+                .spawn(move || monitor(weak));
+            if let Err(e) = spawned {
+                log::error!("could not start the handler monitor: {e}");
+                state.running = false;
+            }
+            return;
+        }
+        self.asleep.store(false, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Stops the monitor (the server is going away).
+    pub(crate) fn stop(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_one();
+    }
+
+    /// Hands over every connection parked for longer than the limit.
+    fn scan(&self) {
+        let now = self.now();
+        let limit = self.limit.as_nanos() as u64;
+        let mut due = Vec::new();
+        self.slots.lock().retain(|weak| match weak.upgrade() {
+            Some(slot) => {
+                let at = slot.parked_at();
+                if at != 0 && now.saturating_sub(at) >= limit {
+                    due.push(slot);
+                }
+                true
+            }
+            None => false,
+        });
+        for slot in due {
+            slot.take_over("grpc-conn", self.stack_size);
+        }
+    }
+}
+
+/// The monitor thread: scans while handlers run inline, sleeps otherwise.
+fn monitor(handoff: Weak<Handoff>) {
+    let mut last_busy = Instant::now();
+    loop {
+        let Some(h) = handoff.upgrade() else {
+            return;
+        };
+        if h.parked.load(Ordering::Acquire) > 0 {
+            last_busy = Instant::now();
+            h.scan();
+        } else if last_busy.elapsed() > LINGER {
+            let mut state = h.state.lock();
+            h.asleep.store(true, Ordering::SeqCst);
+            // A park just before `asleep` was set is seen here.
+            while h.parked.load(Ordering::SeqCst) == 0 && !state.stop {
+                h.wake.wait_for(&mut state, Duration::from_secs(1));
+                if h.parked.load(Ordering::Acquire) == 0 && Arc::strong_count(&h) == 1 {
+                    break;
+                }
+            }
+            h.asleep.store(false, Ordering::Release);
+            if state.stop {
+                state.running = false;
+                return;
+            }
+            last_busy = Instant::now();
+        }
+        let period = h.limit;
+        drop(h);
+        std::thread::sleep(period);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_value_parked_too_long_is_restarted_elsewhere_else_taken_back() {
+        let handoff = Handoff::new(Duration::from_millis(5), 64 * 1024);
+        let (tx, rx) = mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let slot = Arc::new(Slot::new(move |v: u32| {
+            tx.lock()
+                .unwrap()
+                .send((v, std::thread::current().id()))
+                .unwrap();
+        }));
+        handoff.register(&slot);
+        // Quick: taken back.
+        handoff.park(&slot, 1);
+        assert_eq!(handoff.unpark(&slot), Some(1));
+        // Slow: restarted on another thread.
+        handoff.park(&slot, 2);
+        let (v, thread) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(v, 2);
+        assert_ne!(thread, std::thread::current().id());
+        assert_eq!(handoff.unpark(&slot), None);
+        handoff.stop();
+    }
+}
