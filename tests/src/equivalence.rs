@@ -490,6 +490,23 @@ pub enum Peer {
     GrpcJs,
 }
 
+/// A proxy between a pairing's client and its server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proxy {
+    /// nginx (`grpc_pass`), round-robin over three of our servers
+    /// ([`crate::nginx::OursBehindNginx`]); our server only.
+    Nginx,
+}
+
+impl Proxy {
+    /// Its name in test messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proxy::Nginx => "nginx",
+        }
+    }
+}
+
 impl Peer {
     /// Its name in test messages.
     pub fn name(self) -> &'static str {
@@ -857,54 +874,61 @@ impl<Resp: fmt::Debug> Outcome<Resp> {
     }
 }
 
-/// A client and a server.
+/// A client and a server, and the proxy between them if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pairing {
     pub server: Peer,
     pub client: Peer,
+    pub proxy: Option<Proxy>,
 }
 
 impl fmt::Display for Pairing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} client -> {} server",
-            self.client.name(),
-            self.server.name()
-        )
+        write!(f, "{} client -> ", self.client.name())?;
+        if let Some(proxy) = self.proxy {
+            write!(f, "{} -> ", proxy.name())?;
+        }
+        write!(f, "{} server", self.server.name())
     }
 }
 
 impl Pairing {
     pub const ALL: [Pairing; 4] = [
-        Pairing {
-            server: Peer::Grpcio,
-            client: Peer::Grpcio,
-        },
-        Pairing {
-            server: Peer::Grpcio,
-            client: Peer::Ours,
-        },
-        Pairing {
-            server: Peer::Ours,
-            client: Peer::Grpcio,
-        },
-        Pairing {
-            server: Peer::Ours,
-            client: Peer::Ours,
-        },
+        Pairing::new(Peer::Grpcio, Peer::Grpcio),
+        Pairing::new(Peer::Grpcio, Peer::Ours),
+        Pairing::new(Peer::Ours, Peer::Grpcio),
+        Pairing::new(Peer::Ours, Peer::Ours),
     ];
 
-    pub fn new(server: Peer, client: Peer) -> Pairing {
-        Pairing { server, client }
+    pub const fn new(server: Peer, client: Peer) -> Pairing {
+        Pairing {
+            server,
+            client,
+            proxy: None,
+        }
     }
 
-    /// The server's address, starting it (once per process) if needed.
+    /// The same client and server, with `proxy` between them.
+    pub const fn via(self, proxy: Proxy) -> Pairing {
+        Pairing {
+            proxy: Some(proxy),
+            ..self
+        }
+    }
+
+    /// Where the client connects: the server's address, or the proxy's in
+    /// front of it; starting them (once per process) if needed.
     pub fn server_addr(&self) -> SocketAddr {
-        match self.server {
-            Peer::Grpcio => GrpcioServer::shared().addr(),
-            Peer::Ours => our_server(),
-            Peer::GrpcJs => GrpcJsServer::shared().addr(),
+        match (self.proxy, self.server) {
+            (None, Peer::Grpcio) => GrpcioServer::shared().addr(),
+            (None, Peer::Ours) => our_server(),
+            (None, Peer::GrpcJs) => GrpcJsServer::shared().addr(),
+            (Some(Proxy::Nginx), Peer::Ours) => crate::nginx::OursBehindNginx::shared().addr(),
+            (Some(proxy), server) => panic!(
+                "{} fronts our servers only, not {}",
+                proxy.name(),
+                server.name()
+            ),
         }
     }
 
@@ -914,7 +938,16 @@ impl Pairing {
         Req: prost::Message + Clone + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
-        let addr = self.server_addr();
+        self.call_at(self.server_addr(), call)
+    }
+
+    /// Makes the call with this pairing's client to `addr`, a server (or
+    /// proxy) of the tests' own rather than the pairing's shared one.
+    pub fn call_at<Req, Resp>(&self, addr: SocketAddr, call: Call<Req>) -> Outcome<Resp>
+    where
+        Req: prost::Message + Clone + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
         let tap = call.count_wire.then(|| WireTap::start(addr));
         let target = tap.as_ref().map_or(addr, |t| t.addr());
         let mut outcome = match self.client {

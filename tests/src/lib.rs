@@ -46,6 +46,10 @@ pub mod equivalence;
 /// The behaviours the equivalence tests run in every pairing.
 pub mod behaviours;
 
+/// nginx as a gRPC proxy (`grpc_pass`) in front of three of our servers,
+/// for the proxy tests and the `via Nginx` pairings.
+pub mod nginx;
+
 /// Protos without a package (`_.rs`): `proto/codegen/noPackage.proto`.
 pub mod no_package {
     grpc_blocking::include_proto!("_");
