@@ -222,7 +222,9 @@ macro_rules! connection_setters {
         }
 
         /// Stack size of connection threads (default 256 KiB). They run no
-        /// application code (but inline unary handlers on a server).
+        /// application code, except a server's unary handlers when they run
+        /// on connection threads (the default): the threads then get at
+        /// least the handler stack size.
         pub fn connection_stack_size(mut self, bytes: usize) -> Self {
             self.$($conn).+.stack_size = bytes;
             self

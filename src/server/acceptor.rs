@@ -194,7 +194,7 @@ impl Acceptor {
         self.conns.lock().insert(id, handle);
         let spawned = std::thread::Builder::new()
             .name("grpc-conn".into())
-            .stack_size(self.shared.config.conn.stack_size)
+            .stack_size(self.shared.config.conn_thread_stack())
             .spawn(run);
         if let Err(e) = spawned {
             log::error!("could not start a connection thread: {e}");

@@ -167,7 +167,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Stack size of handler threads (default 2 MiB, Rust's own default).
+    /// Stack size of handler threads (default 2 MiB, Rust's own default),
+    /// and so of connection threads when unary handlers run on them.
     pub fn handler_stack_size(mut self, bytes: usize) -> Self {
         self.config.handler_stack_size = bytes;
         self

@@ -78,6 +78,18 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The stack of a connection thread: a handler's when unary handlers
+    /// run on connection threads (a handler may need as much stack as on a
+    /// worker; untouched stack costs address space, not memory).
+    pub(crate) fn conn_thread_stack(&self) -> usize {
+        match self.unary_handlers {
+            UnaryHandlers::Workers => self.conn.stack_size,
+            UnaryHandlers::Adaptive | UnaryHandlers::Inline => {
+                self.conn.stack_size.max(self.handler_stack_size)
+            }
+        }
+    }
+
     /// An h2 server builder with these settings.
     pub(crate) fn h2(&self) -> h2::server::Builder {
         let mut b = self.conn.http2.server();

@@ -52,7 +52,7 @@ impl ServerShared {
             interceptors,
             plugins,
         } = setup;
-        let (config_limit, config_stack) = (config.inline_time_limit, config.conn.stack_size);
+        let (config_limit, config_stack) = (config.inline_time_limit, config.conn_thread_stack());
         let pool = Pool::new(
             config.max_concurrent_handlers,
             config.handler_stack_size,
