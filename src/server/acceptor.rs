@@ -16,7 +16,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::server::conn;
+use crate::server::limits::PeerKey;
 use crate::server::link::{ConnCmd, ConnHandle};
+use crate::server::peer::Peer;
 use crate::server::state::ServerShared;
 use crate::transport::{Listener, RawSocket};
 use crate::wire::goaway;
@@ -173,18 +175,35 @@ impl Acceptor {
             );
             return;
         }
+        let peer = match socket.tcp_peer() {
+            Some(addr) => Peer::Tcp(addr),
+            None => Peer::Unix(String::new()),
+        };
+        let peer_key = PeerKey::of(&peer);
+        if !self.shared.peer_connections.open(peer_key) {
+            let max = self.shared.peer_connections.max();
+            self.refuse(
+                socket,
+                &format!(
+                    "this client already has {max} connections, the most one client may have \
+                     (ServerBuilder::max_connections_per_peer)"
+                ),
+            );
+            return;
+        }
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         // The connection may move between threads (adaptive inline
         // handlers): it says itself when it is over.
         let acceptor = self.clone();
-        let on_end = Box::new(move || {
+        let on_end = conn::OnEnd(Some(Box::new(move || {
+            acceptor.shared.peer_connections.close(peer_key);
             let mut conns = acceptor.conns.lock();
             conns.remove(&id);
             if conns.is_empty() {
                 acceptor.conns_done.notify_all();
             }
-        });
-        let (handle, run) = match conn::prepare(socket, self.shared.clone(), on_end) {
+        })));
+        let (handle, run) = match conn::prepare(socket, self.shared.clone(), peer_key, on_end) {
             Ok(x) => x,
             Err(e) => {
                 log::error!("could not set up a connection: {e}");

@@ -142,8 +142,11 @@ impl ServerBuilder {
         self
     }
 
-    /// Handlers that may run at once across all connections (default 1024).
-    /// A call beyond it gets `RESOURCE_EXHAUSTED` at once.
+    /// Handlers that may hold a thread of their own at once, across all
+    /// connections (default 1024): streaming handlers, unary ones on the
+    /// pool, and inline unary handlers that blocked. A call beyond it gets
+    /// `RESOURCE_EXHAUSTED` at once (an inline handler that blocks then
+    /// keeps its connection waiting instead of taking a thread).
     pub fn max_concurrent_handlers(mut self, handlers: usize) -> Self {
         self.config.max_concurrent_handlers = handlers.max(1);
         self
@@ -201,6 +204,27 @@ impl ServerBuilder {
     /// 30 s).
     pub fn max_connection_age_grace(mut self, grace: Duration) -> Self {
         self.config.max_connection_age_grace = grace;
+        self
+    }
+
+    /// Handler threads one peer (a client IP address; each connection of a
+    /// Unix socket on its own) may hold at once (default: a quarter of
+    /// [`max_concurrent_handlers`](Self::max_concurrent_handlers), 256, but
+    /// at least 64 and at most all of them), so
+    /// that a client holding calls open cannot starve the others. A call
+    /// beyond it gets `RESOURCE_EXHAUSTED` saying so. Behind a proxy every
+    /// call comes from the proxy's address: raise it there.
+    pub fn max_handlers_per_peer(mut self, handlers: usize) -> Self {
+        self.config.max_handlers_per_peer = Some(handlers);
+        self
+    }
+
+    /// Connections one peer (a client IP address) may hold at once
+    /// (default: a quarter of [`max_connections`](Self::max_connections),
+    /// 2,500, but at least 256 and at most all of them). A connection
+    /// beyond it gets a GOAWAY saying so. Behind a proxy, raise it.
+    pub fn max_connections_per_peer(mut self, connections: usize) -> Self {
+        self.config.max_connections_per_peer = Some(connections);
         self
     }
 

@@ -34,6 +34,10 @@ pub(crate) struct ServerConfig {
     pub(crate) conn: ConnConfig,
     pub(crate) max_concurrent_streams: u32,
     pub(crate) max_concurrent_handlers: usize,
+    /// `None`: a quarter of `max_concurrent_handlers`.
+    pub(crate) max_handlers_per_peer: Option<usize>,
+    /// `None`: a quarter of `max_connections`.
+    pub(crate) max_connections_per_peer: Option<usize>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_pending_accept_reset_streams: usize,
     pub(crate) max_local_error_reset_streams: usize,
@@ -59,6 +63,8 @@ impl Default for ServerConfig {
             conn: ConnConfig::server(),
             max_concurrent_streams: 1000,
             max_concurrent_handlers: 1024,
+            max_handlers_per_peer: None,
+            max_connections_per_peer: None,
             handshake_timeout: Duration::from_secs(10),
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
@@ -78,6 +84,24 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The handler threads one peer may hold at once: by default a quarter
+    /// of the server's, but at least 64 (and at most all of them).
+    pub(crate) fn handlers_per_peer(&self) -> usize {
+        let max = self.max_concurrent_handlers;
+        self.max_handlers_per_peer
+            .unwrap_or((max / 4).max(64).min(max))
+            .max(1)
+    }
+
+    /// The connections one peer may hold at once: by default a quarter of
+    /// the server's, but at least 256 (and at most all of them).
+    pub(crate) fn connections_per_peer(&self) -> usize {
+        let max = self.max_connections;
+        self.max_connections_per_peer
+            .unwrap_or((max / 4).max(256).min(max))
+            .max(1)
+    }
+
     /// The stack of a connection thread: a handler's when unary handlers
     /// run on connection threads (a handler may need as much stack as on a
     /// worker; untouched stack costs address space, not memory).

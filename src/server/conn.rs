@@ -35,6 +35,7 @@ use crate::server::dispatch::{route, Route, Run};
 use crate::server::handoff::Slot;
 use crate::server::intercepted;
 use crate::server::interceptor::Hooks;
+use crate::server::limits::{PeerKey, Permit, Refused};
 use crate::server::link::{ConnCmd, ConnHandle, Inbound, StreamCmd};
 use crate::server::peer::{Peer, PeerInfo};
 use crate::server::pool::PoolError;
@@ -98,15 +99,21 @@ struct Conn {
     ready_inline: VecDeque<Box<(Arc<dyn Service>, ServerCall)>>,
     /// Where the connection waits while its thread runs a handler
     /// (adaptive inline handlers).
-    slot: Option<Arc<Slot<Box<Conn>>>>,
+    slot: Option<Arc<Slot<Box<Conn>, Permit>>>,
+    /// The peer, for its share of handler threads.
+    peer_key: PeerKey,
     /// Told when the connection is over (whichever thread drives it).
-    on_end: Option<Box<dyn FnOnce() + Send>>,
+    _on_end: OnEnd,
 }
 
-impl Drop for Conn {
+/// Runs its closure when dropped: what a connection's end must do, even
+/// if it never got to run.
+pub(crate) struct OnEnd(pub(crate) Option<Box<dyn FnOnce() + Send>>);
+
+impl Drop for OnEnd {
     fn drop(&mut self) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end();
+        if let Some(f) = self.0.take() {
+            f();
         }
     }
 }
@@ -116,7 +123,8 @@ impl Drop for Conn {
 pub(crate) fn prepare(
     socket: RawSocket,
     server: Arc<ServerShared>,
-    on_end: Box<dyn FnOnce() + Send>,
+    peer_key: PeerKey,
+    on_end: OnEnd,
 ) -> std::io::Result<(Arc<ConnHandle>, impl FnOnce())> {
     let peer = match (socket.tcp_peer(), &server.unix_name) {
         (Some(addr), _) => Peer::Tcp(addr),
@@ -142,10 +150,15 @@ pub(crate) fn prepare(
         idle_since: Instant::now(),
         ready_inline: VecDeque::new(),
         slot: None,
-        on_end: Some(on_end),
+        peer_key,
+        _on_end: on_end,
     };
     if conn.server.config.unary_handlers == UnaryHandlers::Adaptive {
-        let slot = Arc::new(Slot::new(|conn: Box<Conn>| run(conn)));
+        let budget = conn.server.handlers.clone();
+        let slot = Arc::new(Slot::new(
+            move || budget.acquire(peer_key).ok(),
+            |conn: Box<Conn>| run(conn),
+        ));
         conn.server.handoff.register(&slot);
         conn.slot = Some(slot);
     }
@@ -432,9 +445,9 @@ fn run(mut conn: Box<Conn>) {
             None => intercepted::run(&*service, call, &interceptors),
             Some(slot) => {
                 let handoff = conn.server.handoff.clone();
-                handoff.park(&slot, conn);
+                let ticket = handoff.park(&slot, conn);
                 intercepted::run(&*service, call, &interceptors);
-                match handoff.unpark(&slot) {
+                match handoff.unpark(&slot, ticket) {
                     Some(back) => conn = back,
                     // Another thread drives the connection now.
                     None => return,
@@ -795,8 +808,24 @@ impl Conn {
     /// Hands `call` to a worker; the status to refuse it with when the pool
     /// takes no more.
     fn run_on_pool(&self, service: Arc<dyn Service>, call: ServerCall) -> Result<(), Status> {
+        let permit =
+            self.server
+                .handlers
+                .acquire(self.peer_key)
+                .map_err(|refused| match refused {
+                    Refused::Server(max) => Status::resource_exhausted(format!(
+                        "the server is running its maximum of {max} handlers; try again later"
+                    )),
+                    Refused::Peer(max) => Status::resource_exhausted(format!(
+                        "this client is running its maximum of {max} handlers at once (the \
+                     server's max_handlers_per_peer); try again when some have finished"
+                    )),
+                })?;
         let interceptors = self.server.interceptors.clone();
-        let job = Box::new(move || intercepted::run(&*service, call, &interceptors));
+        let job = Box::new(move || {
+            let _permit = permit;
+            intercepted::run(&*service, call, &interceptors)
+        });
         self.server.pool.execute(job).map_err(|e| match e {
             PoolError::Full => Status::resource_exhausted(format!(
                 "the server is running its maximum of {} handlers; try again later",

@@ -22,28 +22,55 @@ use crate::rt::sync::{Condvar, Mutex};
 trait Parked: Send + Sync {
     /// When it was parked (nanoseconds since the monitor's epoch), or 0.
     fn parked_at(&self) -> u64;
-    /// Takes it and restarts it on a new thread.
+    /// Takes it and restarts it on a new thread, if a permit for the
+    /// blocked handler can be had.
     fn take_over(&self, name: &str, stack_size: usize);
 }
 
+/// What a slot holds, under its lock.
+struct SlotState<T, P> {
+    value: Option<T>,
+    /// The park the value belongs to.
+    ticket: u64,
+    /// The permits of handlers whose connection was taken over, by park:
+    /// their threads drop them once their handler returns.
+    permits: Vec<(u64, P)>,
+}
+
 /// Where a connection waits while its thread runs a handler.
-pub(crate) struct Slot<T> {
-    value: Mutex<Option<T>>,
+pub(crate) struct Slot<T, P> {
+    state: Mutex<SlotState<T, P>>,
     parked_at: AtomicU64,
+    /// A permit for a handler that keeps a thread of its own (the server's
+    /// and the peer's handler budget); `None` when none is left.
+    permit: Box<dyn Fn() -> Option<P> + Send + Sync>,
     /// What a new thread runs with a connection taken over.
     restart: Arc<dyn Fn(T) + Send + Sync>,
 }
 
-impl<T: Send + 'static> Parked for Slot<T> {
+impl<T: Send + 'static, P: Send + 'static> Parked for Slot<T, P> {
     fn parked_at(&self) -> u64 {
         self.parked_at.load(Ordering::Acquire)
     }
 
     fn take_over(&self, name: &str, stack_size: usize) {
-        let Some(value) = self.value.lock().take() else {
+        let mut state = self.state.lock();
+        if state.value.is_none() {
+            return;
+        }
+        // Without a permit the connection waits for its handler (tried
+        // again at the next scan): blocked handlers never take more
+        // threads than the budget.
+        let Some(permit) = (self.permit)() else {
             return;
         };
+        let Some(value) = state.value.take() else {
+            return;
+        };
+        let ticket = state.ticket;
+        state.permits.push((ticket, permit));
         self.parked_at.store(0, Ordering::Release);
+        drop(state);
         let restart = self.restart.clone();
         let cell = Arc::new(Mutex::new(Some(value)));
         let moved = cell.clone();
@@ -59,22 +86,37 @@ impl<T: Send + 'static> Parked for Slot<T> {
             // The handler's thread takes its connection back when it can.
             log::error!("could not start a thread to take a connection over: {e}");
             if let Some(value) = cell.lock().take() {
-                *self.value.lock() = Some(value);
+                let mut state = self.state.lock();
+                state.value = Some(value);
+                state.permits.retain(|(t, _)| *t != ticket);
             }
         }
     }
 }
 
-impl<T: Send + 'static> Slot<T> {
-    /// A slot whose taken-over value goes to `restart`, on a new thread.
-    pub(crate) fn new(restart: impl Fn(T) + Send + Sync + 'static) -> Self {
+impl<T: Send + 'static, P: Send + 'static> Slot<T, P> {
+    /// A slot whose taken-over value goes to `restart`, on a new thread,
+    /// when `permit` gives a permit for the handler left behind.
+    pub(crate) fn new(
+        permit: impl Fn() -> Option<P> + Send + Sync + 'static,
+        restart: impl Fn(T) + Send + Sync + 'static,
+    ) -> Self {
         Slot {
-            value: Mutex::new(None),
+            state: Mutex::new(SlotState {
+                value: None,
+                ticket: 0,
+                permits: Vec::new(),
+            }),
             parked_at: AtomicU64::new(0),
+            permit: Box::new(permit),
             restart: Arc::new(restart),
         }
     }
 }
+
+/// A park: what [`Handoff::unpark`] needs to take the value back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket(u64);
 
 /// A server's monitor of parked connections.
 pub(crate) struct Handoff {
@@ -120,14 +162,23 @@ impl Handoff {
     }
 
     /// Watches `slot` from now on (once per connection).
-    pub(crate) fn register<T: Send + 'static>(&self, slot: &Arc<Slot<T>>) {
+    pub(crate) fn register<T: Send + 'static, P: Send + 'static>(&self, slot: &Arc<Slot<T, P>>) {
         let weak: Weak<dyn Parked> = Arc::downgrade(slot) as Weak<dyn Parked>;
         self.slots.lock().push(weak);
     }
 
     /// Parks `value` in `slot` while this thread runs a handler.
-    pub(crate) fn park<T: Send + 'static>(self: &Arc<Self>, slot: &Slot<T>, value: T) {
-        *slot.value.lock() = Some(value);
+    pub(crate) fn park<T: Send + 'static, P>(
+        self: &Arc<Self>,
+        slot: &Slot<T, P>,
+        value: T,
+    ) -> Ticket {
+        let ticket = {
+            let mut state = slot.state.lock();
+            state.ticket += 1;
+            state.value = Some(value);
+            state.ticket
+        };
         slot.parked_at.store(self.now(), Ordering::Release);
         // SeqCst, with the monitor's `asleep` then `parked`: one of the two
         // sees the other's write.
@@ -135,14 +186,27 @@ impl Handoff {
         if self.asleep.load(Ordering::SeqCst) {
             self.start_or_wake();
         }
+        Ticket(ticket)
     }
 
-    /// The handler returned: the value back, or `None` if another thread
-    /// took it over meanwhile.
-    pub(crate) fn unpark<T>(&self, slot: &Slot<T>) -> Option<T> {
-        slot.parked_at.store(0, Ordering::Release);
+    /// The handler of park `ticket` returned: the value back, or `None` if
+    /// another thread took it over meanwhile (and then the permit taken for
+    /// this handler is given back).
+    pub(crate) fn unpark<T, P>(&self, slot: &Slot<T, P>, ticket: Ticket) -> Option<T> {
         self.parked.fetch_sub(1, Ordering::AcqRel);
-        slot.value.lock().take()
+        let mut state = slot.state.lock();
+        if state.ticket == ticket.0 && state.value.is_some() {
+            slot.parked_at.store(0, Ordering::Release);
+            return state.value.take();
+        }
+        let permit = state
+            .permits
+            .iter()
+            .position(|(t, _)| *t == ticket.0)
+            .map(|i| state.permits.swap_remove(i));
+        drop(state);
+        drop(permit);
+        None
     }
 
     fn start_or_wake(self: &Arc<Self>) {
@@ -233,27 +297,55 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    /// A permit of a budget of one: given back on drop.
+    struct Permit(Arc<AtomicUsize>);
+
+    impl Drop for Permit {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     #[test]
     fn a_value_parked_too_long_is_restarted_elsewhere_else_taken_back() {
         let handoff = Handoff::new(Duration::from_millis(5), 64 * 1024);
         let (tx, rx) = mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
-        let slot = Arc::new(Slot::new(move |v: u32| {
-            tx.lock()
-                .unwrap()
-                .send((v, std::thread::current().id()))
-                .unwrap();
-        }));
+        let permits = Arc::new(AtomicUsize::new(1));
+        let p = permits.clone();
+        let slot = Arc::new(Slot::new(
+            move || {
+                p.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .ok()
+                    .map(|_| Permit(p.clone()))
+            },
+            move |v: u32| {
+                let me = std::thread::current().id();
+                tx.lock().unwrap().send((v, me)).unwrap();
+            },
+        ));
         handoff.register(&slot);
         // Quick: taken back.
-        handoff.park(&slot, 1);
-        assert_eq!(handoff.unpark(&slot), Some(1));
-        // Slow: restarted on another thread.
-        handoff.park(&slot, 2);
+        let t1 = handoff.park(&slot, 1);
+        assert_eq!(handoff.unpark(&slot, t1), Some(1));
+        // Slow: restarted on another thread, with the one permit.
+        let t2 = handoff.park(&slot, 2);
         let (v, thread) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(v, 2);
         assert_ne!(thread, std::thread::current().id());
-        assert_eq!(handoff.unpark(&slot), None);
+        assert_eq!(permits.load(Ordering::SeqCst), 0);
+        // The new thread parks its own value meanwhile: the first handler,
+        // returning, does not take that one, and gives its permit back.
+        let t3 = handoff.park(&slot, 3);
+        assert_eq!(handoff.unpark(&slot, t2), None);
+        assert_eq!(permits.load(Ordering::SeqCst), 1);
+        assert_eq!(handoff.unpark(&slot, t3), Some(3));
+        // No permit left: no takeover, the value waits for its handler.
+        permits.store(0, Ordering::SeqCst);
+        let t4 = handoff.park(&slot, 4);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(handoff.unpark(&slot, t4), Some(4));
         handoff.stop();
     }
 }

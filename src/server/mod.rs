@@ -22,6 +22,7 @@
 //! | `call.rs` | a call as its handler receives it; running the four kinds of handler |
 //! | `requests.rs`, `response.rs`, `context.rs` | the request iterator, the response sink, the call's context |
 //! | `pool.rs` | the handler threads |
+//! | `limits.rs` | what one peer may take: handler threads, connections |
 //! | `handoff.rs` | adaptive inline handlers: a connection moves to another thread when its handler blocks |
 //! | `error_policy.rs` | handler errors and panics as statuses |
 //! | `interceptor.rs`, `intercepted.rs` | code that runs before and after handlers; a service with interceptors of its own |
@@ -40,6 +41,7 @@ mod error_policy;
 mod handoff;
 mod intercepted;
 mod interceptor;
+mod limits;
 mod link;
 mod peer;
 // Used only by the standard services, which features may leave out.

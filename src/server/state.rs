@@ -9,6 +9,7 @@ use crate::server::config::ServerConfig;
 use crate::server::error_policy::ErrorPolicy;
 use crate::server::handoff::Handoff;
 use crate::server::interceptor::Interceptor;
+use crate::server::limits::{ConnectionBudget, HandlerBudget};
 use crate::server::plugin::Plugins;
 use crate::server::pool::Pool;
 use crate::server::service::Registry;
@@ -35,6 +36,10 @@ pub(crate) struct ServerShared {
     pub(crate) calls: Arc<AtomicUsize>,
     /// Hands connections whose inline handler blocks to new threads.
     pub(crate) handoff: Arc<Handoff>,
+    /// Handler threads, in all and per peer.
+    pub(crate) handlers: Arc<HandlerBudget>,
+    /// Connections per peer.
+    pub(crate) peer_connections: Arc<ConnectionBudget>,
     /// The rustls configuration, when the server speaks TLS.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
@@ -66,6 +71,9 @@ impl ServerShared {
             ),
             None => None,
         };
+        let handlers =
+            HandlerBudget::new(config.max_concurrent_handlers, config.handlers_per_peer());
+        let peer_connections = ConnectionBudget::new(config.connections_per_peer());
         Ok(ServerShared {
             registry,
             errors: Arc::new(errors),
@@ -75,6 +83,8 @@ impl ServerShared {
             pool,
             calls: Arc::default(),
             handoff: Handoff::new(config_limit, config_stack),
+            handlers,
+            peer_connections,
             #[cfg(feature = "tls")]
             tls,
             unix_name,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use grpc_blocking::error_details::{ErrorDetail, RetryInfo};
 use grpc_blocking::internal::compression;
-use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
+use grpc_blocking::server::{Requests, ResponseSink, ServerContext, UnaryHandlers};
 use grpc_blocking::Encoding;
 use grpc_blocking::{
     CallOptions, Channel, Code, Metadata, Server, ServerHandle, Status, Streaming, UnaryCall,
@@ -1213,8 +1213,9 @@ fn an_already_passed_deadline_fails_at_once() {
 // Cancellation
 // ---------------------------------------------------------------------------
 
-/// A new server running at most one handler at a time (the Hold service,
-/// its gate open), with a client and the handlers' notes. Each phase of the
+/// A new server running at most one handler at a time, every handler on
+/// the pool (the Hold service, its gate open), with a client and the
+/// handlers' notes. Each phase of the
 /// cancellation tests takes a new one, so that the first call of a phase
 /// never races the worker of the previous phase going back to idle.
 fn single_worker() -> (ServerHandle, ExampleClient, Notes) {
@@ -1222,6 +1223,7 @@ fn single_worker() -> (ServerHandle, ExampleClient, Notes) {
     let server = Server::builder()
         .add_service(ExampleServer::from_arc(svc))
         .max_concurrent_handlers(1)
+        .unary_handlers(UnaryHandlers::Workers)
         .bind("127.0.0.1:0")
         .unwrap()
         .spawn()
