@@ -736,6 +736,17 @@ impl Conn {
         };
         let mut inline = None;
         match run {
+            // At its maximum of handlers, the server refuses new calls, as
+            // on workers: an inline handler that blocked could not move.
+            Run::Inline if self.server.handlers.is_full() => {
+                let max = self.server.handlers.max();
+                return reject(
+                    &mut respond,
+                    &Status::resource_exhausted(format!(
+                        "the server is running its maximum of {max} handlers; try again later"
+                    )),
+                );
+            }
             Run::Inline => inline = Some(Box::new((service, call))),
             Run::Pool => {
                 if let Err(status) = self.run_on_pool(service, call) {

@@ -96,6 +96,21 @@ impl HandlerBudget {
         })
     }
 
+    /// Handler threads taken now.
+    pub(crate) fn in_use(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Whether every handler thread is taken (new calls are refused).
+    pub(crate) fn is_full(&self) -> bool {
+        self.in_use() >= self.max
+    }
+
+    /// The most handler threads the server runs.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
     /// A handler thread for `peer`, if the server and the peer have one
     /// left.
     pub(crate) fn acquire(self: &Arc<Self>, peer: PeerKey) -> Result<Permit, Refused> {

@@ -264,7 +264,8 @@ pub struct ServerStats {
     pub connections: usize,
     /// Calls open on them (from their request headers to their status).
     pub calls_in_flight: usize,
-    /// Handler threads running a handler.
+    /// Handlers holding a thread of their own: on the pool, and inline
+    /// unary handlers that blocked (their connection moved on).
     pub handlers_busy: usize,
     /// Handler threads waiting for one (they exit after
     /// [`ServerBuilder::handler_idle_timeout`](crate::server::ServerBuilder::handler_idle_timeout)).
@@ -292,7 +293,7 @@ impl StatsHandle {
         ServerStats {
             connections: self.acceptor.connections(),
             calls_in_flight: shared.calls.load(Ordering::Relaxed),
-            handlers_busy: threads - idle,
+            handlers_busy: shared.handlers.in_use(),
             handlers_idle: idle,
         }
     }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grpc_blocking::server::{Requests, ResponseSink, ServerContext};
+use grpc_blocking::server::{Requests, ResponseSink, ServerContext, UnaryHandlers};
 use grpc_blocking::{
     CallOptions, Channel, Code, Metadata, Server, ServerBuilder, ServerHandle, Status,
     TransportError,
@@ -657,14 +657,30 @@ fn max_connections_refuses_extra_connections_with_a_goaway_the_client_reads() {
 
 #[test]
 fn max_concurrent_handlers_beyond_the_limit_is_resource_exhausted_at_once() {
-    with_timeout(60, || {
+    for handlers in [UnaryHandlers::Workers, UnaryHandlers::Adaptive] {
+        handler_limit(handlers);
+    }
+}
+
+/// Two handlers block (on workers, or inline and then handed off): a
+/// third call is refused at once, on their connection and on a new one.
+fn handler_limit(handlers: UnaryHandlers) {
+    with_timeout(60, move || {
         let probe = Arc::new(Probe::default());
-        let server = probe_server(&probe, |b| b.max_concurrent_handlers(2));
+        let server = probe_server(&probe, |b| {
+            b.max_concurrent_handlers(2).unary_handlers(handlers)
+        });
         let client = ExampleClient::connect(target(&server)).unwrap();
         let blocked: Vec<_> = (0..2)
             .map(|_| client.unary_unary_start(req("block", 1), CallOptions::new()))
             .collect();
         probe.wait_running(2);
+        // Both hold a thread of their own (inline ones once handed off).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.stats().handlers_busy < 2 {
+            assert!(Instant::now() < deadline, "{:?}", server.stats());
+            std::thread::sleep(Duration::from_millis(1));
+        }
 
         for c in [
             client.clone(),
