@@ -244,6 +244,9 @@ impl Acceptor {
         }
         drop(conns);
         self.shared.pool.shutdown();
+        // Inline handlers handed off run on threads of their own: their
+        // permits come back as they return.
+        self.shared.handlers.wait_none_used();
         self.shared.handoff.stop();
     }
 }

@@ -736,9 +736,10 @@ impl Conn {
         };
         let mut inline = None;
         match run {
-            // At its maximum of handlers, the server refuses new calls, as
-            // on workers: an inline handler that blocked could not move.
-            Run::Inline if self.server.handlers.is_full() => {
+            // At its maximum of handlers, an adaptive server refuses new
+            // calls, as on workers: an inline handler that blocked could
+            // not move on. (Handlers promised never to block always run.)
+            Run::Inline if self.slot.is_some() && self.server.handlers.is_full() => {
                 let max = self.server.handlers.max();
                 return reject(
                     &mut respond,

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::rt::sync::Mutex;
+use crate::rt::sync::{Condvar, Mutex};
 use crate::server::peer::Peer;
 
 /// Who counts as one peer.
@@ -82,6 +82,9 @@ pub(crate) struct HandlerBudget {
     max: usize,
     used: AtomicUsize,
     peers: PerPeer,
+    /// Signalled when the last permit is given back.
+    none_used: Condvar,
+    lock: Mutex<()>,
 }
 
 impl HandlerBudget {
@@ -93,7 +96,19 @@ impl HandlerBudget {
                 max: per_peer,
                 used: Mutex::new(HashMap::new()),
             },
+            none_used: Condvar::new(),
+            lock: Mutex::new(()),
         })
+    }
+
+    /// Waits until no handler holds a thread (a graceful shutdown's last
+    /// step: every handler has returned).
+    pub(crate) fn wait_none_used(&self) {
+        let mut guard = self.lock.lock();
+        while self.in_use() > 0 {
+            self.none_used
+                .wait_for(&mut guard, std::time::Duration::from_millis(100));
+        }
     }
 
     /// Handler threads taken now.
@@ -144,7 +159,10 @@ pub(crate) struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.budget.peers.release(self.peer);
-        self.budget.used.fetch_sub(1, Ordering::AcqRel);
+        if self.budget.used.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _guard = self.budget.lock.lock();
+            self.budget.none_used.notify_all();
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use grpc_blocking::client::{self, CallStart as ClientCallStart};
 use grpc_blocking::server::{
     after_call, CallEnd, CallStart, InterceptedService, Interceptor, Requests, ResponseSink,
-    ServerContext,
+    ServerContext, UnaryHandlers,
 };
 use grpc_blocking::{CallOptions, Channel, Code, Metadata, Server, ServerHandle, Status};
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleReply, ExampleRequest};
@@ -447,13 +447,21 @@ fn interceptors_see_the_client_certificate_over_mutual_tls() {
 
 #[test]
 fn server_stats_count_connections_calls_and_handlers() {
-    with_timeout(30, || {
+    for handlers in [UnaryHandlers::Adaptive, UnaryHandlers::Workers] {
+        stats_with(handlers);
+    }
+}
+
+/// Three unary calls block: on the pool, or inline and handed off.
+fn stats_with(handlers: UnaryHandlers) {
+    with_timeout(30, move || {
         let gate = Arc::new(Gate::default());
         let server = Server::builder()
             .add_service(stubbed::ExampleServer::new(Probe {
                 log: Log::default(),
                 gate: gate.clone(),
             }))
+            .unary_handlers(handlers)
             .bind("127.0.0.1:0")
             .unwrap()
             .spawn()
@@ -485,7 +493,13 @@ fn server_stats_count_connections_calls_and_handlers() {
         }
         let now = stats.stats();
         assert_eq!((now.calls_in_flight, now.handlers_busy), (0, 0));
-        assert_eq!(now.handlers_idle, 3);
+        // Pool workers wait for the next call; the threads of handed-off
+        // inline handlers end with them.
+        let idle = match handlers {
+            UnaryHandlers::Workers => 3,
+            _ => 0,
+        };
+        assert_eq!(now.handlers_idle, idle);
     });
 }
 
