@@ -208,12 +208,13 @@ impl ServerBuilder {
     }
 
     /// Handler threads one peer (a client IP address; each connection of a
-    /// Unix socket on its own) may hold at once (default: a quarter of
-    /// [`max_concurrent_handlers`](Self::max_concurrent_handlers), 256, but
-    /// at least 64 and at most all of them), so
-    /// that a client holding calls open cannot starve the others. A call
-    /// beyond it gets `RESOURCE_EXHAUSTED` saying so. Behind a proxy every
-    /// call comes from the proxy's address: raise it there.
+    /// Unix socket on its own) may hold at once (default: half of
+    /// [`max_concurrent_handlers`](Self::max_concurrent_handlers), 512, but
+    /// at least 64 and at most all of them), so that a client holding calls
+    /// open cannot starve the others. A call beyond it gets
+    /// `RESOURCE_EXHAUSTED` saying so. Behind a proxy (a sidecar, nginx)
+    /// every call comes from the proxy's address: raise it there, up to
+    /// `usize::MAX` to turn it off.
     pub fn max_handlers_per_peer(mut self, handlers: usize) -> Self {
         self.config.max_handlers_per_peer = Some(handlers);
         self

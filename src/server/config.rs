@@ -34,7 +34,7 @@ pub(crate) struct ServerConfig {
     pub(crate) conn: ConnConfig,
     pub(crate) max_concurrent_streams: u32,
     pub(crate) max_concurrent_handlers: usize,
-    /// `None`: a quarter of `max_concurrent_handlers`.
+    /// `None`: half of `max_concurrent_handlers`.
     pub(crate) max_handlers_per_peer: Option<usize>,
     /// `None`: a quarter of `max_connections`.
     pub(crate) max_connections_per_peer: Option<usize>,
@@ -84,12 +84,12 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The handler threads one peer may hold at once: by default a quarter
-    /// of the server's, but at least 64 (and at most all of them).
+    /// The handler threads one peer may hold at once: by default half the
+    /// server's, but at least 64 (and at most all of them).
     pub(crate) fn handlers_per_peer(&self) -> usize {
         let max = self.max_concurrent_handlers;
         self.max_handlers_per_peer
-            .unwrap_or((max / 4).max(64).min(max))
+            .unwrap_or((max / 2).max(64).min(max))
             .max(1)
     }
 
