@@ -145,7 +145,7 @@
 //! | `client/` | channel, targets and connecting, connection thread, the response state machine, call handles, retries, interceptors | `rt/`, `wire/`, `transport/`, the vocabulary |
 //! | `services/` | the standard services (health, reflection): protos, pre-generated code, and the services, plugged in through `server/plugin.rs` | `server/`'s and `client/`'s public API, `rt/sync.rs`, the vocabulary |
 //! | `transport/` | the byte streams connections run on: TCP or a Unix socket, with TLS over either; TLS settings | the vocabulary |
-//! | top level | the shared vocabulary: [`Status`], [`Code`], [`Metadata`], [`TransportError`], [`error_details`], [`CallContext`] | each other |
+//! | top level | the shared vocabulary: [`Status`], [`Code`], [`Metadata`], [`TransportError`], [`error_details`], [`CallContext`], `AfterCall` | each other |
 //!
 //! `server/` and `client/` never import each other; what both need lives in
 //! `rt/` or `wire/`.
@@ -177,6 +177,7 @@
 // see it, `::grpc_blocking`.
 extern crate self as grpc_blocking;
 
+mod after_call;
 mod call_context;
 pub mod client;
 mod code;

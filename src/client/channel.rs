@@ -310,7 +310,9 @@ impl Channel {
         shared.settle_keep(&mut state);
         loop {
             match state.balancer.state() {
-                ConnectivityState::Ready => return Ok(()),
+                // IDLE again: a connection was made, and the server closed
+                // it at once (a GOAWAY); the calls will say why.
+                ConnectivityState::Ready | ConnectivityState::Idle => return Ok(()),
                 ConnectivityState::TransientFailure | ConnectivityState::Shutdown => {
                     let error = state
                         .balancer

@@ -17,6 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use crate::after_call::AfterCall;
 use crate::metadata::Metadata;
 use crate::rt::call_state::Traffic;
 use crate::server::peer::{Peer, PeerInfo};
@@ -107,15 +108,6 @@ where
     F: Fn(&CallEnd<'_>) + Send + Sync + 'static,
 {
     AfterCall(f)
-}
-
-/// The interceptor [`after_call`] makes.
-pub struct AfterCall<F>(F);
-
-impl<F> std::fmt::Debug for AfterCall<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AfterCall").finish_non_exhaustive()
-    }
 }
 
 impl<F> Interceptor for AfterCall<F>
