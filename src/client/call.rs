@@ -133,11 +133,15 @@ impl CallCore {
         };
         // The connection thread ended without a word for this call: it
         // never saw the call (a start queued as the connection ended), so
-        // the server never processed it either.
-        let lost = || {
-            CallEvent::Refused(Status::from_transport(TransportError::ConnectionLost(
-                "the connection ended before the call reached it".into(),
-            )))
+        // the server never processed it either. The connection says why it
+        // ended.
+        let conn = link.conn.clone();
+        let lost = move || {
+            CallEvent::Refused(conn.end_status().unwrap_or_else(|| {
+                Status::from_transport(TransportError::ConnectionLost(
+                    "the connection ended before the call reached it".into(),
+                ))
+            }))
         };
         let event = match link.events.try_recv() {
             Ok(Some(event)) => event,

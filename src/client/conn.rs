@@ -403,6 +403,7 @@ impl Conn {
             ))
         });
         let status = self.explain(status);
+        self.alive.set_end(status.clone());
         self.fail_all(status.clone());
         // Calls started as the connection ended never reached it: they may
         // go elsewhere.

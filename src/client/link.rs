@@ -77,9 +77,16 @@ pub(crate) enum CallEvent {
 pub(crate) struct Alive {
     down: AtomicBool,
     on_down: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Why the connection ended, for calls whose start it never got to.
+    end: std::sync::OnceLock<Status>,
 }
 
 impl Alive {
+    /// Records why the connection ended (the first reason stays).
+    pub(crate) fn set_end(&self, status: Status) {
+        let _ = self.end.set(status);
+    }
+
     /// False once the connection has ended or will take no new calls.
     pub(crate) fn is_alive(&self) -> bool {
         !self.down.load(Ordering::Acquire)
@@ -131,6 +138,11 @@ impl ClientConn {
     /// calls need a new connection.
     pub(crate) fn is_alive(&self) -> bool {
         self.alive.is_alive()
+    }
+
+    /// Why the connection ended, once it has.
+    pub(crate) fn end_status(&self) -> Option<Status> {
+        self.alive.end.get().cloned()
     }
 
     /// Runs `hook` once the connection takes no new calls.
