@@ -657,6 +657,8 @@ if [[ -n $RAW_PORT ]] && ! kill -0 "$RAW_PID" 2>/dev/null; then
     FAILED=1
 fi
 
+LOAD_AFTER=$(uptime)
+
 # ---------------------------------------------------------------- report
 echo
 PROTOCOL=plaintext
@@ -673,6 +675,7 @@ else
     echo "competes with the server for CPU."
 fi
 echo "Before the runs: ${LOAD_BEFORE# }; CPUs ${BUSY_BEFORE}% busy over one second."
+echo "After the runs:  ${LOAD_AFTER# } (the load average counts the runs' own threads too)."
 echo "The machine is shared: compare columns of one run, not absolute numbers."
 if [[ $TLS == 1 ]]; then
     echo "What h2load negotiated:"
