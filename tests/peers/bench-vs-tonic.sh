@@ -1,70 +1,165 @@
 #!/usr/bin/env bash
-# Benchmarks grpc-blocking's example server against tonic's, side by side in
-# the same run on the same machine.
+# Benchmarks grpc-blocking's example server and client against tonic's, side
+# by side in the same run on the same machine, and beside them a raw TCP
+# stream over loopback.
 #
-# 1. Builds (release) our `example-server` and `bench` (examples crate) and
-#    the tonic baseline in tests/peers/tonic (its own workspace).
-# 2. Starts both servers on free loopback ports.
-# 3. Runs the same `bench` load against each: every rpc kind (unary,
-#    server_stream, client_stream, bidi) at connections/concurrency 1/1, 1/16
-#    and 16/16 (concurrency = callers in total, spread over the connections).
-# 4. Runs h2load (nghttp2-client; installed with apt-get if missing) as a
-#    neutral load generator for unary at the same shapes: -c connections,
-#    -m concurrency/connections streams each.
-# 5. Prints one table: ours vs tonic calls/s, the ratio ours/tonic, p99 of both.
+# 1. Builds (release) our `example-server` and `bench` (examples crate) and,
+#    in tests/peers/tonic (a cargo workspace of its own), tonic's example
+#    server (`tonic-example-server`), tonic's twin of `bench`
+#    (`tonic-bench`: the same flags and RESULT line, on tonic's generated
+#    client over tokio) and `raw-tcp` (one plain TCP stream).
+# 2. Starts on free loopback ports: our example server once per unary
+#    handler mode (adaptive, inline, workers: see OURS_MODES), tonic's
+#    server, and raw-tcp's reader.
+# 3. Runs four sections (SECTIONS), each a table in the report:
+#    h2load   unary through h2load (nghttp2-client; installed with apt-get
+#             if missing), a neutral load generator, at H2LOAD_SHAPES, against
+#             our server in every mode and tonic: calls/s, the ratio to
+#             tonic, p99 (from h2load's per-request log).
+#    stream   `bench` with the streaming rpcs (STREAM_RPCS) at STREAM_LOADS
+#             against our server (its default mode: streaming handlers always
+#             run on the handler pool, whatever the mode) and tonic:
+#             messages/s of the streamed side (2 replies per server_stream
+#             call, 10 requests per client_stream or bidi call) and p99 per
+#             call.
+#    mib      1 MiB messages (MIB_PAYLOAD) on one connection with one caller:
+#             `bench` with MIB_RPCS against our server (default mode) and
+#             tonic, in MiB/s of message payload both ways (the example
+#             service echoes the value: unary moves 1 MiB up and 1 MiB down
+#             a call, server_stream 1 up and 2 down, bidi 10 up and 10 down,
+#             one direction at a time), beside raw-tcp: one TCP connection
+#             over 127.0.0.1, 1 MiB writes, the reader reads and discards,
+#             for the same time. (client_stream is not there by default: its
+#             reply is the 10 requests joined, 10 MiB, over both clients'
+#             default 4 MiB receive limit.)
+#    clients  client against client: `bench` and `tonic-bench` each driving
+#             tonic's server and ours (default mode), at CLIENT_LOADS.
+#
+# Shapes: "cN mM" means, for h2load, N connections with M concurrent streams
+# EACH (h2load -c N -m M); for bench and tonic-bench, N connections and M
+# callers IN TOTAL (--connections N --concurrency M).
 #
 # With TLS=1 every server above serves TLS instead (rustls on both sides:
 # ours with the `tls` feature, tonic with its `tls-ring` feature), on a
 # throwaway CA and server certificate (ECDSA P-256, for 127.0.0.1 and
 # localhost) that openssl makes in a temporary folder at run time (openssl is
-# installed with apt-get if missing; no key is kept). `bench` connects to
-# https://127.0.0.1:PORT trusting that CA (--ca_file), h2load to the same
-# https:// URI (TLS with ALPN h2). The same run also starts our example
-# server and tonic in plaintext and measures them alike, and a second table
-# puts the plaintext numbers beside the TLS ones.
+# installed with apt-get if missing; no key is kept). `bench` and
+# `tonic-bench` connect to https://127.0.0.1:PORT trusting that CA
+# (--ca_file), h2load to the same https:// URI (TLS with ALPN h2). The same
+# run also starts our example server (default mode) and tonic in plaintext
+# and measures them alike for the h2load and stream rows, and one more table
+# puts the plaintext numbers beside the TLS ones. raw-tcp stays plaintext.
 #
 # Environment:
 #   DURATION  seconds measured per run, whole seconds (default 3); each run
 #             also has a 0.5 s warm-up
-#   RPCS      rpc kinds for bench (default "unary server_stream client_stream bidi")
-#   LOADS     "connections/concurrency" shapes (default "1/1 1/16 16/16")
-#   PAYLOAD   bytes of each request's value for bench (default 0)
-#   ROUNDS    runs of each load per server, alternating ours and tonic; the
-#             table shows the run with the median calls/s (default 1)
+#   ROUNDS    runs of each load per server, alternating the order of the
+#             servers; the tables show the run with the median calls/s
+#             (default 1)
+#   PIN       1: every server runs on CPU SERVER_CPUS (default 1) and every
+#             load generator (h2load, bench, tonic-bench, raw-tcp's writer)
+#             on CLIENT_CPUS (default 0), with taskset; 0 or unset: wherever
+#             the kernel puts them (default 0)
+#   SECTIONS  which tables to measure (default "h2load stream mib clients")
+#   H2LOAD_SHAPES  h2load shapes, CONNECTIONSxSTREAMS_EACH (default
+#             "1x1 1x16 16x1 16x16 64x4 1000x1"); the file descriptor limit
+#             is raised (ulimit -n, up to the hard limit) for the largest
+#   STREAM_RPCS   rpcs of the stream table (default "server_stream
+#             client_stream bidi")
+#   STREAM_LOADS  their shapes, CONNECTIONS/CALLERS_IN_TOTAL (default
+#             "1/16 16/16")
+#   PAYLOAD   bytes of each request's value in the stream and clients rows
+#             (default 0)
+#   MIB_RPCS  rpcs of the 1 MiB table (default "unary server_stream bidi")
+#   MIB_PAYLOAD   bytes of each request's value there (default 1048576)
+#   CLIENT_LOADS  the clients table's rows, RPC:CONNECTIONS/CALLERS_IN_TOTAL
+#             (default "unary:1/1 unary:1/16 unary:16/16 bidi:16/16")
+#   OURS_BIN_DIR  where our example-server and bench are (default
+#             $CARGO_TARGET_DIR/release, else target/release); when set, the
+#             script does not build them (build them there first), e.g.
+#             OURS_BIN_DIR=/elsewhere/target/release for an older commit's
+#   OURS_MODES    our server's unary handler modes to start (default
+#             "adaptive inline workers"; the first is the "default mode" the
+#             other tables use). The script reads which variable the binary
+#             understands: EXAMPLE_SERVER_HANDLERS=adaptive|inline|workers,
+#             or, in older binaries with no adaptive mode,
+#             EXAMPLE_SERVER_INLINE=1|0 (then the default is "inline
+#             workers" and adaptive shows as "-")
 #   TLS       1 to benchmark over TLS (and plaintext beside it), as above;
 #             0 or unset for plaintext only (default 0)
 #   SKIP_BUILD=1  use the binaries already built
-#   TONIC_TARGET_DIR  where the tonic baseline is built (default
+#   TONIC_TARGET_DIR  where the tonic peer is built (default
 #             $CARGO_TARGET_DIR, else tests/peers/tonic/target)
 #
-# Exits non-zero if any run reported errors (after printing the table).
-# The servers and the load generator share this machine's cores: the numbers
-# compare the two servers with each other, not with a dedicated server box.
+# Exits non-zero if any run reported errors (after printing the tables).
+# Without PIN the servers and the load generators share this machine's
+# cores; with it they have one each. Either way the numbers compare the
+# columns of one run, not a dedicated server box.
 set -euo pipefail
 
 DURATION=${DURATION:-3}
-RPCS=${RPCS:-"unary server_stream client_stream bidi"}
-LOADS=${LOADS:-"1/1 1/16 16/16"}
-PAYLOAD=${PAYLOAD:-0}
 ROUNDS=${ROUNDS:-1}
+PIN=${PIN:-0}
+SERVER_CPUS=${SERVER_CPUS:-1}
+CLIENT_CPUS=${CLIENT_CPUS:-0}
+SECTIONS=${SECTIONS:-"h2load stream mib clients"}
+H2LOAD_SHAPES=${H2LOAD_SHAPES:-"1x1 1x16 16x1 16x16 64x4 1000x1"}
+STREAM_RPCS=${STREAM_RPCS:-"server_stream client_stream bidi"}
+STREAM_LOADS=${STREAM_LOADS:-"1/16 16/16"}
+PAYLOAD=${PAYLOAD:-0}
+MIB_RPCS=${MIB_RPCS:-"unary server_stream bidi"}
+MIB_PAYLOAD=${MIB_PAYLOAD:-1048576}
+CLIENT_LOADS=${CLIENT_LOADS:-"unary:1/1 unary:1/16 unary:16/16 bidi:16/16"}
 TLS=${TLS:-0}
 
-if ! [[ $DURATION =~ ^[1-9][0-9]*$ && $ROUNDS =~ ^[1-9][0-9]*$ ]]; then
-    echo "DURATION and ROUNDS must be whole numbers >= 1 (got '$DURATION', '$ROUNDS')" >&2
+die() {
+    echo "$*" >&2
     exit 2
-fi
-if ! [[ $TLS =~ ^[01]$ ]]; then
-    echo "TLS must be 0 or 1 (got '$TLS')" >&2
-    exit 2
-fi
+}
+[[ $DURATION =~ ^[1-9][0-9]*$ && $ROUNDS =~ ^[1-9][0-9]*$ ]] ||
+    die "DURATION and ROUNDS must be whole numbers >= 1 (got '$DURATION', '$ROUNDS')"
+[[ $TLS =~ ^[01]$ ]] || die "TLS must be 0 or 1 (got '$TLS')"
+[[ $PIN =~ ^[01]$ ]] || die "PIN must be 0 or 1 (got '$PIN')"
+[[ $PAYLOAD =~ ^[0-9]+$ && $MIB_PAYLOAD =~ ^[1-9][0-9]*$ ]] ||
+    die "PAYLOAD and MIB_PAYLOAD must be whole numbers (got '$PAYLOAD', '$MIB_PAYLOAD')"
+for section in $SECTIONS; do
+    [[ $section =~ ^(h2load|stream|mib|clients)$ ]] ||
+        die "unknown section '$section' in SECTIONS (h2load, stream, mib, clients)"
+done
+for shape in $H2LOAD_SHAPES; do
+    [[ $shape =~ ^[1-9][0-9]*x[1-9][0-9]*$ ]] ||
+        die "H2LOAD_SHAPES: '$shape' is not CONNECTIONSxSTREAMS (e.g. 16x4)"
+done
+for load in $STREAM_LOADS; do
+    [[ $load =~ ^([1-9][0-9]*)/([1-9][0-9]*)$ && ${BASH_REMATCH[1]} -le ${BASH_REMATCH[2]} ]] ||
+        die "STREAM_LOADS: '$load' is not CONNECTIONS/CALLERS with callers >= connections"
+done
+for rpc in $STREAM_RPCS $MIB_RPCS; do
+    [[ $rpc =~ ^(unary|server_stream|client_stream|bidi)$ ]] ||
+        die "unknown rpc '$rpc' (unary, server_stream, client_stream, bidi)"
+done
+for load in $CLIENT_LOADS; do
+    [[ $load =~ ^(unary|server_stream|client_stream|bidi):([1-9][0-9]*)/([1-9][0-9]*)$ &&
+        ${BASH_REMATCH[2]} -le ${BASH_REMATCH[3]} ]] ||
+        die "CLIENT_LOADS: '$load' is not RPC:CONNECTIONS/CALLERS (e.g. unary:1/16)"
+done
+has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TONIC_DIR="$ROOT/tests/peers/tonic"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TONIC_TARGET_DIR=${TONIC_TARGET_DIR:-${CARGO_TARGET_DIR:-$TONIC_DIR/target}}
-OURS_BIN="$TARGET_DIR/release/example-server"
-BENCH_BIN="$TARGET_DIR/release/bench"
+BUILD_OURS=1
+if [[ -n ${OURS_BIN_DIR:-} ]]; then
+    BUILD_OURS=0
+else
+    OURS_BIN_DIR="$TARGET_DIR/release"
+fi
+OURS_BIN="$OURS_BIN_DIR/example-server"
+BENCH_BIN="$OURS_BIN_DIR/bench"
 TONIC_BIN="$TONIC_TARGET_DIR/release/tonic-example-server"
+TONIC_BENCH_BIN="$TONIC_TARGET_DIR/release/tonic-bench"
+RAW_BIN="$TONIC_TARGET_DIR/release/raw-tcp"
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -86,19 +181,91 @@ log() { echo "== $*" >&2; }
 
 # ---------------------------------------------------------------- build
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    log "building grpc-blocking-examples (release)"
-    cargo build --release --manifest-path "$ROOT/Cargo.toml" -p grpc-blocking-examples --bins
-    log "building the tonic baseline (release)"
+    if [[ $BUILD_OURS == 1 ]]; then
+        log "building grpc-blocking-examples (release)"
+        cargo build --release --manifest-path "$ROOT/Cargo.toml" -p grpc-blocking-examples --bins
+    fi
+    log "building the tonic peer (release)"
     CARGO_TARGET_DIR=$TONIC_TARGET_DIR cargo build --release --manifest-path "$TONIC_DIR/Cargo.toml"
 fi
-for bin in "$OURS_BIN" "$BENCH_BIN" "$TONIC_BIN"; do
+for bin in "$OURS_BIN" "$BENCH_BIN" "$TONIC_BIN" "$TONIC_BENCH_BIN" "$RAW_BIN"; do
     [[ -x $bin ]] || { echo "missing binary $bin" >&2; exit 1; }
 done
 
-if ! command -v h2load >/dev/null; then
-    log "installing nghttp2-client for h2load"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null
+if has_section h2load || [[ $TLS == 1 ]] || ! command -v nghttp >/dev/null; then
+    if ! command -v h2load >/dev/null || ! command -v nghttp >/dev/null; then
+        log "installing nghttp2-client for h2load"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null
+    fi
+fi
+
+# Which variable picks our server's unary handler mode: the current
+# EXAMPLE_SERVER_HANDLERS, or the older EXAMPLE_SERVER_INLINE (no adaptive).
+if grep -qa EXAMPLE_SERVER_HANDLERS "$OURS_BIN"; then
+    MODE_STYLE=handlers
+    MODE_VAR=EXAMPLE_SERVER_HANDLERS
+    OURS_MODES=${OURS_MODES:-"adaptive inline workers"}
+elif grep -qa EXAMPLE_SERVER_INLINE "$OURS_BIN"; then
+    MODE_STYLE=inline01
+    MODE_VAR=EXAMPLE_SERVER_INLINE
+    OURS_MODES=${OURS_MODES:-"inline workers"}
+else
+    echo "$OURS_BIN reads neither EXAMPLE_SERVER_HANDLERS nor EXAMPLE_SERVER_INLINE" >&2
+    exit 1
+fi
+read -r -a MODES <<<"$OURS_MODES"
+((${#MODES[@]} > 0)) || die "OURS_MODES is empty"
+# mode_env MODE: the environment assignment that selects MODE.
+mode_env() {
+    case $MODE_STYLE/$1 in
+    handlers/adaptive | handlers/inline | handlers/workers) echo "EXAMPLE_SERVER_HANDLERS=$1" ;;
+    inline01/inline) echo "EXAMPLE_SERVER_INLINE=1" ;;
+    inline01/workers) echo "EXAMPLE_SERVER_INLINE=0" ;;
+    *) die "OURS_MODES: this example-server has no mode '$1'" ;;
+    esac
+}
+for mode in "${MODES[@]}"; do
+    mode_env "$mode" >/dev/null
+done
+DEFAULT_MODE=${MODES[0]}
+# Where the binaries come from, for the report: the commit of the worktree
+# holding them (its HEAD; the binaries may be older if not rebuilt).
+OURS_COMMIT=$(git -C "$OURS_BIN_DIR" rev-parse --short HEAD 2>/dev/null || echo "?")
+
+# ---------------------------------------------------------------- pinning
+SERVER_PIN=() CLIENT_PIN=()
+if [[ $PIN == 1 ]]; then
+    command -v taskset >/dev/null || { echo "PIN=1 needs taskset (util-linux)" >&2; exit 1; }
+    taskset -c "$SERVER_CPUS" true && taskset -c "$CLIENT_CPUS" true ||
+        die "PIN=1: cannot pin to CPUs '$SERVER_CPUS' (servers) and '$CLIENT_CPUS' (load)"
+    SERVER_PIN=(taskset -c "$SERVER_CPUS")
+    CLIENT_PIN=(taskset -c "$CLIENT_CPUS")
+fi
+
+# ---------------------------------------------------------------- file descriptors
+# h2load's largest shape opens that many connections to one server; ours
+# spends a few descriptors on each (socket, poller, waker). Raise the soft
+# limit to the hard one when that is not enough (servers and load generators
+# started below inherit it).
+if has_section h2load; then
+    max_conns=0
+    for shape in $H2LOAD_SHAPES; do
+        if ((${shape%x*} > max_conns)); then
+            max_conns=${shape%x*}
+        fi
+    done
+    need=$((max_conns * 4 + 1024))
+    soft=$(ulimit -Sn)
+    if [[ $soft != unlimited ]] && ((soft < need)); then
+        hard=$(ulimit -Hn)
+        if [[ $hard != unlimited ]] && ((hard < need)); then
+            echo "H2LOAD_SHAPES needs about $need file descriptors; the hard limit is $hard" >&2
+            exit 1
+        fi
+        ulimit -Sn "$hard"
+        log "raised the file descriptor limit from $soft to $(ulimit -Sn)"
+    fi
 fi
 
 # ---------------------------------------------------------------- certificates
@@ -138,16 +305,17 @@ port_open() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# start_server NAME BINARY [FLAGS...]: starts it on a free loopback port;
-# sets SERVER_PID and SERVER_PORT. Retries on another port if the chosen one
-# was taken meanwhile.
+# start_server NAME BINARY [FLAGS...]: starts it on a free loopback port
+# (pinned with PIN=1, with the environment assignments in SERVER_ENV); sets
+# SERVER_PID and SERVER_PORT. Retries on another port if the chosen one was
+# taken meanwhile.
 start_server() {
     local name=$1 bin=$2 port pid
     shift 2
     for _ in 1 2 3 4 5; do
         port=$((20000 + RANDOM % 40000))
         port_open "$port" && continue
-        env ${SERVER_ENV:-} "$bin" --port "$port" "$@" >"$WORK/$name.log" 2>&1 &
+        env ${SERVER_ENV:-} "${SERVER_PIN[@]}" "$bin" --port "$port" "$@" >"$WORK/$name.log" 2>&1 &
         pid=$!
         PIDS+=("$pid")
         for _ in $(seq 1 100); do
@@ -170,66 +338,84 @@ start_server() {
     return 1
 }
 
-# The servers measured, in the order of a run: NAMES, PORTS, SERVER_PIDS and
-# SCHEMES (http or https) side by side.
+# The servers measured: NAMES, PORTS, SERVER_PIDS and SCHEMES (http or
+# https) side by side; SERVER_INDEX maps a name to its index.
 NAMES=() PORTS=() SERVER_PIDS=() SCHEMES=()
+declare -A SERVER_INDEX=()
 # add_server NAME SCHEME BINARY [FLAGS...]
 add_server() {
     local name=$1 scheme=$2 bin=$3
     shift 3
     start_server "$name" "$bin" "$@"
+    SERVER_INDEX[$name]=${#NAMES[@]}
     NAMES+=("$name") PORTS+=("$SERVER_PORT") SERVER_PIDS+=("$SERVER_PID") SCHEMES+=("$scheme")
     log "$name ($scheme) on port $SERVER_PORT"
 }
 
-# Ours twice: unary handlers inline on the connection thread (the example
-# server's default; its handler never blocks), and on the worker pool
-# (EXAMPLE_SERVER_INLINE=0: what a server with blocking handlers uses).
-# With TLS=1 these three serve TLS, and ours (inline) and tonic serve
-# plaintext beside them.
+# Ours once per mode ("ours-adaptive", ...), tonic ("tonic"); with TLS=1
+# these serve TLS, and ours (default mode) and tonic also serve plaintext
+# ("ours-plain", "tonic-plain").
+SCHEME=http
+SERVE_FLAGS=()
 if [[ $TLS == 1 ]]; then
-    add_server ours https "$OURS_BIN" "${TLS_FLAGS[@]}"
-    SERVER_ENV=EXAMPLE_SERVER_INLINE=0 add_server ours-workers https "$OURS_BIN" "${TLS_FLAGS[@]}"
-    add_server tonic https "$TONIC_BIN" "${TLS_FLAGS[@]}"
-    add_server ours-plain http "$OURS_BIN"
-    add_server tonic-plain http "$TONIC_BIN"
-else
-    add_server ours http "$OURS_BIN"
-    SERVER_ENV=EXAMPLE_SERVER_INLINE=0 add_server ours-workers http "$OURS_BIN"
-    add_server tonic http "$TONIC_BIN"
+    SCHEME=https
+    SERVE_FLAGS=("${TLS_FLAGS[@]}")
 fi
-# Other work on the machine skews everything: record how busy it was just
-# before the runs (CPU time not idle over one second, from /proc/stat).
+for mode in "${MODES[@]}"; do
+    SERVER_ENV=$(mode_env "$mode") add_server "ours-$mode" "$SCHEME" "$OURS_BIN" "${SERVE_FLAGS[@]}"
+done
+add_server tonic "$SCHEME" "$TONIC_BIN" "${SERVE_FLAGS[@]}"
+if [[ $TLS == 1 ]]; then
+    SERVER_ENV=$(mode_env "$DEFAULT_MODE") add_server ours-plain http "$OURS_BIN"
+    add_server tonic-plain http "$TONIC_BIN"
+fi
+OURS="ours-$DEFAULT_MODE"
+RAW_PORT=
+if has_section mib; then
+    start_server raw-tcp "$RAW_BIN" --listen
+    RAW_PORT=$SERVER_PORT
+    RAW_PID=$SERVER_PID
+    log "raw-tcp reader on port $RAW_PORT"
+fi
+
+# Other work on the machine skews everything: record the load average and
+# how busy the CPUs were just before the runs (CPU time not idle over one
+# second, from /proc/stat).
+LOAD_BEFORE=$(uptime)
 cpu_times() { awk '/^cpu / { print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6 }' /proc/stat; }
 read -r TOTAL1 IDLE1 <<<"$(cpu_times)"
 sleep 1
 read -r TOTAL2 IDLE2 <<<"$(cpu_times)"
 BUSY_BEFORE=$(((100 * ((TOTAL2 - TOTAL1) - (IDLE2 - IDLE1))) / (TOTAL2 - TOTAL1 > 0 ? TOTAL2 - TOTAL1 : 1)))
+log "before the runs: $LOAD_BEFORE; CPUs ${BUSY_BEFORE}% busy"
 
 # ---------------------------------------------------------------- runs
 FAILED=0
-ROWS=()
 
 # A bound on any single run: the measured time, the warm-up, and slack.
 RUN_TIMEOUT=$((DURATION * 3 + 30))
 
-# bench_run SERVER RPC CONNS CONC: runs bench against server number SERVER
-# (of NAMES); sets R_CPS (calls/s) and R_P99 (us), "ERR" when the run printed
-# no result.
-bench_run() {
-    local port=${PORTS[$1]} rpc=$2 conns=$3 conc=$4 out line target
-    local tls=()
-    target="${SCHEMES[$1]}://127.0.0.1:$port"
-    if [[ ${SCHEMES[$1]} == https ]]; then
+# Every run sets R_CPS (calls/s), R_P99 (us) and R_CALLS (calls completed
+# in the measured window; "-" from h2load), or "ERR" when it printed no
+# result.
+
+# client_run BINARY SERVER RPC CONNS CONC PAYLOAD: bench or tonic-bench
+# against server number SERVER (of NAMES).
+client_run() {
+    local bin=$1 port=${PORTS[$2]} scheme=${SCHEMES[$2]} rpc=$3 conns=$4 conc=$5 payload=$6
+    local out line target tls=()
+    target="$scheme://127.0.0.1:$port"
+    if [[ $scheme == https ]]; then
         tls=(--ca_file "$CA_FILE")
     fi
-    R_CPS=ERR R_P99=ERR
-    if out=$(timeout "$RUN_TIMEOUT" "$BENCH_BIN" --target "$target" "${tls[@]}" --rpc "$rpc" \
-        --connections "$conns" --concurrency "$conc" --duration "$DURATION" \
-        --payload "$PAYLOAD" 2>&1); then
+    R_CPS=ERR R_P99=ERR R_CALLS=ERR
+    if out=$(timeout "$RUN_TIMEOUT" "${CLIENT_PIN[@]}" "$bin" --target "$target" "${tls[@]}" \
+        --rpc "$rpc" --connections "$conns" --concurrency "$conc" --duration "$DURATION" \
+        --payload "$payload" 2>&1); then
         :
     else
-        echo "bench failed ($target, $rpc, $conns/$conc):" >&2
+        echo "$(basename "$bin") failed (${NAMES[$2]} at $target, $rpc, c$conns m$conc," \
+            "payload $payload):" >&2
         echo "$out" >&2
         FAILED=1
     fi
@@ -237,13 +423,17 @@ bench_run() {
     if [[ -n $line ]]; then
         R_CPS=$(sed -n 's/.*calls_per_sec=\([0-9]*\).*/\1/p' <<<"$line")
         R_P99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$line")
+        R_CALLS=$(sed -n 's/^calls: \([0-9]*\) in .*/\1/p' <<<"$out")
+        R_CALLS=${R_CALLS:-ERR}
     fi
 }
+bench_run() { client_run "$BENCH_BIN" "$@"; }
+tonic_bench_run() { client_run "$TONIC_BENCH_BIN" "$@"; }
 
-# h2load_run SERVER CONNS CONC: unary through h2load against server number
-# SERVER (of NAMES); sets R_CPS (requests/s) and R_P99 (us, from h2load's
-# per-request log). Over https:// h2load speaks TLS with ALPN h2 (it does not
-# check the certificate).
+# h2load_run SERVER CONNS STREAMS: unary through h2load against server
+# number SERVER (of NAMES), CONNS connections with STREAMS streams each; p99
+# from h2load's per-request log. Over https:// h2load speaks TLS with ALPN
+# h2 (it does not check the certificate).
 BODY="$WORK/unary_body.bin"
 # gRPC message prefix (uncompressed, length 7) + ExampleRequest{value: "hello"}
 # (field 1, wire type 2: 0x0a, length 5, "hello").
@@ -253,23 +443,22 @@ UNARY_PATH=/nameko.example/unary_unary
 NEGOTIATED=()
 
 h2load_run() {
-    local port=${PORTS[$1]} scheme=${SCHEMES[$1]} conns=$2 conc=$3 out streams
-    R_CPS=ERR R_P99=ERR
+    local port=${PORTS[$1]} scheme=${SCHEMES[$1]} conns=$2 streams=$3 out
+    R_CPS=ERR R_P99=ERR R_CALLS=-
     rm -f "$WORK/h2load.log"
-    streams=$(((conc + conns - 1) / conns))
-    if ! out=$(timeout "$RUN_TIMEOUT" h2load -c "$conns" -m "$streams" -D "$DURATION" \
-        --warm-up-time=500ms --log-file="$WORK/h2load.log" -d "$BODY" \
+    if ! out=$(timeout "$RUN_TIMEOUT" "${CLIENT_PIN[@]}" h2load -t 1 -c "$conns" -m "$streams" \
+        -D "$DURATION" --warm-up-time=500ms --log-file="$WORK/h2load.log" -d "$BODY" \
         -H 'content-type: application/grpc' -H 'te: trailers' \
         "$scheme://127.0.0.1:$port$UNARY_PATH" 2>&1); then
-        echo "h2load failed (port $port, $conns/$conc):" >&2
+        echo "h2load failed (${NAMES[$1]}, port $port, c$conns m$streams):" >&2
         echo "$out" >&2
         FAILED=1
         return
     fi
     if ! grep -q ' 0 failed, 0 errored, 0 timeout' <<<"$out" ||
         ! grep -q '^status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx' <<<"$out"; then
-        echo "h2load saw failures (port $port, $conns/$conc):" >&2
-        grep -E '^(requests|status codes):' <<<"$out" >&2
+        echo "h2load saw failures (${NAMES[$1]}, port $port, c$conns m$streams):" >&2
+        grep -E '^(requests|status codes|client|traffic):' <<<"$out" >&2
         FAILED=1
     fi
     if [[ $scheme == https ]]; then
@@ -286,6 +475,21 @@ h2load_run() {
     R_CPS=${R_CPS:-ERR}
 }
 
+# raw_run: one raw-tcp writer against the reader; R_CPS = MiB/s.
+raw_run() {
+    local out
+    R_CPS=ERR R_P99=- R_CALLS=-
+    if ! out=$(timeout "$RUN_TIMEOUT" "${CLIENT_PIN[@]}" "$RAW_BIN" --port "$RAW_PORT" \
+        --duration "$DURATION" --write_size "$MIB_PAYLOAD" 2>&1); then
+        echo "raw-tcp failed (port $RAW_PORT):" >&2
+        echo "$out" >&2
+        FAILED=1
+        return
+    fi
+    R_CPS=$(sed -n 's/^RESULT raw_tcp .*mib_per_sec=\([0-9]*\).*/\1/p' <<<"$out")
+    R_CPS=${R_CPS:-ERR}
+}
+
 # h2load cannot see grpc-status (it travels in the trailers): check once per
 # server with nghttp that the body above gets an OK answer.
 for i in "${!NAMES[@]}"; do
@@ -297,87 +501,149 @@ for i in "${!NAMES[@]}"; do
     fi
 done
 
+# median RESULTS...: of "cps p99 calls" triples, the one with the median cps
+# (the lower middle one for an even count; a failed run, ERR, sorts lowest).
+median() {
+    printf '%s\n' "$@" | sort -n -k1,1 | sed -n "$((($# + 1) / 2))p"
+}
+
+# Results: RES[KEY|RUNNER|SERVER] = "cps p99 calls" (the median run).
+declare -A RES=()
+
+# measure KEY ARGS...: for each "RUNNER SERVER_NAME" of RUNS_OF (set by the
+# caller), runs RUNNER SERVER_INDEX ARGS..., ROUNDS times, in the order of
+# RUNS_OF and the reverse by turns; keeps the median run in RES.
+measure() {
+    local key=$1 round j order runner name
+    shift
+    local -a runs=()
+    log "$key (${DURATION}s per run, $ROUNDS round(s))"
+    for round in $(seq 1 "$ROUNDS"); do
+        order=("${!RUNS_OF[@]}")
+        if ((round % 2 == 0)); then
+            order=($(printf '%s\n' "${order[@]}" | sort -rn))
+        fi
+        for j in "${order[@]}"; do
+            read -r runner name <<<"${RUNS_OF[j]}"
+            "$runner" "${SERVER_INDEX[$name]:-0}" "$@"
+            runs[j]+="$R_CPS $R_P99 $R_CALLS,"
+        done
+    done
+    for j in "${!RUNS_OF[@]}"; do
+        local -a results=()
+        IFS=, read -r -a results <<<"${runs[j]%,}"
+        read -r runner name <<<"${RUNS_OF[j]}"
+        RES["$key|$runner|$name"]=$(median "${results[@]}")
+    done
+}
+
+# result KEY RUNNER SERVER FIELD: field 1 (calls/s), 2 (p99) or 3 (calls)
+# of a measured result, "-" when not measured.
+result() {
+    local triple=${RES["$1|$2|$3"]:-}
+    if [[ -z $triple ]]; then
+        echo "-"
+        return
+    fi
+    local -a f
+    read -r -a f <<<"$triple"
+    echo "${f[$(($4 - 1))]:--}"
+}
+
 # ratio A B: A/B with two decimals, or "-" when either is missing.
 ratio() {
-    if [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ && $2 -gt 0 ]]; then
+    if [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ && $2 =~ ^[0-9]+(\.[0-9]+)?$ ]] &&
+        awk -v b="$2" 'BEGIN { exit !(b > 0) }'; then
         awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
     else
         echo "-"
     fi
 }
 
-add_row() { # LABEL OURS_CPS OURS_P99 WORKERS_CPS WORKERS_P99 TONIC_CPS TONIC_P99
-    ROWS+=("$(printf '%-30s %10s %10s %10s %8s %8s %10s %10s %10s' "$1" "$2" "$4" "$6" \
-        "$(ratio "$2" "$6")" "$(ratio "$4" "$6")" "$3" "$5" "$7")")
-}
-
-# TLS=1's second table: plaintext beside TLS, ours (inline) and tonic.
-PLAIN_ROWS=()
-add_plain_row() { # LABEL OURS_TLS OURS_PLAIN TONIC_TLS TONIC_PLAIN (each "cps p99")
-    local ot op tt tp
-    read -r -a ot <<<"$2"
-    read -r -a op <<<"$3"
-    read -r -a tt <<<"$4"
-    read -r -a tp <<<"$5"
-    PLAIN_ROWS+=("$(printf '%-30s %10s %10s %8s %10s %10s %8s %9s %9s %9s %9s' "$1" \
-        "${op[0]}" "${ot[0]}" "$(ratio "${ot[0]}" "${op[0]}")" \
-        "${tp[0]}" "${tt[0]}" "$(ratio "${tt[0]}" "${tp[0]}")" \
-        "${op[1]}" "${ot[1]}" "${tp[1]}" "${tt[1]}")")
-}
-
-# median RESULTS...: of "cps p99" pairs, the one with the median cps (the
-# lower middle one for an even count; a failed run, ERR, sorts lowest).
-median() {
-    printf '%s\n' "$@" | sort -n -k1,1 | sed -n "$((($# + 1) / 2))p"
-}
-
-# measure LABEL FUNCTION ARGS...: runs FUNCTION SERVER ARGS... against every
-# server ROUNDS times, in the order of NAMES and the reverse by turns, and
-# adds a table row (and with TLS=1 a row of the plaintext table).
-measure() {
-    local label=$1 fn=$2 round i order
-    shift 2
-    local -a runs=()
-    log "$label (${DURATION}s per run, $ROUNDS round(s))"
-    for round in $(seq 1 "$ROUNDS"); do
-        order=("${!NAMES[@]}")
-        if ((round % 2 == 0)); then
-            order=($(printf '%s\n' "${order[@]}" | sort -rn))
-        fi
-        for i in "${order[@]}"; do
-            "$fn" "$i" "$@"
-            runs[i]+="$R_CPS $R_P99,"
-        done
-    done
-    local -a med=()
-    for i in "${!NAMES[@]}"; do
-        local -a results=()
-        IFS=, read -r -a results <<<"${runs[i]%,}"
-        med[i]=$(median "${results[@]}")
-    done
-    local o_cps o_p99 w_cps w_p99 t_cps t_p99
-    read -r o_cps o_p99 <<<"${med[0]}"
-    read -r w_cps w_p99 <<<"${med[1]}"
-    read -r t_cps t_p99 <<<"${med[2]}"
-    add_row "$label" "$o_cps" "$o_p99" "$w_cps" "$w_p99" "$t_cps" "$t_p99"
-    if [[ $TLS == 1 ]]; then
-        add_plain_row "$label" "${med[0]}" "${med[3]}" "${med[2]}" "${med[4]}"
+# per_second CALLS FACTOR DIVISOR: CALLS * FACTOR / DIVISOR / DURATION,
+# rounded, or "-"/"ERR" when CALLS is not a number.
+per_second() {
+    if [[ $1 =~ ^[0-9]+$ ]]; then
+        awk -v c="$1" -v f="$2" -v d="$3" -v s="$DURATION" 'BEGIN { printf "%.0f", c * f / d / s }'
+    else
+        echo "$1"
     fi
 }
 
-for rpc in $RPCS; do
-    for load in $LOADS; do
-        conns=${load%/*}
-        conc=${load#*/}
-        measure "bench $rpc c=$conns m=$conc" bench_run "$rpc" "$conns" "$conc"
-    done
-done
+# Messages of the streamed side per call, and payload bytes (both ways) per
+# call of a request value of P bytes: the example service echoes the value
+# (client_stream's reply joins the 10 values with ",").
+stream_messages() {
+    case $1 in
+    unary) echo 1 ;;
+    server_stream) echo 2 ;;
+    client_stream | bidi) echo 10 ;;
+    esac
+}
+bytes_per_call() { # RPC P
+    case $1 in
+    unary) echo $((2 * $2)) ;;
+    server_stream) echo $((3 * $2)) ;;
+    client_stream) echo $((20 * $2 + 9)) ;;
+    bidi) echo $((20 * $2)) ;;
+    esac
+}
+describe_bytes() {
+    case $1 in
+    unary) echo "1 up + 1 down" ;;
+    server_stream) echo "1 up + 2 down" ;;
+    client_stream) echo "10 up + 10 down" ;;
+    bidi) echo "10 up + 10 down" ;;
+    esac
+}
 
-for load in $LOADS; do
-    conns=${load%/*}
-    conc=${load#*/}
-    measure "h2load unary c=$conns m=$conc" h2load_run "$conns" "$conc"
-done
+# --- h2load: unary, ours in every mode and tonic
+if has_section h2load; then
+    RUNS_OF=()
+    for mode in "${MODES[@]}"; do
+        RUNS_OF+=("h2load_run ours-$mode")
+    done
+    RUNS_OF+=("h2load_run tonic")
+    if [[ $TLS == 1 ]]; then
+        RUNS_OF+=("h2load_run ours-plain" "h2load_run tonic-plain")
+    fi
+    for shape in $H2LOAD_SHAPES; do
+        measure "h2load unary c${shape%x*} m${shape#*x}" "${shape%x*}" "${shape#*x}"
+    done
+fi
+
+# --- stream: bench, ours (default mode) and tonic
+if has_section stream; then
+    RUNS_OF=("bench_run $OURS" "bench_run tonic")
+    if [[ $TLS == 1 ]]; then
+        RUNS_OF+=("bench_run ours-plain" "bench_run tonic-plain")
+    fi
+    for rpc in $STREAM_RPCS; do
+        for load in $STREAM_LOADS; do
+            measure "$rpc c${load%/*} m${load#*/}" "$rpc" "${load%/*}" "${load#*/}" "$PAYLOAD"
+        done
+    done
+fi
+
+# --- mib: raw TCP, then bench with 1 MiB values, ours (default mode) and tonic
+if has_section mib; then
+    RUNS_OF=("raw_run raw")
+    measure "raw tcp"
+    RUNS_OF=("bench_run $OURS" "bench_run tonic")
+    for rpc in $MIB_RPCS; do
+        measure "$rpc mib c1 m1" "$rpc" 1 1 "$MIB_PAYLOAD"
+    done
+fi
+
+# --- clients: bench and tonic-bench against tonic and ours (default mode)
+if has_section clients; then
+    RUNS_OF=("bench_run tonic" "tonic_bench_run tonic" "bench_run $OURS" "tonic_bench_run $OURS")
+    for load in $CLIENT_LOADS; do
+        rpc=${load%%:*}
+        load=${load#*:}
+        measure "clients $rpc c${load%/*} m${load#*/}" "$rpc" "${load%/*}" "${load#*/}" "$PAYLOAD"
+    done
+fi
 
 # A server that died mid-run shows up as errors above; say so plainly.
 for i in "${!NAMES[@]}"; do
@@ -386,42 +652,161 @@ for i in "${!NAMES[@]}"; do
         FAILED=1
     fi
 done
+if [[ -n $RAW_PORT ]] && ! kill -0 "$RAW_PID" 2>/dev/null; then
+    echo "raw-tcp's reader (pid $RAW_PID) exited during the run" >&2
+    FAILED=1
+fi
+
+LOAD_AFTER=$(uptime)
 
 # ---------------------------------------------------------------- report
 echo
+PROTOCOL=plaintext
 if [[ $TLS == 1 ]]; then
-    echo "grpc-blocking (ours) vs tonic over TLS (rustls on both sides, ECDSA P-256 certificate),"
-    echo "with plaintext beside it: ${DURATION}s per run after a 0.5s warm-up, payload ${PAYLOAD} B (bench),"
-    echo "'hello' (h2load). What h2load negotiated:"
+    PROTOCOL="TLS (rustls on both sides, ECDSA P-256 certificate)"
+fi
+echo "grpc-blocking (ours) vs tonic, $PROTOCOL: ${DURATION}s per run after a 0.5s warm-up;"
+echo "each cell the median (by calls/s) of $ROUNDS run(s), the servers' order alternating."
+echo "ours: $OURS_BIN (worktree at $OURS_COMMIT), modes: ${MODES[*]} (by $MODE_VAR); 'ours' below = $DEFAULT_MODE."
+if [[ $PIN == 1 ]]; then
+    echo "PIN=1: servers on CPU $SERVER_CPUS, load generators on CPU $CLIENT_CPUS (taskset); $(nproc) CPUs."
+else
+    echo "Unpinned: servers and load generators share the machine's $(nproc) CPUs, so the client"
+    echo "competes with the server for CPU."
+fi
+echo "Before the runs: ${LOAD_BEFORE# }; CPUs ${BUSY_BEFORE}% busy over one second."
+echo "After the runs:  ${LOAD_AFTER# } (the load average counts the runs' own threads too)."
+echo "The machine is shared: compare columns of one run, not absolute numbers."
+if [[ $TLS == 1 ]]; then
+    echo "What h2load negotiated:"
     for i in "${!NAMES[@]}"; do
-        if [[ ${SCHEMES[$i]} == https ]]; then
-            printf '      %-14s %s\n' "${NAMES[$i]}" "${NEGOTIATED[$i]:-?}"
+        if [[ ${SCHEMES[$i]} == https && -n ${NEGOTIATED[$i]:-} ]]; then
+            printf '      %-14s %s\n' "${NAMES[$i]}" "${NEGOTIATED[$i]}"
         fi
     done
-else
-    echo "grpc-blocking (ours) vs tonic: ${DURATION}s per run after a 0.5s warm-up, payload ${PAYLOAD} B (bench), 'hello' (h2load)"
 fi
-echo "Each row: the median (by calls/s) of $ROUNDS run(s) per server, ours and tonic alternating."
-echo "c = connections, m = concurrent calls in total (bench: caller threads; h2load: -c c -m m/c)."
-echo "NOTE: both servers and the load generator share this machine ($(nproc) cores):"
-echo "      the client competes with the server for CPU, so compare the columns, not absolute numbers."
-echo "      Other work kept the CPUs ${BUSY_BEFORE}% busy in the second before the runs."
-echo
-echo "'inline' = our example server (unary handlers on the connection thread); 'workers' = the same"
-echo "server with every handler on the worker pool (EXAMPLE_SERVER_INLINE=0). Streaming calls always"
-echo "run on workers, so those two columns differ only for unary."
-printf '%-30s %10s %10s %10s %8s %8s %10s %10s %10s\n' "load" "inline/s" "workers/s" "tonic/s" \
-    "in/tonic" "wk/tonic" "in p99us" "wk p99us" "tonic p99"
-printf '%s\n' "${ROWS[@]}"
-echo
-if [[ $TLS == 1 ]]; then
-    echo "The same run, TLS beside plaintext: ours = the inline server, tonic = tonic; calls/s,"
-    echo "the ratio TLS/plaintext, and p99 in us (pl = plaintext)."
-    printf '%-30s %10s %10s %8s %10s %10s %8s %9s %9s %9s %9s\n' "load" "ours pl/s" "ours tls/s" \
-        "tls/pl" "tonic pl/s" "tonic tls/s" "tls/pl" "ours pl" "ours tls" "tonic pl" "tonic tls"
-    printf '%s\n' "${PLAIN_ROWS[@]}"
+
+# mode_cell KEY MODE FIELD: ours-MODE's value, "-" when that mode did not run.
+mode_cell() { result "$1" h2load_run "ours-$2" "$3"; }
+
+if has_section h2load; then
     echo
+    echo "Unary through h2load ('hello'): cN mM = N connections x M streams each (h2load -t 1 -c N -m M)."
+    echo "calls/s of our server in each unary handler mode and tonic, the ratio to tonic, p99 in us."
+    printf '%-24s %10s %10s %10s %10s %7s %7s %7s %8s %8s %8s %8s\n' "load" "adaptive/s" \
+        "inline/s" "workers/s" "tonic/s" "ad/ton" "in/ton" "wk/ton" "ad p99" "in p99" "wk p99" \
+        "ton p99"
+    for shape in $H2LOAD_SHAPES; do
+        key="h2load unary c${shape%x*} m${shape#*x}"
+        t=$(result "$key" h2load_run tonic 1)
+        printf '%-24s %10s %10s %10s %10s %7s %7s %7s %8s %8s %8s %8s\n' "unary c${shape%x*} m${shape#*x}" \
+            "$(mode_cell "$key" adaptive 1)" "$(mode_cell "$key" inline 1)" \
+            "$(mode_cell "$key" workers 1)" "$t" \
+            "$(ratio "$(mode_cell "$key" adaptive 1)" "$t")" \
+            "$(ratio "$(mode_cell "$key" inline 1)" "$t")" \
+            "$(ratio "$(mode_cell "$key" workers 1)" "$t")" \
+            "$(mode_cell "$key" adaptive 2)" "$(mode_cell "$key" inline 2)" \
+            "$(mode_cell "$key" workers 2)" "$(result "$key" h2load_run tonic 2)"
+    done
 fi
+
+if has_section stream; then
+    echo
+    echo "Streaming through bench (payload $PAYLOAD B): cN mM = N connections, M callers in total."
+    echo "msg/s counts the streamed side only: replies of server_stream (2 per call), requests of"
+    echo "client_stream (10 per call, 1 reply) and bidi (10 per call, each answered by 1 reply);"
+    echo "p99 is per call, in us. ours = $OURS (streaming handlers run on the pool in every mode)."
+    printf '%-24s %11s %11s %10s %9s %9s\n' "load" "ours msg/s" "tonic msg/s" "ours/tonic" \
+        "ours p99" "tonic p99"
+    for rpc in $STREAM_RPCS; do
+        for load in $STREAM_LOADS; do
+            key="$rpc c${load%/*} m${load#*/}"
+            n=$(stream_messages "$rpc")
+            o=$(per_second "$(result "$key" bench_run "$OURS" 3)" "$n" 1)
+            t=$(per_second "$(result "$key" bench_run tonic 3)" "$n" 1)
+            printf '%-24s %11s %11s %10s %9s %9s\n' "$key" "$o" "$t" "$(ratio "$o" "$t")" \
+                "$(result "$key" bench_run "$OURS" 2)" "$(result "$key" bench_run tonic 2)"
+        done
+    done
+fi
+
+if has_section mib; then
+    echo
+    echo "$MIB_PAYLOAD-byte values through bench, 1 connection, 1 caller (c1 m1): MiB/s of message"
+    echo "payload counted both ways (the service echoes the value; a call's request and replies"
+    echo "follow each other, one direction at a time); p99 per call in us. raw = raw-tcp: one TCP"
+    echo "connection over 127.0.0.1, $MIB_PAYLOAD-byte writes, the reader reads and discards; same duration."
+    if [[ $TLS == 1 ]]; then
+        echo "(raw-tcp is plaintext; the gRPC rows are TLS.)"
+    fi
+    raw=$(result "raw tcp" raw_run raw 1)
+    printf '%-34s %10s %11s %9s %8s %9s %10s %9s %9s\n' "load (MiB per call)" "ours MiB/s" \
+        "tonic MiB/s" "raw MiB/s" "ours/raw" "tonic/raw" "ours/tonic" "ours p99" "tonic p99"
+    printf '%-34s %10s %11s %9s\n' "raw tcp (one way)" "" "" "$raw"
+    for rpc in $MIB_RPCS; do
+        key="$rpc mib c1 m1"
+        b=$(bytes_per_call "$rpc" "$MIB_PAYLOAD")
+        o=$(per_second "$(result "$key" bench_run "$OURS" 3)" "$b" 1048576)
+        t=$(per_second "$(result "$key" bench_run tonic 3)" "$b" 1048576)
+        printf '%-34s %10s %11s %9s %8s %9s %10s %9s %9s\n' "$rpc c1 m1 ($(describe_bytes "$rpc"))" \
+            "$o" "$t" "$raw" "$(ratio "$o" "$raw")" "$(ratio "$t" "$raw")" "$(ratio "$o" "$t")" \
+            "$(result "$key" bench_run "$OURS" 2)" "$(result "$key" bench_run tonic 2)"
+    done
+fi
+
+if has_section clients; then
+    echo
+    echo "Client against client (payload $PAYLOAD B): our bench and tonic-bench (tonic's generated"
+    echo "client, tokio multi-thread runtime) driving the same server; cN mM = N connections, M"
+    echo "callers in total; calls/s, the ratio bench/tonic-bench, p99 in us."
+    printf '%-24s %-16s %9s %13s %12s %10s %10s\n' "load" "server" "bench/s" "tonic-bench/s" \
+        "bench/tonicb" "bench p99" "tonicb p99"
+    for load in $CLIENT_LOADS; do
+        rpc=${load%%:*}
+        load=${load#*:}
+        key="clients $rpc c${load%/*} m${load#*/}"
+        for server in tonic "$OURS"; do
+            o=$(result "$key" bench_run "$server" 1)
+            t=$(result "$key" tonic_bench_run "$server" 1)
+            printf '%-24s %-16s %9s %13s %12s %10s %10s\n' "${key#clients }" "$server" "$o" "$t" \
+                "$(ratio "$o" "$t")" "$(result "$key" bench_run "$server" 2)" \
+                "$(result "$key" tonic_bench_run "$server" 2)"
+        done
+    done
+fi
+
+if [[ $TLS == 1 ]] && { has_section h2load || has_section stream; }; then
+    echo
+    echo "The same run, TLS beside plaintext: ours = $OURS, tonic = tonic; calls/s, the ratio"
+    echo "TLS/plaintext, and p99 in us (pl = plaintext)."
+    printf '%-24s %10s %10s %7s %10s %11s %7s %8s %8s %8s %9s\n' "load" "ours pl/s" "ours tls/s" \
+        "tls/pl" "tonic pl/s" "tonic tls/s" "tls/pl" "ours pl" "ours tls" "tonic pl" "tonic tls"
+    tls_row() { # KEY LABEL RUNNER
+        local op ot tp tt
+        op=$(result "$1" "$3" ours-plain 1)
+        ot=$(result "$1" "$3" "$OURS" 1)
+        tp=$(result "$1" "$3" tonic-plain 1)
+        tt=$(result "$1" "$3" tonic 1)
+        printf '%-24s %10s %10s %7s %10s %11s %7s %8s %8s %8s %9s\n' "$2" "$op" "$ot" \
+            "$(ratio "$ot" "$op")" "$tp" "$tt" "$(ratio "$tt" "$tp")" \
+            "$(result "$1" "$3" ours-plain 2)" "$(result "$1" "$3" "$OURS" 2)" \
+            "$(result "$1" "$3" tonic-plain 2)" "$(result "$1" "$3" tonic 2)"
+    }
+    if has_section h2load; then
+        for shape in $H2LOAD_SHAPES; do
+            tls_row "h2load unary c${shape%x*} m${shape#*x}" \
+                "h2load unary c${shape%x*} m${shape#*x}" h2load_run
+        done
+    fi
+    if has_section stream; then
+        for rpc in $STREAM_RPCS; do
+            for load in $STREAM_LOADS; do
+                tls_row "$rpc c${load%/*} m${load#*/}" "bench $rpc c${load%/*} m${load#*/}" bench_run
+            done
+        done
+    fi
+fi
+echo
 if [[ $FAILED != 0 ]]; then
     echo "some runs reported errors (see above)" >&2
     exit 1
