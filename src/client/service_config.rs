@@ -114,6 +114,11 @@ impl RetryPolicy {
 
 /// The hedging policy of a method (A6, "Hedging Policy"): copies of the call
 /// sent `hedging_delay` apart without waiting for a failure.
+///
+/// It is parsed and validated, so that a service config written for other
+/// gRPC libraries is accepted (or refused, naming the field), but hedging is
+/// not implemented: a call under a hedging policy is sent once, as without a
+/// policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HedgingPolicy {
     /// Copies in all, the first one included: at least 2, and at most 5
@@ -151,8 +156,8 @@ pub struct MethodConfig {
     /// How failed calls are retried. Never set together with
     /// [`hedging_policy`](MethodConfig::hedging_policy).
     pub retry_policy: Option<RetryPolicy>,
-    /// How calls are hedged. Never set together with
-    /// [`retry_policy`](MethodConfig::retry_policy).
+    /// How calls would be hedged (not applied: see [`HedgingPolicy`]).
+    /// Never set together with [`retry_policy`](MethodConfig::retry_policy).
     pub hedging_policy: Option<HedgingPolicy>,
 }
 
