@@ -436,21 +436,23 @@ fn run(mut conn: Box<Conn>) {
                 break;
             }
         }
-        let Some(call) = conn.ready_inline.pop_front() else {
-            continue;
-        };
-        let (service, call) = *call;
-        let interceptors = conn.server.interceptors.clone();
-        match conn.slot.clone() {
-            None => intercepted::run(&*service, call, &interceptors),
-            Some(slot) => {
-                let handoff = conn.server.handoff.clone();
-                let ticket = handoff.park(&slot, conn);
-                intercepted::run(&*service, call, &interceptors);
-                match handoff.unpark(&slot, ticket) {
-                    Some(back) => conn = back,
-                    // Another thread drives the connection now.
-                    None => return,
+        // Every call that is ready runs before the loop turns again, so that
+        // their replies leave together, in one write, as the requests came.
+        while let Some(call) = conn.ready_inline.pop_front() {
+            let (service, call) = *call;
+            let interceptors = conn.server.interceptors.clone();
+            match conn.slot.clone() {
+                None => intercepted::run(&*service, call, &interceptors),
+                Some(slot) => {
+                    let handoff = conn.server.handoff.clone();
+                    let ticket = handoff.park(&slot, conn);
+                    intercepted::run(&*service, call, &interceptors);
+                    match handoff.unpark(&slot, ticket) {
+                        Some(back) => conn = back,
+                        // Another thread drives the connection now (and runs
+                        // the calls still waiting).
+                        None => return,
+                    }
                 }
             }
         }
