@@ -123,11 +123,14 @@
 //!
 //! **Threads.** Each connection, server or client side, is one OS thread
 //! that owns the socket and all HTTP/2 state (h2, driven without an async
-//! runtime) and sleeps in `poll(2)` on the socket and a wake-up; its sleep's
-//! timeout is its timer for deadlines, keepalive and the rest. Server
-//! handlers run on a pool of workers that grows on demand up to a bound (or,
-//! when allowed, unary handlers on the connection thread); a client call
-//! runs on the caller's own thread. Only the connection thread touches h2:
+//! runtime) and sleeps in one wait (mio: `epoll_wait` on Linux) on the
+//! socket and a wake-up; its sleep's timeout is its timer for deadlines,
+//! keepalive and the rest. By default a unary handler runs on the connection
+//! thread, and one that has not returned within a millisecond gets the
+//! connection handed to a new thread, so it may block; streaming handlers
+//! (and unary ones under `UnaryHandlers::Workers`) run on a pool of workers
+//! that grows on demand up to a bound, per server and per client address.
+//! A client call runs on the caller's own thread. Only the connection thread touches h2:
 //! everyone else talks to it through queues and a wake-up.
 //!
 //! **Flow control.** Credit goes back to the peer only as the reading side
@@ -159,9 +162,11 @@
 //!    message to h2, which writes them to the socket.
 //! 3. The server connection thread (`server/conn.rs`) reads them through
 //!    h2, routes the request (`server/dispatch.rs`: service, method,
-//!    compression, pool or inline) and hands the call to a worker
-//!    (`server/pool.rs`), delivering the request bytes to the call's
-//!    mailbox.
+//!    compression, pool or inline). A unary handler runs right there, on
+//!    the connection thread, once the request is in (if it blocks, the
+//!    connection moves to a new thread: `server/handoff.rs`); a streaming
+//!    one is handed to a worker (`server/pool.rs`), and the request bytes
+//!    go to the call's mailbox.
 //! 4. The handler reads its request from the blocking iterator
 //!    (`server/requests.rs`, which returns the flow-control credit), runs,
 //!    and sends its reply and status as commands back to the connection

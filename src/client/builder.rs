@@ -82,7 +82,8 @@ impl ChannelBuilder {
         self
     }
 
-    /// How long a TCP connect may take (default 20 s).
+    /// How long connecting may take: the TCP (or Unix socket) connect and,
+    /// over TLS, the handshake (default 20 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
         self

@@ -5,7 +5,7 @@
 //! chunks of a stream to the thread running the call, which takes them in
 //! here as it reads. Credit is returned only for chunks taken in, so a call
 //! that stops reading stops its peer at the stream window and memory stays
-//! bounded (ARCHITECTURE.md, "Flow control"). It is returned in batches of
+//! bounded (the crate docs, "Flow control"). It is returned in batches of
 //! [`CREDIT_BATCH`] bytes, or all at once when the reader is about to wait
 //! (the peer may be waiting for exactly that credit).
 

@@ -2,7 +2,7 @@
 //! builder setters for them ([`connection_setters!`], used by
 //! `ServerBuilder` and `ChannelBuilder` alike).
 //!
-//! The window rule (ARCHITECTURE.md, "Flow control"): the connection window
+//! The window rule: the connection window
 //! is kept at least four times the stream window, so that one stalled stream
 //! cannot freeze its connection.
 

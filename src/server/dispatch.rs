@@ -15,10 +15,11 @@ use crate::wire::headers::{self, CallHead, Rejection};
 /// Where a handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Run {
-    /// On a worker of the pool (any handler; the default).
+    /// On a worker of the pool (streaming handlers always; unary ones under
+    /// `UnaryHandlers::Workers`).
     Pool,
     /// On the connection thread once the request has fully arrived (unary
-    /// handlers, when the server allows it).
+    /// handlers under `UnaryHandlers::Adaptive`, the default, or `Inline`).
     Inline,
 }
 

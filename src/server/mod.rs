@@ -6,9 +6,13 @@
 //! the background, returning a [`ServerHandle`] to shut it down.
 //!
 //! Threading: one acceptor thread; one OS thread per connection, which owns
-//! the socket and all HTTP/2 state; handlers run on a pool of worker threads
-//! that grows on demand up to [`ServerBuilder::max_concurrent_handlers`].
-//! A handler may block (on a database, a file, another gRPC call) without
+//! the socket and all HTTP/2 state. Unary handlers run on the connection
+//! thread by default ([`UnaryHandlers`]); one that has not returned within
+//! [`ServerBuilder::inline_time_limit`] gets its connection handed to a new
+//! thread. Streaming handlers run on a pool of worker threads that grows on
+//! demand up to [`ServerBuilder::max_concurrent_handlers`] (and
+//! [`ServerBuilder::max_handlers_per_peer`] for one client address). A
+//! handler may block (on a database, a file, another gRPC call) without
 //! slowing other calls down.
 //!
 //! | file | what |
