@@ -166,7 +166,10 @@ impl Socket {
     }
 
     /// Reads for h2 through the authority filter: its output, refilled
-    /// from the replayed bytes, then from the transport.
+    /// from the replayed bytes, then from the transport. Never inlined: its
+    /// 16 KiB buffer would otherwise be in every read's stack frame, and
+    /// every connection thread's stack would keep those pages.
+    #[inline(never)]
     fn read_filtered(&mut self, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let mut chunk = [0u8; 16 * 1024];
         loop {
