@@ -4,8 +4,8 @@
 //! protocols on the first bytes, accepts streams, hands each routed call to
 //! its handler (`dispatch.rs` decides where), moves request bytes to the
 //! handler's mailbox, and applies the commands handlers send back (headers,
-//! messages, trailers, flow-control credit). It sleeps in `poll(2)` on the
-//! socket and a wake-up (`rt/event_loop.rs`), and the sleep's timeout is its
+//! messages, trailers, flow-control credit). It sleeps in one wait (mio:
+//! `epoll_wait` on Linux) on the socket and a wake-up (`rt/event_loop.rs`), and the sleep's timeout is its
 //! timer for call deadlines, the handshake, keepalive, idle and age.
 
 use std::collections::{HashMap, VecDeque};
@@ -420,6 +420,10 @@ impl Driver for Conn {
     }
 }
 
+/// How long a connection thread runs ready inline calls one after the
+/// other before it sends the replies it has (see [`run`]).
+const REPLY_BATCH: Duration = Duration::from_micros(500);
+
 /// Drives a connection on this thread until it is over, running its
 /// inline unary handlers between turns of its loop. Under adaptive
 /// handlers, the connection waits in its slot while a handler runs; if it
@@ -427,6 +431,7 @@ impl Driver for Conn {
 /// then on, and this one returns once its handler does.
 fn run(mut conn: Box<Conn>) {
     let commands = conn.rx.clone();
+    let (server, slot) = (conn.server.clone(), conn.slot.clone());
     loop {
         match drive(&mut *conn, &commands) {
             Ok(Drive::Yield) => {}
@@ -436,18 +441,25 @@ fn run(mut conn: Box<Conn>) {
                 break;
             }
         }
-        // Every call that is ready runs before the loop turns again, so that
-        // their replies leave together, in one write, as the requests came.
-        while let Some(call) = conn.ready_inline.pop_front() {
+        // The calls that are ready run one after the other before the loop
+        // turns again, so that their replies leave together, in one write,
+        // as the requests came. No call starts once REPLY_BATCH has passed,
+        // so a reply waits for the handlers after it at most that long and
+        // one handler more (under adaptive handlers, at most the inline
+        // time limit: a handler that blocks gets the connection handed on).
+        let batch = Instant::now();
+        while batch.elapsed() < REPLY_BATCH {
+            let Some(call) = conn.ready_inline.pop_front() else {
+                break;
+            };
             let (service, call) = *call;
-            let interceptors = conn.server.interceptors.clone();
-            match conn.slot.clone() {
-                None => intercepted::run(&*service, call, &interceptors),
+            let interceptors = &server.interceptors;
+            match &slot {
+                None => intercepted::run(&*service, call, interceptors),
                 Some(slot) => {
-                    let handoff = conn.server.handoff.clone();
-                    let ticket = handoff.park(&slot, conn);
-                    intercepted::run(&*service, call, &interceptors);
-                    match handoff.unpark(&slot, ticket) {
+                    let ticket = server.handoff.park(slot, conn);
+                    intercepted::run(&*service, call, interceptors);
+                    match server.handoff.unpark(slot, ticket) {
                         Some(back) => conn = back,
                         // Another thread drives the connection now (and runs
                         // the calls still waiting).
