@@ -315,7 +315,9 @@ start_server() {
     for _ in 1 2 3 4 5; do
         port=$((20000 + RANDOM % 40000))
         port_open "$port" && continue
-        env ${SERVER_ENV:-} "${SERVER_PIN[@]}" "$bin" --port "$port" "$@" >"$WORK/$name.log" 2>&1 &
+        # (Without RUST_LOG: it would turn our example server's per-call
+        # logging on.)
+        env -u RUST_LOG ${SERVER_ENV:-} "${SERVER_PIN[@]}" "$bin" --port "$port" "$@" >"$WORK/$name.log" 2>&1 &
         pid=$!
         PIDS+=("$pid")
         for _ in $(seq 1 100); do
@@ -494,8 +496,11 @@ raw_run() {
 # server with nghttp that the body above gets an OK answer.
 for i in "${!NAMES[@]}"; do
     url="${SCHEMES[$i]}://127.0.0.1:${PORTS[$i]}$UNARY_PATH"
-    if ! timeout 10 nghttp -v -d "$BODY" -H 'content-type: application/grpc' -H 'te: trailers' \
-        "$url" 2>&1 | grep -aq 'grpc-status: 0'; then
+    # (The whole answer first: grep -q would stop reading at the match, and
+    # nghttp, cut off mid-write, would fail the pipe.)
+    answer=$(timeout 10 nghttp -v -d "$BODY" -H 'content-type: application/grpc' -H 'te: trailers' \
+        "$url" 2>&1) || true
+    if ! grep -aq 'grpc-status: 0' <<<"$answer"; then
         echo "unary_unary at $url did not answer grpc-status 0 to h2load's body" >&2
         FAILED=1
     fi
@@ -525,6 +530,9 @@ measure() {
         fi
         for j in "${order[@]}"; do
             read -r runner name <<<"${RUNS_OF[j]}"
+            if [[ $name != raw && -z ${SERVER_INDEX[$name]:-} ]]; then
+                die "no server named '$name' was started"
+            fi
             "$runner" "${SERVER_INDEX[$name]:-0}" "$@"
             runs[j]+="$R_CPS $R_P99 $R_CALLS,"
         done
