@@ -165,8 +165,9 @@
 //!    compression, pool or inline). A unary handler runs right there, on
 //!    the connection thread, once the request is in (if it blocks, the
 //!    connection moves to a new thread: `server/handoff.rs`); a streaming
-//!    one is handed to a worker (`server/pool.rs`), and the request bytes
-//!    go to the call's mailbox.
+//!    one, or a unary one whose request is large enough to hold up the
+//!    connection's flow-control window, is handed to a worker
+//!    (`server/pool.rs`), and the request bytes go to the call's mailbox.
 //! 4. The handler reads its request from the blocking iterator
 //!    (`server/requests.rs`, which returns the flow-control credit), runs,
 //!    and sends its reply and status as commands back to the connection
