@@ -25,9 +25,9 @@
 //!     fn unary_unary(&self, _: ExampleRequest, _: &ServerContext) -> Result<ExampleReply, Status> {
 //!         Ok(ExampleReply { message: current_stack().join(" > "), seqno: 0 })
 //!     }
-//! #   fn unary_stream(&self, _: ExampleRequest, _: &ServerContext, _: &mut ResponseSink<ExampleReply>) -> Result<(), Status> { unimplemented!() }
-//! #   fn stream_unary(&self, _: Requests<ExampleRequest>, _: &ServerContext) -> Result<ExampleReply, Status> { unimplemented!() }
-//! #   fn stream_stream(&self, _: Requests<ExampleRequest>, _: &ServerContext, _: &mut ResponseSink<ExampleReply>) -> Result<(), Status> { unimplemented!() }
+//! #   fn unary_stream(&self, _: ExampleRequest, _: &ServerContext, _: &mut ResponseSink<ExampleReply>) -> Result<(), Status> { Err(Status::unimplemented("not part of this example")) }
+//! #   fn stream_unary(&self, _: Requests<ExampleRequest>, _: &ServerContext) -> Result<ExampleReply, Status> { Err(Status::unimplemented("not part of this example")) }
+//! #   fn stream_stream(&self, _: Requests<ExampleRequest>, _: &ServerContext, _: &mut ResponseSink<ExampleReply>) -> Result<(), Status> { Err(Status::unimplemented("not part of this example")) }
 //! }
 //!
 //! /// Calls the leaf from its handler, with the stack propagated.
@@ -36,9 +36,9 @@
 //!     fn unary_unary(&self, request: ExampleRequest, _: &ServerContext) -> Result<ExampleReply, Status> {
 //!         self.0.unary_unary(request)
 //!     }
-//! #   fn unary_stream(&self, _: ExampleRequest, _: &ServerContext, _: &mut ResponseSink<ExampleReply>) -> Result<(), Status> { unimplemented!() }
-//! #   fn stream_unary(&self, _: Requests<ExampleRequest>, _: &ServerContext) -> Result<ExampleReply, Status> { unimplemented!() }
-//! #   fn stream_stream(&self, _: Requests<ExampleRequest>, _: &ServerContext, _: &mut ResponseSink<ExampleReply>) -> Result<(), Status> { unimplemented!() }
+//! #   fn unary_stream(&self, _: ExampleRequest, _: &ServerContext, _: &mut ResponseSink<ExampleReply>) -> Result<(), Status> { Err(Status::unimplemented("not part of this example")) }
+//! #   fn stream_unary(&self, _: Requests<ExampleRequest>, _: &ServerContext) -> Result<ExampleReply, Status> { Err(Status::unimplemented("not part of this example")) }
+//! #   fn stream_stream(&self, _: Requests<ExampleRequest>, _: &ServerContext, _: &mut ResponseSink<ExampleReply>) -> Result<(), Status> { Err(Status::unimplemented("not part of this example")) }
 //! }
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

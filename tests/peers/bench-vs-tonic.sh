@@ -496,10 +496,11 @@ raw_run() {
 # server with nghttp that the body above gets an OK answer.
 for i in "${!NAMES[@]}"; do
     url="${SCHEMES[$i]}://127.0.0.1:${PORTS[$i]}$UNARY_PATH"
-    # (The whole answer first: grep -q would stop reading at the match, and
-    # nghttp, cut off mid-write, would fail the pipe.)
+    # (The whole answer first, without the NUL bytes of its binary frames:
+    # grep -q would stop reading at the match, and nghttp, cut off
+    # mid-write, would fail the pipe.)
     answer=$(timeout 10 nghttp -v -d "$BODY" -H 'content-type: application/grpc' -H 'te: trailers' \
-        "$url" 2>&1) || true
+        "$url" 2>&1 | tr -d '\0') || true
     if ! grep -aq 'grpc-status: 0' <<<"$answer"; then
         echo "unary_unary at $url did not answer grpc-status 0 to h2load's body" >&2
         FAILED=1
