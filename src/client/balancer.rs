@@ -746,6 +746,23 @@ mod tests {
     }
 
     /// The connects asked for, by address port.
+    /// A round_robin balancer with backends 1 and 2 resolved and both
+    /// connected (and the actions so far taken), with their connects.
+    fn round_robin_connected(
+        health: bool,
+        now: Instant,
+    ) -> (Balancer, Vec<(SubchannelId, u64, u16)>) {
+        let mut b = balancer(Policy::RoundRobin, health);
+        b.exit_idle(now);
+        b.take_actions();
+        b.on_resolved(Ok(vec![addr(1), addr(2)]), now);
+        let c = connects(&mut b);
+        for (id, attempt, _) in &c {
+            b.on_connected(*id, *attempt);
+        }
+        (b, c)
+    }
+
     fn connects(b: &mut Balancer) -> Vec<(SubchannelId, u64, u16)> {
         b.take_actions()
             .into_iter()
@@ -864,14 +881,7 @@ mod tests {
     #[test]
     fn health_decides_which_ready_backends_get_calls() {
         let now = Instant::now();
-        let mut b = balancer(Policy::RoundRobin, true);
-        b.exit_idle(now);
-        b.take_actions();
-        b.on_resolved(Ok(vec![addr(1), addr(2)]), now);
-        let c = connects(&mut b);
-        for (id, attempt, _) in &c {
-            b.on_connected(*id, *attempt);
-        }
+        let (mut b, c) = round_robin_connected(true, now);
         let watches: Vec<Action> = b.take_actions();
         assert_eq!(watches.len(), 2);
         // Connected but not yet reported: CONNECTING.
@@ -893,14 +903,7 @@ mod tests {
     #[test]
     fn resolver_updates_keep_known_backends_and_release_gone_ones() {
         let now = Instant::now();
-        let mut b = balancer(Policy::RoundRobin, false);
-        b.exit_idle(now);
-        b.take_actions();
-        b.on_resolved(Ok(vec![addr(1), addr(2)]), now);
-        let c = connects(&mut b);
-        for (id, attempt, _) in &c {
-            b.on_connected(*id, *attempt);
-        }
+        let (mut b, c) = round_robin_connected(false, now);
         b.resolve_now(now);
         assert_eq!(b.take_actions(), [Action::Resolve]);
         b.on_resolved(Ok(vec![addr(2), addr(3)]), now);
