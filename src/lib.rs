@@ -130,8 +130,9 @@
 //! connection handed to a new thread, so it may block; streaming handlers
 //! (and unary ones under `UnaryHandlers::Workers`) run on a pool of workers
 //! that grows on demand up to a bound, per server and per client address.
-//! A client call runs on the caller's own thread. Only the connection thread touches h2:
-//! everyone else talks to it through queues and a wake-up.
+//! A client call runs on the caller's own thread. Only the connection
+//! thread touches h2: everyone else talks to it through queues and a
+//! wake-up.
 //!
 //! **Flow control.** Credit goes back to the peer only as the reading side
 //! consumes messages, so a slow reader slows its sender down and memory

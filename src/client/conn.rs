@@ -5,8 +5,8 @@
 //! and its end in the same command) and waking this thread; responses flow
 //! back to the caller as [`CallEvent`]s on the call's own mailbox. The
 //! thread sleeps in one wait (mio: `epoll_wait` on Linux) on the socket
-//! and a wake-up; the sleep's
-//! timeout is its timer for call deadlines and keepalive.
+//! and a wake-up; the sleep's timeout is its timer for call deadlines and
+//! keepalive.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

@@ -1,6 +1,7 @@
 //! The connection-thread machinery the server and the client share: one OS
 //! thread per connection owns the socket and all HTTP/2 state, sleeps in
-//! one wait (mio: `epoll_wait` on Linux), and moves bytes between the socket, h2 and the calls.
+//! one wait (mio: `epoll_wait` on Linux), and moves bytes between the
+//! socket, h2 and the calls.
 //!
 //! | file | what |
 //! | --- | --- |

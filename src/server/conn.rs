@@ -5,8 +5,9 @@
 //! its handler (`dispatch.rs` decides where), moves request bytes to the
 //! handler's mailbox, and applies the commands handlers send back (headers,
 //! messages, trailers, flow-control credit). It sleeps in one wait (mio:
-//! `epoll_wait` on Linux) on the socket and a wake-up (`rt/event_loop.rs`), and the sleep's timeout is its
-//! timer for call deadlines, the handshake, keepalive, idle and age.
+//! `epoll_wait` on Linux) on the socket and a wake-up (`rt/event_loop.rs`),
+//! and the sleep's timeout is its timer for call deadlines, the handshake,
+//! keepalive, idle and age.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
