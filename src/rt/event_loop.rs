@@ -364,22 +364,46 @@ impl EventLoop {
         self.wake.conn_dirty.swap(false, Ordering::SeqCst)
     }
 
-    /// Sleeps until the socket is ready for what last blocked, another thread
-    /// wakes us, or `timeout` passes. `has_work` is checked after announcing
-    /// sleep and before sleeping, closing the race with a waker that queued
-    /// work just before. After a socket event, the connection is dirty.
-    pub(crate) fn sleep(
-        &mut self,
-        timeout: Option<Duration>,
-        has_work: impl Fn() -> bool,
-    ) -> io::Result<()> {
+    /// Announces that the thread sleeps (from now on, other threads' wake-ups
+    /// go through the poll's waker), then checks `has_work` and the dirty
+    /// marks, closing the race with a waker that queued work just before:
+    /// false, and nothing announced, if there is work.
+    fn announce_sleep(&self, has_work: impl Fn() -> bool) -> bool {
         self.wake.sleeping.store(true, Ordering::SeqCst);
         if has_work()
             || self.wake.conn_dirty.load(Ordering::SeqCst)
             || !self.wake.dirty.lock().is_empty()
         {
             self.wake.sleeping.store(false, Ordering::SeqCst);
-            return Ok(());
+            return false;
+        }
+        true
+    }
+
+    /// Before the connection gives its thread up (`rt/parking.rs`): true
+    /// when it may, with sleep announced, so that any wake-up from now on
+    /// makes [`EventLoop::wake_fd`] readable.
+    pub(crate) fn prepare_park(&self, has_work: impl Fn() -> bool) -> bool {
+        self.announce_sleep(has_work)
+    }
+
+    /// The poll's descriptor: readable once the socket is ready, another
+    /// thread wakes the connection, or anything else registered is.
+    pub(crate) fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.poll.as_raw_fd()
+    }
+
+    /// Sleeps until the socket is ready for what last blocked, another thread
+    /// wakes us, or `timeout` passes. `has_work` is checked after announcing
+    /// sleep and before sleeping. After a socket event, the connection is
+    /// dirty. Returns whether anything happened (false: the time passed).
+    pub(crate) fn sleep(
+        &mut self,
+        timeout: Option<Duration>,
+        has_work: impl Fn() -> bool,
+    ) -> io::Result<bool> {
+        if !self.announce_sleep(has_work) {
+            return Ok(true);
         }
         let result = self.poll.poll(&mut self.events, timeout);
         self.wake.sleeping.store(false, Ordering::SeqCst);
@@ -406,7 +430,7 @@ impl EventLoop {
         if socket_ready {
             self.wake.conn_dirty.store(true, Ordering::SeqCst);
         }
-        Ok(())
+        Ok(!self.events.is_empty())
     }
 }
 
@@ -431,6 +455,17 @@ pub(crate) trait Driver {
     fn wants_yield(&self) -> bool {
         false
     }
+    /// How long the connection may have nothing to do before [`drive`]
+    /// returns [`Drive::Park`] (its thread can go: `rt/parking.rs`); `None`
+    /// keeps the thread.
+    fn park_after(&self) -> Option<Duration> {
+        None
+    }
+    /// True when nothing of the connection needs a thread but a wake-up:
+    /// no call, nothing of its own to run.
+    fn parkable(&self) -> bool {
+        false
+    }
 }
 
 /// Why [`drive`] returned.
@@ -440,6 +475,9 @@ pub(crate) enum Drive {
     Done,
     /// The driver asked to run something off the loop; call again after.
     Yield,
+    /// The connection has had nothing to do for its
+    /// [`Driver::park_after`]: it may give its thread up.
+    Park,
 }
 
 /// Runs a connection thread's loop until the driver is done: commands from
@@ -450,6 +488,8 @@ pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> i
     // The first poll starts the handshake (and, on a call after a yield,
     // looks at the connection again: cheap when nothing is new).
     let mut conn_dirty = true;
+    let park_after = driver.park_after();
+    let mut active = Instant::now();
     loop {
         while let Ok(cmd) = commands.try_recv() {
             driver.apply(cmd);
@@ -472,9 +512,20 @@ pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> i
         if driver.wants_yield() {
             return Ok(Drive::Yield);
         }
-        let timeout = driver.event_loop().timers.next_in(Instant::now());
-        driver
+        let now = Instant::now();
+        let mut timeout = driver.event_loop().timers.next_in(now);
+        if let Some(after) = park_after.filter(|_| driver.parkable()) {
+            let left = (active + after).saturating_duration_since(now);
+            if left.is_zero() {
+                return Ok(Drive::Park);
+            }
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        if driver
             .event_loop()
-            .sleep(timeout, || !commands.is_empty())?;
+            .sleep(timeout, || !commands.is_empty())?
+        {
+            active = Instant::now();
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! | file | what |
 //! | --- | --- |
 //! | `event_loop.rs` | the thread's wait (socket readiness, wake-ups from other threads, the next timer) and the loop that drives a connection |
+//! | `parking.rs` | idle connections handing their thread back: one thread waits on them all and gives each a thread again when it wakes |
 //! | `timers.rs` | the connection's timers: call deadlines, handshake, keepalive, idle, age |
 //! | `keepalive.rs` | keepalive pings, one implementation for both sides |
 //! | `settings.rs` | HTTP/2 and connection-thread settings, their defaults, the window rule, and the builder setters both sides share |
@@ -19,6 +20,7 @@ pub(crate) mod call_state;
 pub(crate) mod event_loop;
 pub(crate) mod keepalive;
 pub(crate) mod mailbox;
+pub(crate) mod parking;
 pub(crate) mod reader;
 pub(crate) mod send_queue;
 pub(crate) mod settings;

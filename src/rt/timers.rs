@@ -56,6 +56,11 @@ impl Timers {
             .map(|(at, _)| at.saturating_duration_since(now))
     }
 
+    /// When the next timer is due.
+    pub(crate) fn next_at(&self) -> Option<Instant> {
+        self.set.first().map(|&(at, _)| at)
+    }
+
     /// Takes the next timer due at or before `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
         let &(at, timer) = self.set.first()?;

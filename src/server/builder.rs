@@ -191,6 +191,19 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a connection may have nothing to do (no call in flight)
+    /// before its thread ends (default 1 s). The connection stays open:
+    /// one thread of the server waits on all such connections and gives a
+    /// connection a thread again as soon as its client sends anything, so
+    /// an idle connection costs its few KiB of heap and no thread. `None`
+    /// keeps a thread for every connection while it lives (a connection
+    /// that wakes up then skips starting a thread, some tens of
+    /// microseconds).
+    pub fn park_idle_connections_after(mut self, after: Option<Duration>) -> Self {
+        self.config.park_idle_after = after;
+        self
+    }
+
     /// Closes a connection gracefully (GOAWAY) once it is this old (default:
     /// never); clients reconnect, which spreads load over new servers. What
     /// still runs after [`max_connection_age_grace`](Self::max_connection_age_grace)

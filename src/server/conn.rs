@@ -7,10 +7,14 @@
 //! messages, trailers, flow-control credit). It sleeps in one wait (mio:
 //! `epoll_wait` on Linux) on the socket and a wake-up (`rt/event_loop.rs`),
 //! and the sleep's timeout is its timer for call deadlines, the handshake,
-//! keepalive, idle and age.
+//! keepalive, idle and age. A connection with no call for
+//! `park_idle_after` moves, whole, into the server's parker and its thread
+//! ends; the parker starts a thread for it again when it wakes
+//! (`rt/parking.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -27,6 +31,7 @@ use crate::rt::call_state::CallState;
 use crate::rt::event_loop::{conn_waker, drive, stream_waker, Drive, Driver, EventLoop, Socket};
 use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::{mailbox, Producer};
+use crate::rt::parking::Parkable;
 use crate::rt::send_queue::SendQueue;
 use crate::rt::timers::Timer;
 use crate::rt::StreamKey;
@@ -419,6 +424,31 @@ impl Driver for Conn {
     fn wants_yield(&self) -> bool {
         !self.ready_inline.is_empty()
     }
+
+    fn park_after(&self) -> Option<Duration> {
+        self.server.config.park_idle_after
+    }
+
+    fn parkable(&self) -> bool {
+        matches!(self.phase, Phase::Open(_))
+            && self.streams.is_empty()
+            && self.ready_inline.is_empty()
+            && !self.shutting_down
+    }
+}
+
+impl Parkable for Conn {
+    fn wake_fd(&self) -> RawFd {
+        self.ev.wake_fd()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.ev.timers.next_at()
+    }
+
+    fn resume(self: Box<Self>) {
+        run(self)
+    }
 }
 
 /// How long a connection thread runs ready inline calls one after the
@@ -436,6 +466,17 @@ fn run(mut conn: Box<Conn>) {
     loop {
         match drive(&mut *conn, &commands) {
             Ok(Drive::Yield) => {}
+            Ok(Drive::Park) => {
+                if conn.ev.prepare_park(|| !commands.is_empty()) {
+                    match server.parker.park(conn) {
+                        // The parker's thread holds it; this one can go.
+                        Ok(()) => return,
+                        // It could not: this thread keeps it (and tries
+                        // again after another idle while).
+                        Err(back) => conn = back,
+                    }
+                }
+            }
             Ok(Drive::Done) => break,
             Err(e) => {
                 log::error!("connection event loop failed: {e}");

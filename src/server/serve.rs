@@ -270,6 +270,10 @@ pub struct ServerStats {
     /// Handler threads waiting for one (they exit after
     /// [`ServerBuilder::handler_idle_timeout`](crate::server::ServerBuilder::handler_idle_timeout)).
     pub handlers_idle: usize,
+    /// Connections idle long enough to have given their thread up
+    /// ([`ServerBuilder::park_idle_connections_after`](crate::server::ServerBuilder::park_idle_connections_after));
+    /// counted in `connections` too.
+    pub connections_parked: usize,
 }
 
 /// Reads a server's [`ServerStats`] from any thread; cheap to clone.
@@ -295,6 +299,7 @@ impl StatsHandle {
             calls_in_flight: shared.calls.load(Ordering::Relaxed),
             handlers_busy: shared.handlers.in_use(),
             handlers_idle: idle,
+            connections_parked: shared.parker.parked(),
         }
     }
 }

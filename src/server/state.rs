@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::rt::parking::Parker;
 use crate::server::config::ServerConfig;
 use crate::server::error_policy::ErrorPolicy;
 use crate::server::handoff::Handoff;
@@ -36,6 +37,8 @@ pub(crate) struct ServerShared {
     pub(crate) calls: Arc<AtomicUsize>,
     /// Hands connections whose inline handler blocks to new threads.
     pub(crate) handoff: Arc<Handoff>,
+    /// Holds idle connections without their threads.
+    pub(crate) parker: Parker,
     /// Handler threads, in all and per peer.
     pub(crate) handlers: Arc<HandlerBudget>,
     /// Connections per peer.
@@ -83,6 +86,7 @@ impl ServerShared {
             pool,
             calls: Arc::default(),
             handoff: Handoff::new(config_limit, config_stack),
+            parker: Parker::new("grpc-conn", config_stack)?,
             handlers,
             peer_connections,
             #[cfg(feature = "tls")]

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grpc_blocking::server::{Requests, ResponseSink, ServerContext, UnaryHandlers};
+use grpc_blocking::server::{Requests, ResponseSink, ServerContext, ServerStats, UnaryHandlers};
 use grpc_blocking::{
     CallOptions, Channel, Code, Metadata, Server, ServerBuilder, ServerHandle, Status,
     TransportError,
@@ -867,6 +867,120 @@ fn idle_timeout_goaways_an_idle_connection_and_the_client_reconnects() {
         let second = client.unary_unary(req("b", 1)).unwrap().seqno;
         assert_ne!(first, second, "the idle connection was not closed");
         assert_serves(&server);
+    });
+}
+
+/// Waits (up to 10 s) until the server's statistics satisfy `ok`; returns
+/// the last ones read.
+fn wait_stats(server: &ServerHandle, ok: impl Fn(&ServerStats) -> bool) -> ServerStats {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = server.stats();
+        if ok(&now) || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A server whose idle connections park after 20 ms, with more settings.
+fn parking_server(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> ServerHandle {
+    example_server(|b| configure(b.park_idle_connections_after(Some(Duration::from_millis(20)))))
+}
+
+#[test]
+fn idle_connections_park_and_wake_for_every_kind_of_call() {
+    with_timeout(60, || {
+        let server = parking_server(|b| b);
+        let clients: Vec<_> = (0..4)
+            .map(|_| ExampleClient::connect(target(&server)).unwrap())
+            .collect();
+        for round in 0..3 {
+            for (i, c) in clients.iter().enumerate() {
+                let value = format!("r{round}c{i}");
+                assert_eq!(
+                    c.unary_unary(req(&value, 2)).unwrap().message,
+                    value.repeat(2)
+                );
+                let replies: Vec<_> = c.unary_stream(req(&value, 1)).collect();
+                assert_eq!(replies.len(), 2, "{replies:?}");
+                let joined = c.stream_unary(vec![req("a", 1), req("b", 1)]).unwrap();
+                assert_eq!(joined.message, "a,b");
+                let echoed = c
+                    .stream_stream(vec![req("x", 1), req("y", 2)])
+                    .map(|r| r.map(|r| r.message))
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap();
+                assert_eq!(echoed, ["x", "yy"]);
+            }
+            // Between rounds every connection gives its thread up and stays
+            // open.
+            let now = wait_stats(&server, |s| s.connections_parked == 4);
+            assert_eq!((now.connections, now.connections_parked), (4, 4));
+        }
+        // A parked connection hears its client leave.
+        drop(clients);
+        let now = wait_stats(&server, |s| s.connections == 0);
+        assert_eq!((now.connections, now.connections_parked), (0, 0));
+        assert_serves(&server);
+    });
+}
+
+#[test]
+fn parked_connections_keep_their_keepalive_and_idle_timers() {
+    with_timeout(60, || {
+        let server = parking_server(|b| {
+            b.keepalive_interval(Some(Duration::from_millis(200)))
+                .keepalive_timeout(Duration::from_secs(1))
+        });
+        // Pings keep coming to a parked connection that answers them, and it
+        // stays open; one that stops answering is closed.
+        let mut polite = RawConn::handshake(server.local_addr());
+        let now = wait_stats(&server, |s| s.connections_parked == 1);
+        assert_eq!(now.connections_parked, 1);
+        let (events, closed) = polite.events_for(Duration::from_secs(2));
+        assert!(
+            !closed,
+            "a parked client that answers pings was closed: {events:?}"
+        );
+        let pings = events
+            .iter()
+            .filter(|e| matches!(e, Event::Ping { ack: false, .. }))
+            .count();
+        assert!(pings >= 2, "keepalive pings every 200 ms: {events:?}");
+        polite.answer_pings = false;
+        polite
+            .wait_closed(Duration::from_secs(15))
+            .expect("the server closes a parked connection whose pings go unanswered");
+
+        // The idle timeout ends a parked connection.
+        let server = parking_server(|b| b.idle_timeout(Some(Duration::from_millis(300))));
+        let mut conn = RawConn::handshake(server.local_addr());
+        let now = wait_stats(&server, |s| s.connections_parked == 1);
+        assert_eq!(now.connections_parked, 1);
+        let events = conn
+            .wait_closed(Duration::from_secs(10))
+            .expect("the idle timeout closes a parked connection");
+        assert!(
+            events.iter().any(|e| matches!(e, Event::GoAway { .. })),
+            "closed without a GOAWAY: {events:?}"
+        );
+    });
+}
+
+#[test]
+fn a_graceful_shutdown_ends_parked_connections() {
+    with_timeout(30, || {
+        // A grace longer than the test's timeout: the shutdown must not
+        // wait it out for connections that have no call.
+        let server = parking_server(|b| b.shutdown_grace_period(Duration::from_secs(120)));
+        let client = ExampleClient::connect(target(&server)).unwrap();
+        assert_eq!(client.unary_unary(req("a", 1)).unwrap().message, "a");
+        let now = wait_stats(&server, |s| s.connections_parked == 1);
+        assert_eq!(now.connections_parked, 1);
+        server.shutdown().expect("a clean shutdown");
+        let err = client.unary_unary(req("b", 1)).unwrap_err();
+        assert_code(&err, Code::Unavailable);
     });
 }
 

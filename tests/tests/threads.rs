@@ -1,15 +1,24 @@
-//! Dropping servers and clients ends their threads. This test has a binary
-//! of its own: thread counts are per process, and other tests running in
-//! parallel would blur them.
+//! Dropping servers and clients ends their threads, and idle server
+//! connections hold none. These tests have a binary of their own: thread
+//! counts are per process, and other tests running in parallel would blur
+//! them (the two here take turns).
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use grpc_blocking::Server;
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleRequest, ExampleServer};
 use grpc_blocking_examples::ExampleService;
 use grpc_blocking_tests::support::{
-    serve, target, thread_count, wait_for_threads_at_most, with_timeout,
+    req, serve, target, thread_count, threads_named, wait_for_threads_at_most, with_timeout,
 };
+
+/// The tests count the process's threads: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn dropping_servers_and_clients_ends_their_threads() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     with_timeout(120, || {
         // The guard thread of with_timeout is part of the baseline.
         let baseline = thread_count();
@@ -47,10 +56,55 @@ fn dropping_servers_and_clients_ends_their_threads() {
 
         // Dropping the server ends the acceptor and the handler pool.
         drop(server);
+        // At most: the other test's thread may have ended meanwhile.
         let end = wait_for_threads_at_most(baseline, 10);
-        assert_eq!(
-            end, baseline,
-            "threads left behind after dropping the server"
+        assert!(
+            end <= baseline,
+            "threads left behind after dropping the server: {end}, baseline {baseline}"
+        );
+    });
+}
+
+#[test]
+fn idle_connections_hold_no_thread_and_the_parker_ends_with_its_server() {
+    // The other test of this binary counts threads too.
+    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    with_timeout(120, || {
+        let baseline = thread_count();
+        let server = Server::builder()
+            .park_idle_connections_after(Some(Duration::from_millis(20)))
+            .add_service(ExampleServer::new(ExampleService))
+            .bind("127.0.0.1:0")
+            .expect("bind a loopback port")
+            .spawn()
+            .expect("start the server");
+        let clients: Vec<_> = (0..4)
+            .map(|_| ExampleClient::connect(target(&server)).unwrap())
+            .collect();
+        for c in &clients {
+            assert_eq!(c.unary_unary(req("a", 1)).unwrap().message, "a");
+        }
+        // Four idle connections, open, and no server connection thread.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.stats().connections_parked < 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let stats = server.stats();
+        assert_eq!((stats.connections, stats.connections_parked), (4, 4));
+        assert_eq!(threads_named("self", "grpc-conn"), 0);
+        assert_eq!(threads_named("self", "grpc-parker"), 1);
+        // Each wakes for its next call.
+        for c in &clients {
+            assert_eq!(c.unary_unary(req("b", 1)).unwrap().message, "b");
+        }
+        drop(clients);
+        drop(server);
+        // At most: the other test's threads may have ended meanwhile.
+        let end = wait_for_threads_at_most(baseline, 10);
+        assert!(
+            end <= baseline,
+            "threads left behind after dropping the server and its parked connections: \
+             {end}, baseline {baseline}"
         );
     });
 }
