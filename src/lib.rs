@@ -132,9 +132,10 @@
 //! that grows on demand up to a bound, per server and per client address.
 //! A client call runs on the caller's own thread. Only the connection
 //! thread touches h2: everyone else talks to it through queues and a
-//! wake-up. A server connection without a call for a second gives its
-//! thread up until its client sends again (one thread waits on all such
-//! connections: `rt/parking.rs`).
+//! wake-up. A server connection without a call for a second (at once when
+//! more than 512 are open) gives its thread up: one thread waits on all
+//! such connections, and a small pool drives those that wake
+//! (`rt/parking.rs`).
 //!
 //! **Flow control.** Credit goes back to the peer only as the reading side
 //! consumes messages, so a slow reader slows its sender down and memory

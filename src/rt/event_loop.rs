@@ -405,6 +405,22 @@ impl EventLoop {
         if !self.announce_sleep(has_work) {
             return Ok(true);
         }
+        self.wait(timeout)
+    }
+
+    /// Takes the events that came while no thread drove the connection
+    /// (`rt/parking.rs`), without waiting: after them, the connection is
+    /// dirty.
+    pub(crate) fn take_events(&mut self) -> io::Result<()> {
+        self.wait(Some(Duration::ZERO))?;
+        self.wake.conn_dirty.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// One wait on the poll, up to `timeout`, with the sleep announced;
+    /// records what the socket became ready for. Returns whether anything
+    /// happened.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
         let result = self.poll.poll(&mut self.events, timeout);
         self.wake.sleeping.store(false, Ordering::SeqCst);
         match result {
@@ -488,7 +504,6 @@ pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> i
     // The first poll starts the handshake (and, on a call after a yield,
     // looks at the connection again: cheap when nothing is new).
     let mut conn_dirty = true;
-    let park_after = driver.park_after();
     let mut active = Instant::now();
     loop {
         while let Ok(cmd) = commands.try_recv() {
@@ -514,7 +529,7 @@ pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> i
         }
         let now = Instant::now();
         let mut timeout = driver.event_loop().timers.next_in(now);
-        if let Some(after) = park_after.filter(|_| driver.parkable()) {
+        if let Some(after) = driver.park_after().filter(|_| driver.parkable()) {
             let left = (active + after).saturating_duration_since(now);
             if left.is_zero() {
                 return Ok(Drive::Park);

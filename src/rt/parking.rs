@@ -1,21 +1,28 @@
-//! Idle connections without threads.
+//! Idle connections without threads of their own.
 //!
-//! A connection that has had nothing to do for a while (no call, nothing to
-//! write) gives its thread up: its whole state moves into a [`Parker`] and
-//! the thread ends, so an idle connection costs its heap alone, not the
-//! pages of a thread's stack. The parker's one thread waits on every parked
-//! connection at once: each connection's own poll (an epoll instance, which
-//! is itself readable once anything registered in it is ready) is
-//! registered in the parker's poll. When a parked connection's socket has
-//! data, another thread wakes it, or its next timer is due, the parker
-//! hands it to a new thread, which drives it as before.
+//! A connection that has nothing to do (no call, nothing to write) can
+//! give its thread up: its whole state moves into a [`Parker`]. The
+//! parker's one thread waits on every parked connection at once: each
+//! connection's own poll (an epoll instance, which is itself readable once
+//! anything registered in it is ready) is registered in the parker's poll.
+//! When a parked connection's socket has data, another thread wakes it, or
+//! its next timer is due, the parker queues it for a small pool of threads
+//! that drive connections until they park again. Many connections with a
+//! call now and then thus share a few threads, and one `epoll_wait`
+//! returns many of them, instead of a thread per connection waking per
+//! call.
+//!
+//! No thread is stuck for good: a connection whose handler blocks is
+//! handed to a thread of its own (`server/handoff.rs`), and when queued
+//! connections wait while no pool thread takes any, the parker starts
+//! another. Pool threads that find nothing to do for a while end.
 //!
 //! No wake-up is lost: the connection announces that it sleeps (so other
 //! threads signal its poll's waker from then on) and checks for work before
 //! it parks, and registering a poll that is already ready reports it at
 //! once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -24,14 +31,17 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::rt::sync::Mutex;
+use crate::rt::sync::{Condvar, Mutex};
 
 /// The parker's own wake-up: a new deadline, or the end.
 const WAKER: Token = Token(usize::MAX);
 
-/// How long a parked connection that could not get a thread waits before
-/// the parker tries again.
-const RETRY: Duration = Duration::from_millis(100);
+/// How long queued connections may wait while no pool thread takes one
+/// before the parker starts another thread.
+const STALL: Duration = Duration::from_millis(1);
+
+/// How long a pool thread waits for a connection before it ends.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// A connection's state, while no thread drives it.
 pub(crate) trait Parkable: Send + 'static {
@@ -41,7 +51,8 @@ pub(crate) trait Parkable: Send + 'static {
     /// When the connection must run again, whatever else happens (its next
     /// timer).
     fn next_deadline(&self) -> Option<Instant>;
-    /// Drives the connection again, on the thread the parker started.
+    /// Drives the connection on a pool thread until it parks again, ends,
+    /// or moves to a thread of its own.
     fn resume(self: Box<Self>);
 }
 
@@ -81,11 +92,131 @@ impl State {
         Ok(token)
     }
 
-    fn record(&mut self, token: usize, entry: Entry) {
+    /// Records a registered value; true if its deadline is now the first.
+    fn record(&mut self, token: usize, entry: Entry) -> bool {
+        let mut first = false;
         if let Some(at) = entry.deadline {
+            first = self.deadlines.first().is_none_or(|&(next, _)| at < next);
             self.deadlines.insert((at, token));
         }
         self.entries.insert(token, entry);
+        first
+    }
+}
+
+/// What the pool's threads share, under one lock.
+#[derive(Default)]
+struct Pool {
+    queue: VecDeque<Box<dyn Parkable>>,
+    /// Threads in the pool, and those of them waiting for a connection.
+    total: usize,
+    idle: usize,
+    /// Connections taken from the queue so far (the parker's sign of
+    /// progress).
+    taken: u64,
+    /// The server is gone: threads end.
+    closed: bool,
+}
+
+/// The pool of threads that drive woken connections.
+struct Workers {
+    pool: Mutex<Pool>,
+    ready: Condvar,
+    /// Threads the pool starts without waiting for a stall.
+    base: usize,
+    thread_name: &'static str,
+    stack_size: usize,
+}
+
+impl Workers {
+    /// Starts a pool thread (the caller counted it in `total`); false if
+    /// none could be started.
+    fn spawn(self: &Arc<Self>) -> bool {
+        let workers = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(self.thread_name.into())
+            .stack_size(self.stack_size)
+            .spawn(move || workers.work());
+        if let Err(e) = spawned {
+            self.pool.lock().total -= 1;
+            log::error!("could not start a thread for woken connections: {e}");
+            return false;
+        }
+        true
+    }
+
+    /// A pool thread: drives queued connections until none comes for a
+    /// while.
+    fn work(&self) {
+        let mut pool = self.pool.lock();
+        loop {
+            if let Some(value) = pool.queue.pop_front() {
+                pool.taken += 1;
+                drop(pool);
+                value.resume();
+                pool = self.pool.lock();
+                continue;
+            }
+            if pool.closed {
+                break;
+            }
+            pool.idle += 1;
+            let waited = self.ready.wait_for(&mut pool, LINGER);
+            pool.idle -= 1;
+            if waited.timed_out() && pool.queue.is_empty() {
+                break;
+            }
+        }
+        pool.total -= 1;
+    }
+
+    /// Queues woken connections, and makes sure a thread will take them.
+    fn queue(self: &Arc<Self>, values: impl IntoIterator<Item = Box<dyn Parkable>>) {
+        let mut pool = self.pool.lock();
+        let before = pool.queue.len();
+        pool.queue.extend(values);
+        let added = pool.queue.len() - before;
+        for _ in 0..added.min(pool.idle) {
+            self.ready.notify_one();
+        }
+        let start = added > pool.idle && pool.total < self.base;
+        if start {
+            pool.total += 1;
+        }
+        drop(pool);
+        if start {
+            self.spawn();
+        }
+    }
+
+    /// Called now and then by the parker: when queued connections have
+    /// waited since the last call while no thread took any (every pool
+    /// thread busy, or blocked in a handler), starts one more thread.
+    /// `seen` is the progress seen at the last call.
+    fn unstall(self: &Arc<Self>, seen: &mut u64) {
+        let mut pool = self.pool.lock();
+        let stalled = !pool.queue.is_empty() && pool.taken == *seen && pool.idle == 0;
+        *seen = pool.taken;
+        if stalled {
+            pool.total += 1;
+        }
+        drop(pool);
+        if stalled {
+            self.spawn();
+        }
+    }
+
+    /// Whether connections wait in the queue.
+    fn backlog(&self) -> bool {
+        !self.pool.lock().queue.is_empty()
+    }
+
+    fn close(&self) {
+        let mut pool = self.pool.lock();
+        pool.closed = true;
+        pool.queue.clear();
+        drop(pool);
+        self.ready.notify_all();
     }
 }
 
@@ -93,24 +224,23 @@ struct Inner {
     state: Mutex<State>,
     registry: Registry,
     waker: Waker,
-    /// The name and stack size of the threads that resume connections.
-    thread_name: &'static str,
-    stack_size: usize,
+    workers: Arc<Workers>,
 }
 
 /// Holds idle connections on one thread (started at the first park), and
-/// gives each a thread of its own again when it has something to do.
+/// has a pool of threads drive each again when it wakes.
 pub(crate) struct Parker {
     inner: Arc<Inner>,
 }
 
 impl Parker {
-    /// A parker whose resumed connections run on threads named
-    /// `thread_name` with stacks of `stack_size` bytes.
+    /// A parker whose woken connections run on threads named `thread_name`
+    /// with stacks of `stack_size` bytes.
     pub(crate) fn new(thread_name: &'static str, stack_size: usize) -> io::Result<Parker> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
+        let base = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         Ok(Parker {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -119,8 +249,13 @@ impl Parker {
                 }),
                 registry,
                 waker,
-                thread_name,
-                stack_size,
+                workers: Arc::new(Workers {
+                    pool: Mutex::new(Pool::default()),
+                    ready: Condvar::new(),
+                    base,
+                    thread_name,
+                    stack_size,
+                }),
             }),
         })
     }
@@ -157,7 +292,7 @@ impl Parker {
             }
         };
         let value: Box<dyn Parkable> = value;
-        state.record(
+        let first = state.record(
             token,
             Entry {
                 value,
@@ -166,8 +301,8 @@ impl Parker {
             },
         );
         drop(state);
-        if deadline.is_some() {
-            // The parker's sleep may have to end sooner.
+        if first {
+            // The parker's sleep must end sooner.
             let _ = self.inner.waker.wake();
         }
         Ok(())
@@ -187,9 +322,12 @@ impl Drop for Parker {
 }
 
 /// The parker's thread: waits for any parked connection to need a thread,
-/// or for the next deadline, and resumes those that do.
+/// or for the next deadline, and queues those that do; starts a pool
+/// thread when queued connections stall.
 fn watch(inner: &Arc<Inner>, mut poll: Poll) {
     let mut events = Events::with_capacity(256);
+    let workers = &inner.workers;
+    let mut seen = 0;
     loop {
         let timeout = {
             let state = inner.state.lock();
@@ -197,10 +335,15 @@ fn watch(inner: &Arc<Inner>, mut poll: Poll) {
                 break;
             }
             let now = Instant::now();
-            state
+            let next = state
                 .deadlines
                 .first()
-                .map(|(at, _)| at.saturating_duration_since(now))
+                .map(|(at, _)| at.saturating_duration_since(now));
+            if workers.backlog() {
+                Some(next.map_or(STALL, |n| n.min(STALL)))
+            } else {
+                next
+            }
         };
         match poll.poll(&mut events, timeout) {
             Ok(()) => {}
@@ -229,53 +372,18 @@ fn watch(inner: &Arc<Inner>, mut poll: Poll) {
                 due.extend(state.take(token));
             }
         }
-        for entry in due {
-            resume(inner, entry);
+        if !due.is_empty() {
+            for entry in &due {
+                let _ = inner.registry.deregister(&mut SourceFd(&entry.fd));
+            }
+            workers.queue(due.into_iter().map(|entry| entry.value));
         }
+        workers.unstall(&mut seen);
     }
-    // Whatever is still parked ends here (the server is gone).
+    // Whatever is still parked or queued ends here (the server is gone).
+    workers.close();
     let entries = std::mem::take(&mut inner.state.lock().entries);
     drop(entries);
-}
-
-/// Starts a thread driving `entry` again; parks it for a retry when no
-/// thread can be had.
-fn resume(inner: &Arc<Inner>, entry: Entry) {
-    let _ = inner.registry.deregister(&mut SourceFd(&entry.fd));
-    let Entry { value, fd, .. } = entry;
-    let cell = Arc::new(Mutex::new(Some(value)));
-    let moved = cell.clone();
-    let spawned = std::thread::Builder::new()
-        .name(inner.thread_name.into())
-        .stack_size(inner.stack_size)
-        .spawn(move || {
-            if let Some(value) = moved.lock().take() {
-                value.resume();
-            }
-        });
-    if let Err(e) = spawned {
-        log::error!("could not start a thread for a connection that woke up: {e}");
-        if let Some(value) = cell.lock().take() {
-            let deadline = Some(Instant::now() + RETRY);
-            let mut state = inner.state.lock();
-            match state.register(fd, &inner.registry) {
-                Ok(token) => state.record(
-                    token,
-                    Entry {
-                        value,
-                        fd,
-                        deadline,
-                    },
-                ),
-                Err(e) => {
-                    // Nowhere to keep it: the connection ends.
-                    log::error!("dropping a connection that woke up: {e}");
-                    drop(state);
-                    drop(value);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -283,13 +391,15 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
-    /// A parked value: an eventfd-like pipe end whose readability wakes it,
-    /// and a channel told on which thread it resumed.
+    /// A parked value: a poll with a waker in it, whose readability wakes
+    /// it, and a channel told on which thread it resumed.
     struct Probe {
         poll: Poll,
         _waker: Arc<Waker>,
         deadline: Option<Instant>,
         resumed: mpsc::Sender<String>,
+        /// Blocks the resume until this receives (or its sender goes).
+        hold: Option<mpsc::Receiver<()>>,
     }
 
     impl Parkable for Probe {
@@ -303,6 +413,9 @@ mod tests {
         fn resume(self: Box<Self>) {
             let name = std::thread::current().name().unwrap_or("").to_string();
             let _ = self.resumed.send(name);
+            if let Some(hold) = &self.hold {
+                let _ = hold.recv();
+            }
         }
     }
 
@@ -315,6 +428,7 @@ mod tests {
             _waker: waker.clone(),
             deadline,
             resumed: tx,
+            hold: None,
         };
         (Box::new(p), waker, rx)
     }
@@ -322,7 +436,7 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(10);
 
     #[test]
-    fn a_wake_up_resumes_a_parked_value_on_a_new_thread() {
+    fn a_wake_up_resumes_a_parked_value_on_a_pool_thread() {
         let parker = Parker::new("resumed", 64 * 1024).expect("a parker");
         let (p, waker, resumed) = probe(None);
         assert!(parker.park(p).is_ok());
@@ -374,5 +488,28 @@ mod tests {
         for (_, resumed) in wakers.iter().skip(1).step_by(2) {
             assert!(resumed.try_recv().is_err());
         }
+    }
+
+    #[test]
+    fn values_still_resume_while_every_pool_thread_is_blocked() {
+        let parker = Parker::new("resumed", 64 * 1024).expect("a parker");
+        // More blocked resumes than the pool starts threads for at once.
+        let blocked = parker.inner.workers.base + 1;
+        let mut holds = Vec::new();
+        for _ in 0..blocked {
+            let (mut p, waker, resumed) = probe(None);
+            let (release, hold) = mpsc::channel();
+            p.hold = Some(hold);
+            assert!(parker.park(p).is_ok());
+            waker.wake().expect("wake");
+            assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+            holds.push(release);
+        }
+        // Every pool thread is stuck in a resume: another wakes anyway.
+        let (p, waker, resumed) = probe(None);
+        assert!(parker.park(p).is_ok());
+        waker.wake().expect("wake");
+        assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+        drop(holds);
     }
 }

@@ -192,10 +192,12 @@ impl Acceptor {
             return;
         }
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.shared.connections.fetch_add(1, Ordering::Relaxed);
         // The connection may move between threads (adaptive inline
         // handlers): it says itself when it is over.
         let acceptor = self.clone();
         let on_end = conn::OnEnd(Some(Box::new(move || {
+            acceptor.shared.connections.fetch_sub(1, Ordering::Relaxed);
             acceptor.shared.peer_connections.close(peer_key);
             let mut conns = acceptor.conns.lock();
             conns.remove(&id);

@@ -192,13 +192,14 @@ impl ServerBuilder {
     }
 
     /// How long a connection may have nothing to do (no call in flight)
-    /// before its thread ends (default 1 s). The connection stays open:
-    /// one thread of the server waits on all such connections and gives a
-    /// connection a thread again as soon as its client sends anything, so
-    /// an idle connection costs its few KiB of heap and no thread. `None`
-    /// keeps a thread for every connection while it lives (a connection
-    /// that wakes up then skips starting a thread, some tens of
-    /// microseconds).
+    /// before it gives its thread up (default 1 s; at once when its last
+    /// call ends while more than 512 connections are open). The connection stays open: one thread
+    /// of the server waits on all such connections and, when one wakes
+    /// (its client sends, another thread wakes it, a timer is due), a
+    /// small pool of threads drives it until it is idle again. An idle
+    /// connection then costs its few KiB of heap and no thread, and many
+    /// connections with a call now and then share a few threads. `None`
+    /// keeps a thread for every connection while it lives.
     pub fn park_idle_connections_after(mut self, after: Option<Duration>) -> Self {
         self.config.park_idle_after = after;
         self

@@ -35,6 +35,8 @@ pub(crate) struct ServerShared {
     pub(crate) pool: Pool,
     /// Calls (streams) open on all connections.
     pub(crate) calls: Arc<AtomicUsize>,
+    /// Connections open.
+    pub(crate) connections: AtomicUsize,
     /// Hands connections whose inline handler blocks to new threads.
     pub(crate) handoff: Arc<Handoff>,
     /// Holds idle connections without their threads.
@@ -85,8 +87,9 @@ impl ServerShared {
             config,
             pool,
             calls: Arc::default(),
+            connections: AtomicUsize::new(0),
             handoff: Handoff::new(config_limit, config_stack),
-            parker: Parker::new("grpc-conn", config_stack)?,
+            parker: Parker::new("grpc-conn-pool", config_stack)?,
             handlers,
             peer_connections,
             #[cfg(feature = "tls")]

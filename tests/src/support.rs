@@ -274,3 +274,17 @@ pub fn every_error_detail() -> Vec<ErrorDetail> {
         }),
     ]
 }
+
+/// Raises the soft RLIMIT_NOFILE so that `fds` descriptors fit, up to the
+/// hard limit; panics if even that is too low.
+pub fn ensure_fds(fds: usize) {
+    let need = u64::try_from(fds).unwrap_or(u64::MAX);
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("getrlimit");
+    if soft < need {
+        let now = rlimit::increase_nofile_limit(need).expect("raise RLIMIT_NOFILE");
+        assert!(
+            now >= need,
+            "need {need} file descriptors, the limit is {now} (hard {hard})"
+        );
+    }
+}

@@ -29,7 +29,7 @@ use grpc_blocking_tests::raw::{
 };
 use grpc_blocking_tests::raw_h2::{frame, RawClient, RawResponse};
 use grpc_blocking_tests::stubbed;
-use grpc_blocking_tests::support::{req, target, with_timeout, Gate};
+use grpc_blocking_tests::support::{ensure_fds, req, target, with_timeout, Gate};
 use prost::Message;
 
 const UNARY: &str = "/nameko.example/unary_unary";
@@ -965,6 +965,33 @@ fn parked_connections_keep_their_keepalive_and_idle_timers() {
             events.iter().any(|e| matches!(e, Event::GoAway { .. })),
             "closed without a GOAWAY: {events:?}"
         );
+    });
+}
+
+#[test]
+fn with_many_connections_open_idle_ones_park_at_once() {
+    with_timeout(120, || {
+        // While more than 512 connections are open, a connection whose
+        // calls are over parks at once, whatever
+        // `park_idle_connections_after` says.
+        let n = 520;
+        ensure_fds(n * 8 + 256);
+        let server =
+            example_server(|b| b.park_idle_connections_after(Some(Duration::from_secs(600))));
+        let clients: Vec<_> = (0..n)
+            .map(|_| ExampleClient::connect(target(&server)).unwrap())
+            .collect();
+        for round in 0..2 {
+            for c in &clients {
+                let reply = c.unary_unary(req("a", 1)).unwrap();
+                assert_eq!(reply.message, "a", "round {round}");
+            }
+            let now = wait_stats(&server, |s| s.connections_parked == n);
+            assert_eq!((now.connections, now.connections_parked), (n, n));
+        }
+        drop(clients);
+        let now = wait_stats(&server, |s| s.connections == 0);
+        assert_eq!(now.connections, 0);
     });
 }
 

@@ -42,7 +42,7 @@ use grpc_blocking::{Channel, Server, ServerHandle};
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleRequest, ExampleServer};
 use grpc_blocking_examples::ExampleService;
 use grpc_blocking_tests::certs::Certs;
-use grpc_blocking_tests::support::{rss_kib, status_kib, threads_named, with_timeout};
+use grpc_blocking_tests::support::{ensure_fds, rss_kib, status_kib, threads_named, with_timeout};
 
 /// What the children are told to find their role by.
 const CHILD_ENV: &str = "IDLE_MEMORY_CHILD";
@@ -150,20 +150,6 @@ fn wait_threads(pid: &str, name: &str, n: usize, secs: u64) -> usize {
             return now;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Raises the soft RLIMIT_NOFILE so that `fds` descriptors fit, up to the
-/// hard limit; panics if even that is too low.
-fn ensure_fds(fds: usize) {
-    let need = u64::try_from(fds).unwrap_or(u64::MAX);
-    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("getrlimit");
-    if soft < need {
-        let now = rlimit::increase_nofile_limit(need).expect("raise RLIMIT_NOFILE");
-        assert!(
-            now >= need,
-            "need {need} file descriptors, the limit is {now} (hard {hard})"
-        );
     }
 }
 

@@ -42,7 +42,9 @@ use std::time::{Duration, Instant};
 use grpc_blocking::{CallOptions, RequestSink, Server, ServerHandle, Streaming, UnaryCall};
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleReply, ExampleRequest, ExampleServer};
 use grpc_blocking_examples::ExampleService;
-use grpc_blocking_tests::support::{rss_kib, target, thread_count, threads_named, with_timeout};
+use grpc_blocking_tests::support::{
+    ensure_fds, rss_kib, target, thread_count, threads_named, with_timeout,
+};
 
 /// The four kinds of call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,21 +157,6 @@ fn eventually<T>(secs: u64, mut check: impl FnMut() -> (bool, T)) -> T {
             return value;
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Raises the soft RLIMIT_NOFILE to what `connections` need in this process
-/// (both sides: socket, poller and wake-up per connection, plus slack), up to
-/// the hard limit; panics if even that is not enough.
-fn ensure_fds(connections: usize) {
-    let need = u64::try_from(connections * 8 + 256).unwrap_or(u64::MAX);
-    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("getrlimit");
-    if soft < need {
-        let now = rlimit::increase_nofile_limit(need).expect("raise RLIMIT_NOFILE");
-        assert!(
-            now >= need,
-            "{connections} connections need ~{need} file descriptors; the limit is {now} (hard {hard})"
-        );
     }
 }
 
@@ -641,7 +628,8 @@ fn run_round(server: &ServerHandle, cfg: &LoadConfig, duration: Duration) -> Rou
 /// Runs the load described by `cfg` and checks the process comes back down
 /// after each round; prints a report.
 pub fn run_load(cfg: &LoadConfig) -> Vec<RoundReport> {
-    ensure_fds(cfg.connections);
+    // Both sides: socket, poller and wake-up per connection, plus slack.
+    ensure_fds(cfg.connections * 8 + 256);
     let baseline_threads = thread_count();
     let baseline_rss = rss_kib("self");
     let streams = cfg.connections * cfg.streams_per_connection;
