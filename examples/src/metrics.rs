@@ -15,6 +15,7 @@
 //! | `grpc_server_msg_received_total`, `grpc_server_msg_sent_total` | service, method | messages |
 //! | `grpc_server_received_bytes_total`, `grpc_server_sent_bytes_total` | service, method | their bytes on the wire |
 //! | `grpc_server_connections` | | connections open |
+//! | `grpc_server_connections_parked` | | of those, idle ones holding no thread |
 //! | `grpc_server_calls_in_flight` | | calls open |
 //! | `grpc_server_handler_threads` | state (`busy`, `idle`) | handler threads |
 //!
@@ -103,6 +104,7 @@ struct Inner {
     bytes_received: Family<MethodLabels, Counter>,
     bytes_sent: Family<MethodLabels, Counter>,
     connections: Gauge,
+    parked: Gauge,
     in_flight: Gauge,
     handlers: Family<StateLabels, Gauge>,
 }
@@ -143,6 +145,7 @@ impl Metrics {
         let (msg_received, msg_sent, bytes_received, bytes_sent) =
             (counters(), counters(), counters(), counters());
         let connections = Gauge::default();
+        let parked = Gauge::default();
         let in_flight = Gauge::default();
         let handlers = Family::<StateLabels, Gauge>::default();
         registry.register(
@@ -181,6 +184,11 @@ impl Metrics {
             connections.clone(),
         );
         registry.register(
+            "grpc_server_connections_parked",
+            "Idle connections holding no thread (counted in grpc_server_connections too)",
+            parked.clone(),
+        );
+        registry.register(
             "grpc_server_calls_in_flight",
             "Calls open",
             in_flight.clone(),
@@ -200,6 +208,7 @@ impl Metrics {
                 bytes_received,
                 bytes_sent,
                 connections,
+                parked,
                 in_flight,
                 handlers,
             }),
@@ -215,6 +224,7 @@ impl Metrics {
         let inner = &self.inner;
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         inner.connections.set(gauge(now.connections));
+        inner.parked.set(gauge(now.connections_parked));
         inner.in_flight.set(gauge(now.calls_in_flight));
         for (state, n) in [("busy", now.handlers_busy), ("idle", now.handlers_idle)] {
             inner

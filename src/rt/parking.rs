@@ -273,7 +273,8 @@ impl Parker {
             let inner = self.inner.clone();
             let spawned = std::thread::Builder::new()
                 .name("grpc-parker".into())
-                .stack_size(64 * 1024)
+                // It may drop connections (at the end): room for that.
+                .stack_size(256 * 1024)
                 .spawn(move || watch(&inner, poll));
             match spawned {
                 Ok(_) => state.started = true,
