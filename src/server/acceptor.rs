@@ -205,7 +205,7 @@ impl Acceptor {
                 acceptor.conns_done.notify_all();
             }
         })));
-        let (handle, run) = match conn::prepare(socket, self.shared.clone(), peer_key, on_end) {
+        let (handle, conn) = match conn::prepare(socket, self.shared.clone(), peer_key, on_end) {
             Ok(x) => x,
             Err(e) => {
                 log::error!("could not set up a connection: {e}");
@@ -213,11 +213,7 @@ impl Acceptor {
             }
         };
         self.conns.lock().insert(id, handle);
-        let spawned = std::thread::Builder::new()
-            .name("grpc-conn".into())
-            .stack_size(self.shared.config.conn_thread_stack())
-            .spawn(run);
-        if let Err(e) = spawned {
+        if let Err(e) = conn.start("grpc-conn") {
             log::error!("could not start a connection thread: {e}");
         }
     }

@@ -191,9 +191,11 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a connection may have nothing to do (no call in flight)
-    /// before it gives its thread up (default 1 s; at once when its last
-    /// call ends while more than 512 connections are open). The connection stays open: one thread
+    /// How long a connection may have nothing to do (no call in flight,
+    /// or a handshake its client is slow to finish) before it gives its
+    /// thread up (default 1 s; at once when its last call ends while more
+    /// than 512 connections are open, and a connection accepted then
+    /// starts without a thread). The connection stays open: one thread
     /// of the server waits on all such connections and, when one wakes
     /// (its client sends, another thread wakes it, a timer is due), a
     /// small pool of threads drives it until it is idle again. An idle

@@ -132,7 +132,7 @@ pub(crate) fn prepare(
     server: Arc<ServerShared>,
     peer_key: PeerKey,
     on_end: OnEnd,
-) -> std::io::Result<(Arc<ConnHandle>, impl FnOnce())> {
+) -> std::io::Result<(Arc<ConnHandle>, NewConn)> {
     let peer = match (socket.tcp_peer(), &server.unix_name) {
         (Some(addr), _) => Peer::Tcp(addr),
         (None, Some(name)) => Peer::Unix(name.clone()),
@@ -171,7 +171,36 @@ pub(crate) fn prepare(
     }
     let handshake_deadline = Instant::now() + conn.server.config.handshake_timeout;
     conn.ev.timers.add(handshake_deadline, Timer::Handshake);
-    Ok((handle, move || run(Box::new(conn))))
+    Ok((handle, NewConn(Box::new(conn))))
+}
+
+/// A connection set up and not yet driven.
+pub(crate) struct NewConn(Box<Conn>);
+
+impl NewConn {
+    /// Starts the connection on a thread of its own, unless the server is
+    /// crowded: then it waits in the parker from the start, and the
+    /// parker's pool drives it when its client sends (a storm of new
+    /// connections costs no thread each). Errors if no thread could be
+    /// started.
+    pub(crate) fn start(self, name: &str) -> std::io::Result<()> {
+        let server = self.0.server.clone();
+        let conn = if server.config.park_idle_after.is_some()
+            && server.connections.load(Ordering::Relaxed) > CROWDED
+        {
+            match server.parker.park(self.0) {
+                Ok(()) => return Ok(()),
+                Err(back) => back,
+            }
+        } else {
+            self.0
+        };
+        std::thread::Builder::new()
+            .name(name.into())
+            .stack_size(server.config.conn_thread_stack())
+            .spawn(move || run(conn))
+            .map(drop)
+    }
 }
 
 /// A client resets its stream (CANCEL) when its deadline passes, and its
@@ -437,7 +466,7 @@ impl Driver for Conn {
     }
 
     fn parkable(&self) -> bool {
-        matches!(self.phase, Phase::Open(_))
+        !matches!(self.phase, Phase::Done)
             && self.streams.is_empty()
             && self.ready_inline.is_empty()
             && !self.shutting_down

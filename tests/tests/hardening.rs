@@ -927,7 +927,7 @@ fn idle_connections_park_and_wake_for_every_kind_of_call() {
 }
 
 #[test]
-fn parked_connections_keep_their_keepalive_and_idle_timers() {
+fn parked_connections_keep_their_keepalive_idle_and_handshake_timers() {
     with_timeout(60, || {
         let server = parking_server(|b| {
             b.keepalive_interval(Some(Duration::from_millis(200)))
@@ -965,6 +965,19 @@ fn parked_connections_keep_their_keepalive_and_idle_timers() {
             events.iter().any(|e| matches!(e, Event::GoAway { .. })),
             "closed without a GOAWAY: {events:?}"
         );
+
+        // A connection still in its handshake parks too, and its handshake
+        // timeout still closes it.
+        let server = parking_server(|b| b.handshake_timeout(Duration::from_millis(300)));
+        let mut silent = RawConn::connect(server.local_addr());
+        let now = wait_stats(&server, |s| s.connections_parked == 1);
+        assert_eq!(now.connections_parked, 1);
+        let (_, closed) = silent.read_to_close(Instant::now() + Duration::from_secs(10));
+        assert!(
+            closed,
+            "a parked connection without a preface was not closed"
+        );
+        assert_serves(&server);
     });
 }
 
