@@ -132,9 +132,9 @@
 //! that grows on demand up to a bound, per server and per client address.
 //! A client call runs on the caller's own thread. Only the connection
 //! thread touches h2: everyone else talks to it through queues and a
-//! wake-up. A server connection without a call for a second (at once when
-//! more than 512 are open) gives its thread up: one thread waits on all
-//! such connections, and a small pool drives those that wake
+//! wake-up. A connection without a call for a second (on a server, at
+//! once when more than 512 are open) gives its thread up: one thread waits
+//! on all such connections, and a small pool drives those that wake
 //! (`rt/parking.rs`).
 //!
 //! **Flow control.** Credit goes back to the peer only as the reading side

@@ -6,12 +6,15 @@
 //! back to the caller as [`CallEvent`]s on the call's own mailbox. The
 //! thread sleeps in one wait (mio: `epoll_wait` on Linux) on the socket
 //! and a wake-up; the sleep's timeout is its timer for call deadlines and
-//! keepalive.
+//! keepalive. Idle for `park_idle_after`, the connection moves, whole, into
+//! the process's parker and its thread is free; the parker's pool drives it
+//! again when a call starts or the server sends (`rt/parking.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -24,9 +27,10 @@ use http::Request;
 use crate::client::link::{Alive, CallEvent, ClientCmd, ClientConn, RequestEnd, StartCall};
 use crate::error::TransportError;
 use crate::rt::call_state::CallState;
-use crate::rt::event_loop::{conn_waker, drive, stream_waker, Driver, EventLoop, Socket};
+use crate::rt::event_loop::{conn_waker, drive, stream_waker, Drive, Driver, EventLoop, Socket};
 use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::Producer;
+use crate::rt::parking::{Parkable, Parker};
 use crate::rt::send_queue::SendQueue;
 use crate::rt::settings::ConnConfig;
 use crate::rt::timers::Timer;
@@ -70,8 +74,9 @@ pub(crate) fn prepare(
         closing: false,
         end_status: None,
         silent_close,
+        park_idle_after: config.park_idle_after,
     };
-    Ok((handle, move || conn.run()))
+    Ok((handle, move || Box::new(conn).run()))
 }
 
 type HandshakeFuture = Pin<
@@ -114,6 +119,8 @@ struct Stream {
 }
 
 struct Conn {
+    /// How long the connection has nothing to do before it parks.
+    park_idle_after: Option<Duration>,
     keepalive: Keepalive,
     ev: EventLoop,
     phase: Phase,
@@ -362,6 +369,51 @@ impl Driver for Conn {
     fn done(&self) -> bool {
         matches!(self.phase, Phase::Done)
     }
+
+    fn park_after(&self) -> Option<Duration> {
+        self.park_idle_after
+    }
+
+    fn parkable(&self) -> bool {
+        matches!(self.phase, Phase::Open { .. })
+            && self.streams.is_empty()
+            && self.waiting.is_empty()
+            && !self.closing
+    }
+}
+
+impl Parkable for Conn {
+    fn wake_fd(&self) -> RawFd {
+        self.ev.wake_fd()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.ev.timers.next_at()
+    }
+
+    fn resume(mut self: Box<Self>) {
+        if let Err(e) = self.ev.take_events() {
+            log::error!("client connection event loop failed: {e}");
+        }
+        self.run()
+    }
+}
+
+/// The process's parker for idle client connections (made at the first
+/// park; `None` if it could not be).
+fn parker() -> Option<&'static Parker> {
+    static PARKER: OnceLock<Option<Parker>> = OnceLock::new();
+    PARKER
+        .get_or_init(
+            || match Parker::new("grpc-cli-parker", "grpc-client-pool", 512 * 1024) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    log::error!("idle client connections keep their threads: {e}");
+                    None
+                }
+            },
+        )
+        .as_ref()
 }
 
 /// Whether the server may have processed a failed call.
@@ -392,10 +444,32 @@ impl Conn {
         }
     }
 
-    fn run(mut self) {
+    /// Drives the connection until it ends, or parks (then it goes on
+    /// from [`Parkable::resume`]).
+    fn run(mut self: Box<Self>) {
         let commands = self.rx.clone();
-        if let Err(e) = drive(&mut self, &commands) {
-            log::error!("client connection event loop failed: {e}");
+        loop {
+            match drive(&mut *self, &commands) {
+                Ok(Drive::Park) => {
+                    let Some(parker) = parker() else {
+                        self.park_idle_after = None;
+                        continue;
+                    };
+                    if self.ev.prepare_park(|| !commands.is_empty()) {
+                        match parker.park(self) {
+                            Ok(()) => return,
+                            // This thread keeps it (and tries again after
+                            // another idle while).
+                            Err(back) => self = back,
+                        }
+                    }
+                }
+                Ok(Drive::Done | Drive::Yield) => break,
+                Err(e) => {
+                    log::error!("client connection event loop failed: {e}");
+                    break;
+                }
+            }
         }
         self.alive.set_down();
         let status = self.end_status.take().unwrap_or_else(|| {

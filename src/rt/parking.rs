@@ -222,6 +222,8 @@ impl Workers {
 
 struct Inner {
     state: Mutex<State>,
+    /// The parker's own thread's name.
+    name: &'static str,
     registry: Registry,
     waker: Waker,
     workers: Arc<Workers>,
@@ -234,9 +236,14 @@ pub(crate) struct Parker {
 }
 
 impl Parker {
-    /// A parker whose woken connections run on threads named `thread_name`
-    /// with stacks of `stack_size` bytes.
-    pub(crate) fn new(thread_name: &'static str, stack_size: usize) -> io::Result<Parker> {
+    /// A parker whose own thread is named `name` and whose woken
+    /// connections run on threads named `thread_name` with stacks of
+    /// `stack_size` bytes.
+    pub(crate) fn new(
+        name: &'static str,
+        thread_name: &'static str,
+        stack_size: usize,
+    ) -> io::Result<Parker> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
@@ -247,6 +254,7 @@ impl Parker {
                     poll: Some(poll),
                     ..State::default()
                 }),
+                name,
                 registry,
                 waker,
                 workers: Arc::new(Workers {
@@ -272,7 +280,7 @@ impl Parker {
             };
             let inner = self.inner.clone();
             let spawned = std::thread::Builder::new()
-                .name("grpc-parker".into())
+                .name(self.inner.name.into())
                 // It may drop connections (at the end): room for that.
                 .stack_size(256 * 1024)
                 .spawn(move || watch(&inner, poll));
@@ -438,7 +446,7 @@ mod tests {
 
     #[test]
     fn a_wake_up_resumes_a_parked_value_on_a_pool_thread() {
-        let parker = Parker::new("resumed", 64 * 1024).expect("a parker");
+        let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
         let (p, waker, resumed) = probe(None);
         assert!(parker.park(p).is_ok());
         assert_eq!(parker.parked(), 1);
@@ -450,7 +458,7 @@ mod tests {
 
     #[test]
     fn a_value_ready_before_it_parks_resumes_at_once() {
-        let parker = Parker::new("resumed", 64 * 1024).expect("a parker");
+        let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
         let (p, waker, resumed) = probe(None);
         waker.wake().expect("wake");
         assert!(parker.park(p).is_ok());
@@ -459,7 +467,7 @@ mod tests {
 
     #[test]
     fn a_deadline_resumes_a_value_nothing_wakes() {
-        let parker = Parker::new("resumed", 64 * 1024).expect("a parker");
+        let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
         // A later deadline first, so the parker sleeps long before the
         // second park shortens its sleep.
         let (late, _late_waker, late_resumed) = probe(Some(Instant::now() + WAIT * 6));
@@ -473,7 +481,7 @@ mod tests {
 
     #[test]
     fn many_values_each_resume_once_when_woken() {
-        let parker = Parker::new("resumed", 64 * 1024).expect("a parker");
+        let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
         let probes: Vec<_> = (0..50).map(|_| probe(None)).collect();
         let mut wakers = Vec::new();
         for (p, waker, resumed) in probes {
@@ -493,7 +501,7 @@ mod tests {
 
     #[test]
     fn values_still_resume_while_every_pool_thread_is_blocked() {
-        let parker = Parker::new("resumed", 64 * 1024).expect("a parker");
+        let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
         // More blocked resumes than the pool starts threads for at once.
         let blocked = parker.inner.workers.base + 1;
         let mut holds = Vec::new();

@@ -106,6 +106,9 @@ pub(crate) struct ConnConfig {
     pub(crate) max_send_message_size: usize,
     /// Stack size of connection threads.
     pub(crate) stack_size: usize,
+    /// How long a connection has nothing to do before its thread goes
+    /// (`rt/parking.rs`); `None`: never.
+    pub(crate) park_idle_after: Option<Duration>,
 }
 
 impl ConnConfig {
@@ -135,6 +138,7 @@ impl ConnConfig {
             max_receive_message_size: 4 * 1024 * 1024,
             max_send_message_size: usize::MAX,
             stack_size: 256 * 1024,
+            park_idle_after: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -227,6 +231,25 @@ macro_rules! connection_setters {
         /// least the handler stack size.
         pub fn connection_stack_size(mut self, bytes: usize) -> Self {
             self.$($conn).+.stack_size = bytes;
+            self
+        }
+
+        /// How long a connection may have nothing to do (no call in
+        /// flight, or a handshake the peer is slow to finish) before it
+        /// gives its thread up (default 1 s; on a server, also at once when
+        /// its last call ends while more than 512 connections are open,
+        /// and a connection accepted then starts without a thread). The
+        /// connection stays open: one thread of the process (of the
+        /// server, on a server) waits on all such connections and, when one
+        /// wakes (its peer sends, a call starts, a timer is due), a small
+        /// pool of threads drives it until it is idle again. An idle
+        /// connection then costs its few KiB of heap and no thread. `None`
+        /// keeps a thread for every connection while it lives.
+        pub fn park_idle_connections_after(
+            mut self,
+            after: Option<::std::time::Duration>,
+        ) -> Self {
+            self.$($conn).+.park_idle_after = after;
             self
         }
     };

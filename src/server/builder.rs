@@ -191,22 +191,6 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a connection may have nothing to do (no call in flight,
-    /// or a handshake its client is slow to finish) before it gives its
-    /// thread up (default 1 s; at once when its last call ends while more
-    /// than 512 connections are open, and a connection accepted then
-    /// starts without a thread). The connection stays open: one thread
-    /// of the server waits on all such connections and, when one wakes
-    /// (its client sends, another thread wakes it, a timer is due), a
-    /// small pool of threads drives it until it is idle again. An idle
-    /// connection then costs its few KiB of heap and no thread, and many
-    /// connections with a call now and then share a few threads. `None`
-    /// keeps a thread for every connection while it lives.
-    pub fn park_idle_connections_after(mut self, after: Option<Duration>) -> Self {
-        self.config.park_idle_after = after;
-        self
-    }
-
     /// Closes a connection gracefully (GOAWAY) once it is this old (default:
     /// never); clients reconnect, which spreads load over new servers. What
     /// still runs after [`max_connection_age_grace`](Self::max_connection_age_grace)

@@ -42,9 +42,6 @@ pub(crate) struct ServerConfig {
     pub(crate) max_pending_accept_reset_streams: usize,
     pub(crate) max_local_error_reset_streams: usize,
     pub(crate) idle_timeout: Option<Duration>,
-    /// How long a connection has nothing to do before its thread goes
-    /// (`rt/parking.rs`); `None`: never.
-    pub(crate) park_idle_after: Option<Duration>,
     pub(crate) max_connection_age: Option<Duration>,
     pub(crate) max_connection_age_grace: Duration,
     pub(crate) max_connections: usize,
@@ -72,7 +69,6 @@ impl Default for ServerConfig {
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
             idle_timeout: None,
-            park_idle_after: Some(Duration::from_secs(1)),
             max_connection_age: None,
             max_connection_age_grace: Duration::from_secs(30),
             max_connections: 10_000,

@@ -185,7 +185,7 @@ impl NewConn {
     /// started.
     pub(crate) fn start(self, name: &str) -> std::io::Result<()> {
         let server = self.0.server.clone();
-        let conn = if server.config.park_idle_after.is_some()
+        let conn = if server.config.conn.park_idle_after.is_some()
             && server.connections.load(Ordering::Relaxed) > CROWDED
         {
             match server.parker.park(self.0) {
@@ -456,7 +456,7 @@ impl Driver for Conn {
     }
 
     fn park_after(&self) -> Option<Duration> {
-        let after = self.server.config.park_idle_after?;
+        let after = self.server.config.conn.park_idle_after?;
         let open = self.server.connections.load(Ordering::Relaxed);
         Some(if open > CROWDED {
             Duration::ZERO

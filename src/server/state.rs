@@ -89,7 +89,7 @@ impl ServerShared {
             calls: Arc::default(),
             connections: AtomicUsize::new(0),
             handoff: Handoff::new(config_limit, config_stack),
-            parker: Parker::new("grpc-conn-pool", config_stack)?,
+            parker: Parker::new("grpc-parker", "grpc-conn-pool", config_stack)?,
             handlers,
             peer_connections,
             #[cfg(feature = "tls")]

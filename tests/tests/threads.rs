@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use grpc_blocking::Server;
+use grpc_blocking::{Channel, Server};
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleRequest, ExampleServer};
 use grpc_blocking_examples::ExampleService;
 use grpc_blocking_tests::support::{
@@ -106,5 +106,54 @@ fn idle_connections_hold_no_thread_and_the_parker_ends_with_its_server() {
             "threads left behind after dropping the server and its parked connections: \
              {end}, baseline {baseline}"
         );
+    });
+}
+
+#[test]
+fn idle_client_connections_hold_no_thread() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    with_timeout(120, || {
+        // The server keeps its threads, so that only the clients' change.
+        let server = Server::builder()
+            .park_idle_connections_after(None)
+            .add_service(ExampleServer::new(ExampleService))
+            .bind("127.0.0.1:0")
+            .expect("bind a loopback port")
+            .spawn()
+            .expect("start the server");
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                let channel = Channel::builder(target(&server))
+                    .park_idle_connections_after(Some(Duration::from_millis(20)))
+                    .connect()
+                    .unwrap();
+                ExampleClient::new(channel)
+            })
+            .collect();
+        for round in 0..3 {
+            for c in &clients {
+                assert_eq!(c.unary_unary(req("a", 1)).unwrap().message, "a");
+                assert_eq!(c.unary_stream(req("s", 1)).count(), 2);
+            }
+            // Idle, every client connection gives its thread up, and the
+            // server still has all three open.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while threads_named("self", "grpc-client-conn") > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(
+                threads_named("self", "grpc-client-conn"),
+                0,
+                "round {round}"
+            );
+            assert_eq!(server.stats().connections, 3, "round {round}");
+        }
+        // Dropping the channels closes their parked connections.
+        drop(clients);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.stats().connections > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(server.stats().connections, 0);
     });
 }
