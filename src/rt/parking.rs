@@ -15,7 +15,8 @@
 //! No thread is stuck for good: a connection whose handler blocks is
 //! handed to a thread of its own (`server/handoff.rs`), and when queued
 //! connections wait while no pool thread takes any, the parker starts
-//! another. Pool threads that find nothing to do for a while end.
+//! another. Pool threads that find nothing to do for a while end, and so
+//! does the parker's thread when it holds no connection.
 //!
 //! No wake-up is lost: the connection announces that it sleeps (so other
 //! threads signal its poll's waker from then on) and checks for work before
@@ -40,7 +41,8 @@ const WAKER: Token = Token(usize::MAX);
 /// before the parker starts another thread.
 const STALL: Duration = Duration::from_millis(1);
 
-/// How long a pool thread waits for a connection before it ends.
+/// How long a pool thread waits for a connection before it ends, and the
+/// parker's thread while it holds none.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// A connection's state, while no thread drives it.
@@ -337,19 +339,36 @@ fn watch(inner: &Arc<Inner>, mut poll: Poll) {
     let mut events = Events::with_capacity(256);
     let workers = &inner.workers;
     let mut seen = 0;
+    // Since when nothing has been parked or queued.
+    let mut empty_since = None;
     loop {
         let timeout = {
-            let state = inner.state.lock();
+            let mut state = inner.state.lock();
             if state.stop {
                 break;
             }
             let now = Instant::now();
+            let backlog = workers.backlog();
+            if state.entries.is_empty() && !backlog {
+                let since = *empty_since.get_or_insert(now);
+                if now.duration_since(since) >= LINGER {
+                    // Nothing to hold for a while: the thread ends, and the
+                    // next park starts it again with the same poll.
+                    state.poll = Some(poll);
+                    state.started = false;
+                    return;
+                }
+            } else {
+                empty_since = None;
+            }
             let next = state
                 .deadlines
                 .first()
                 .map(|(at, _)| at.saturating_duration_since(now));
-            if workers.backlog() {
+            if backlog {
                 Some(next.map_or(STALL, |n| n.min(STALL)))
+            } else if state.entries.is_empty() {
+                Some(LINGER)
             } else {
                 next
             }
@@ -520,5 +539,43 @@ mod tests {
         waker.wake().expect("wake");
         assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
         drop(holds);
+    }
+
+    /// Threads of this process named `name`.
+    fn threads_named(name: &str) -> usize {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        tasks
+            .filter_map(Result::ok)
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+            })
+            .count()
+    }
+
+    #[test]
+    fn the_parkers_thread_ends_when_it_holds_nothing_and_comes_back() {
+        let parker = Parker::new("parker-linger", "resumed-linger", 64 * 1024).expect("a parker");
+        for round in 0..2 {
+            let (p, waker, resumed) = probe(None);
+            assert!(parker.park(p).is_ok());
+            // A new thread takes its name as it starts.
+            let deadline = Instant::now() + WAIT;
+            while threads_named("parker-linger") == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(threads_named("parker-linger"), 1, "round {round}");
+            waker.wake().expect("wake");
+            assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed-linger"));
+            let deadline = Instant::now() + WAIT;
+            while threads_named("parker-linger") + threads_named("resumed-linger") > 0
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(threads_named("parker-linger"), 0, "round {round}");
+            assert_eq!(threads_named("resumed-linger"), 0, "round {round}");
+        }
     }
 }
