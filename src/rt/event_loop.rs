@@ -365,10 +365,12 @@ impl EventLoop {
     }
 
     /// Announces that the thread sleeps (from now on, other threads' wake-ups
-    /// go through the poll's waker), then checks `has_work` and the dirty
-    /// marks, closing the race with a waker that queued work just before:
-    /// false, and nothing announced, if there is work.
-    fn announce_sleep(&self, has_work: impl Fn() -> bool) -> bool {
+    /// go through the poll's waker, so they make [`EventLoop::wake_fd`]
+    /// readable), then checks `has_work` and the dirty marks, closing the
+    /// race with a waker that queued work just before: false, and nothing
+    /// announced, if there is work. Before a sleep, and before the
+    /// connection gives its thread up (`rt/parking.rs`).
+    pub(crate) fn prepare_park(&self, has_work: impl Fn() -> bool) -> bool {
         self.wake.sleeping.store(true, Ordering::SeqCst);
         if has_work()
             || self.wake.conn_dirty.load(Ordering::SeqCst)
@@ -378,13 +380,6 @@ impl EventLoop {
             return false;
         }
         true
-    }
-
-    /// Before the connection gives its thread up (`rt/parking.rs`): true
-    /// when it may, with sleep announced, so that any wake-up from now on
-    /// makes [`EventLoop::wake_fd`] readable.
-    pub(crate) fn prepare_park(&self, has_work: impl Fn() -> bool) -> bool {
-        self.announce_sleep(has_work)
     }
 
     /// The poll's descriptor: readable once the socket is ready, another
@@ -402,7 +397,7 @@ impl EventLoop {
         timeout: Option<Duration>,
         has_work: impl Fn() -> bool,
     ) -> io::Result<bool> {
-        if !self.announce_sleep(has_work) {
+        if !self.prepare_park(has_work) {
             return Ok(true);
         }
         self.wait(timeout)
