@@ -288,3 +288,16 @@ pub fn ensure_fds(fds: usize) {
         );
     }
 }
+
+/// Calls `check` until it says done (at most `secs` seconds, every 5 ms)
+/// and returns the value it gave last.
+pub fn eventually<T>(secs: u64, mut check: impl FnMut() -> (bool, T)) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (ok, value) = check();
+        if ok || std::time::Instant::now() > deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

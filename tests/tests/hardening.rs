@@ -29,7 +29,7 @@ use grpc_blocking_tests::raw::{
 };
 use grpc_blocking_tests::raw_h2::{frame, RawClient, RawResponse};
 use grpc_blocking_tests::stubbed;
-use grpc_blocking_tests::support::{ensure_fds, req, target, with_timeout, Gate};
+use grpc_blocking_tests::support::{ensure_fds, eventually, req, target, with_timeout, Gate};
 use prost::Message;
 
 const UNARY: &str = "/nameko.example/unary_unary";
@@ -873,14 +873,10 @@ fn idle_timeout_goaways_an_idle_connection_and_the_client_reconnects() {
 /// Waits (up to 10 s) until the server's statistics satisfy `ok`; returns
 /// the last ones read.
 fn wait_stats(server: &ServerHandle, ok: impl Fn(&ServerStats) -> bool) -> ServerStats {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(10, || {
         let now = server.stats();
-        if ok(&now) || Instant::now() > deadline {
-            return now;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        (ok(&now), now)
+    })
 }
 
 /// A server whose idle connections park after 20 ms, with more settings.

@@ -43,7 +43,7 @@ use grpc_blocking::{CallOptions, RequestSink, Server, ServerHandle, Streaming, U
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleReply, ExampleRequest, ExampleServer};
 use grpc_blocking_examples::ExampleService;
 use grpc_blocking_tests::support::{
-    ensure_fds, rss_kib, target, thread_count, threads_named, with_timeout,
+    ensure_fds, eventually, rss_kib, target, thread_count, threads_named, with_timeout,
 };
 
 /// The four kinds of call.
@@ -147,18 +147,6 @@ pub struct RoundReport {
 
 // ---------------------------------------------------------------------------
 // Process measurements.
-
-/// Retries `check` every 50 ms for up to `secs`; returns its last answer.
-fn eventually<T>(secs: u64, mut check: impl FnMut() -> (bool, T)) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let (ok, value) = check();
-        if ok || Instant::now() > deadline {
-            return value;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Messages.

@@ -4,14 +4,27 @@
 //! them (the two here take turns).
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use grpc_blocking::{Channel, Server};
+use grpc_blocking::{Channel, Server, ServerHandle};
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleRequest, ExampleServer};
 use grpc_blocking_examples::ExampleService;
 use grpc_blocking_tests::support::{
-    req, serve, target, thread_count, threads_named, wait_for_threads_at_most, with_timeout,
+    eventually, req, serve, target, thread_count, threads_named, wait_for_threads_at_most,
+    with_timeout,
 };
+
+/// The example service on a free port, its idle connections parking
+/// after `after`.
+fn serve_parking(after: Option<Duration>) -> ServerHandle {
+    Server::builder()
+        .park_idle_connections_after(after)
+        .add_service(ExampleServer::new(ExampleService))
+        .bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .spawn()
+        .expect("start the server")
+}
 
 /// The tests count the process's threads: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -71,13 +84,7 @@ fn idle_connections_hold_no_thread_and_the_parker_ends_with_its_server() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     with_timeout(120, || {
         let baseline = thread_count();
-        let server = Server::builder()
-            .park_idle_connections_after(Some(Duration::from_millis(20)))
-            .add_service(ExampleServer::new(ExampleService))
-            .bind("127.0.0.1:0")
-            .expect("bind a loopback port")
-            .spawn()
-            .expect("start the server");
+        let server = serve_parking(Some(Duration::from_millis(20)));
         let clients: Vec<_> = (0..4)
             .map(|_| ExampleClient::connect(target(&server)).unwrap())
             .collect();
@@ -85,11 +92,10 @@ fn idle_connections_hold_no_thread_and_the_parker_ends_with_its_server() {
             assert_eq!(c.unary_unary(req("a", 1)).unwrap().message, "a");
         }
         // Four idle connections, open, and no server connection thread.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.stats().connections_parked < 4 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let stats = server.stats();
+        let stats = eventually(10, || {
+            let now = server.stats();
+            (now.connections_parked == 4, now)
+        });
         assert_eq!((stats.connections, stats.connections_parked), (4, 4));
         assert_eq!(threads_named("self", "grpc-conn"), 0);
         assert_eq!(threads_named("self", "grpc-parker"), 1);
@@ -114,13 +120,7 @@ fn idle_client_connections_hold_no_thread() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     with_timeout(120, || {
         // The server keeps its threads, so that only the clients' change.
-        let server = Server::builder()
-            .park_idle_connections_after(None)
-            .add_service(ExampleServer::new(ExampleService))
-            .bind("127.0.0.1:0")
-            .expect("bind a loopback port")
-            .spawn()
-            .expect("start the server");
+        let server = serve_parking(None);
         let clients: Vec<_> = (0..3)
             .map(|_| {
                 let channel = Channel::builder(target(&server))
@@ -137,23 +137,19 @@ fn idle_client_connections_hold_no_thread() {
             }
             // Idle, every client connection gives its thread up, and the
             // server still has all three open.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while threads_named("self", "grpc-client-conn") > 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            assert_eq!(
-                threads_named("self", "grpc-client-conn"),
-                0,
-                "round {round}"
-            );
+            let left = eventually(10, || {
+                let n = threads_named("self", "grpc-client-conn");
+                (n == 0, n)
+            });
+            assert_eq!(left, 0, "round {round}");
             assert_eq!(server.stats().connections, 3, "round {round}");
         }
         // Dropping the channels closes their parked connections.
         drop(clients);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.stats().connections > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(server.stats().connections, 0);
+        let open = eventually(10, || {
+            let n = server.stats().connections;
+            (n == 0, n)
+        });
+        assert_eq!(open, 0);
     });
 }
