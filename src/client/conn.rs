@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
@@ -383,8 +383,12 @@ impl Driver for Conn {
 }
 
 impl Parkable for Conn {
-    fn wake_fd(&self) -> RawFd {
+    fn wake_fd(&self) -> BorrowedFd<'_> {
         self.ev.wake_fd()
+    }
+
+    fn wake(&self) {
+        self.ev.wake_handle().wake()
     }
 
     fn next_deadline(&self) -> Option<Instant> {

@@ -384,8 +384,9 @@ impl EventLoop {
 
     /// The poll's descriptor: readable once the socket is ready, another
     /// thread wakes the connection, or anything else registered is.
-    pub(crate) fn wake_fd(&self) -> std::os::fd::RawFd {
-        self.poll.as_raw_fd()
+    pub(crate) fn wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.poll.registry().as_fd()
     }
 
     /// Sleeps until the socket is ready for what last blocked, another thread

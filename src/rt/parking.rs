@@ -1,58 +1,80 @@
 //! Idle connections without threads of their own.
 //!
 //! A connection that has nothing to do (no call, nothing to write) can
-//! give its thread up: its whole state moves into a [`Parker`]. The
-//! parker's one thread waits on every parked connection at once: each
-//! connection's own poll (an epoll instance, which is itself readable once
-//! anything registered in it is ready) is registered in the parker's poll.
-//! When a parked connection's socket has data, another thread wakes it, or
-//! its next timer is due, the parker queues it for a small pool of threads
-//! that drive connections until they park again. Many connections with a
-//! call now and then thus share a few threads, and one `epoll_wait`
-//! returns many of them, instead of a thread per connection waking per
-//! call.
+//! give its thread up: its whole state moves into a [`Parker`]. Each
+//! connection's own poll (an epoll instance, itself readable once anything
+//! registered in it is ready) is registered, one-shot, in the parker's
+//! shared poll, and a small pool of threads waits on that poll together
+//! (leader/follower without a leader: the kernel hands each readiness to
+//! one waiting thread). The thread that sees a connection ready drives it
+//! itself until it parks again, then waits for the next: a busy pool
+//! thread goes from one ready connection to the next with no hand-off and
+//! no sleep, and one wait can serve many connections in turn.
 //!
-//! No thread is stuck for good: a connection whose handler blocks is
-//! handed to a thread of its own (`server/handoff.rs`), and when queued
-//! connections wait while no pool thread takes any, the parker starts
-//! another. Pool threads that find nothing to do for a while end, and so
-//! does the parker's thread when it holds no connection.
+//! Registrations outlive parks: a connection parked again re-arms its
+//! registration (`EPOLL_CTL_MOD`), and the kernel drops it when the
+//! connection's poll closes. A park thus costs one system call, and a wake
+//! none beyond the wait that reports it.
+//!
+//! The parker's own thread keeps the parked connections' timers: at a
+//! connection's next deadline it wakes the connection's poll, which then
+//! comes up in the shared poll like any wake-up. It also keeps the pool
+//! from getting stuck: when no pool thread has waited on the shared poll,
+//! nor taken a connection, for a while (every one of them busy, or blocked
+//! in a handler), it starts another. Pool threads that find nothing to do
+//! for a while end, and so does the parker's thread when it holds no
+//! connection; the last pool thread stays while any connection is parked.
 //!
 //! No wake-up is lost: the connection announces that it sleeps (so other
 //! threads signal its poll's waker from then on) and checks for work before
-//! it parks, and registering a poll that is already ready reports it at
-//! once.
+//! it parks, and arming a poll that is already ready reports it at once.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use rustix::event::epoll;
+use rustix::event::{EventfdFlags, Timespec};
 
 use crate::rt::sync::{Condvar, Mutex};
 
-/// The parker's own wake-up: a new deadline, or the end.
-const WAKER: Token = Token(usize::MAX);
+/// The token of the parker's stop signal in the shared poll.
+const STOP: u64 = u64::MAX;
 
-/// How long queued connections may wait while no pool thread takes one
-/// before the parker starts another thread.
+/// How long connections may wait with no pool thread waiting on the shared
+/// poll, while none takes a connection either, before the parker wakes a
+/// follower or starts another thread.
 const STALL: Duration = Duration::from_millis(1);
+
+/// The most connections one wait on the shared poll reports.
+const BATCH: usize = 64;
 
 /// How long a pool thread waits for a connection before it ends, and the
 /// parker's thread while it holds none.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// How long the parker's thread keeps watching for stalls every
+/// [`STALL`] after it last saw every pool thread busy.
+const WATCH: Duration = Duration::from_millis(100);
+
+thread_local! {
+    /// The parker whose pool this thread belongs to (its address), or 0.
+    static POOL_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// A connection's state, while no thread drives it.
 pub(crate) trait Parkable: Send + 'static {
     /// A descriptor that becomes readable when the connection needs a
     /// thread again (its poll's).
-    fn wake_fd(&self) -> RawFd;
+    fn wake_fd(&self) -> BorrowedFd<'_>;
     /// When the connection must run again, whatever else happens (its next
     /// timer).
     fn next_deadline(&self) -> Option<Instant>;
+    /// Makes [`Parkable::wake_fd`] readable (its next deadline is due).
+    fn wake(&self);
     /// Drives the connection on a pool thread until it parks again, ends,
     /// or moves to a thread of its own.
     fn resume(self: Box<Self>);
@@ -60,24 +82,31 @@ pub(crate) trait Parkable: Send + 'static {
 
 struct Entry {
     value: Box<dyn Parkable>,
-    fd: RawFd,
     deadline: Option<Instant>,
 }
 
 #[derive(Default)]
 struct State {
-    entries: HashMap<usize, Entry>,
-    /// The parked connections' deadlines, by time.
-    deadlines: BTreeSet<(Instant, usize)>,
-    next_token: usize,
-    /// The poll, until the parker's thread starts and takes it.
-    poll: Option<Poll>,
-    started: bool,
+    entries: HashMap<u64, Entry>,
+    /// The parked connections' deadlines, by time (woken ones leave).
+    deadlines: BTreeSet<(Instant, u64)>,
+    next_token: u64,
+    /// Connections reported ready, for the next free pool thread.
+    queue: VecDeque<Entry>,
+    /// Pool threads, started or starting.
+    threads: usize,
+    /// Pool threads waiting for a turn as leader or for queued connections.
+    followers: usize,
+    /// A pool thread waits on the shared poll.
+    leader: bool,
+    /// The parker's own thread runs, and when it wakes next.
+    watching: bool,
+    watch_until: Option<Instant>,
     stop: bool,
 }
 
 impl State {
-    fn take(&mut self, token: usize) -> Option<Entry> {
+    fn take(&mut self, token: u64) -> Option<Entry> {
         let entry = self.entries.remove(&token)?;
         if let Some(at) = entry.deadline {
             self.deadlines.remove(&(at, token));
@@ -85,154 +114,39 @@ impl State {
         Some(entry)
     }
 
-    /// Watches `fd` for the value about to be recorded under the returned
-    /// token.
-    fn register(&mut self, fd: RawFd, registry: &Registry) -> io::Result<usize> {
-        let token = self.next_token;
-        self.next_token = (self.next_token + 1) % WAKER.0;
-        registry.register(&mut SourceFd(&fd), Token(token), Interest::READABLE)?;
-        Ok(token)
-    }
-
-    /// Records a registered value; true if its deadline is now the first.
-    fn record(&mut self, token: usize, entry: Entry) -> bool {
-        let mut first = false;
-        if let Some(at) = entry.deadline {
-            first = self.deadlines.first().is_none_or(|&(next, _)| at < next);
-            self.deadlines.insert((at, token));
-        }
-        self.entries.insert(token, entry);
-        first
-    }
-}
-
-/// What the pool's threads share, under one lock.
-#[derive(Default)]
-struct Pool {
-    queue: VecDeque<Box<dyn Parkable>>,
-    /// Threads in the pool, and those of them waiting for a connection.
-    total: usize,
-    idle: usize,
-    /// Connections taken from the queue so far (the parker's sign of
-    /// progress).
-    taken: u64,
-    /// The server is gone: threads end.
-    closed: bool,
-}
-
-/// The pool of threads that drive woken connections.
-struct Workers {
-    pool: Mutex<Pool>,
-    ready: Condvar,
-    /// Threads the pool starts without waiting for a stall.
-    base: usize,
-    thread_name: &'static str,
-    stack_size: usize,
-}
-
-impl Workers {
-    /// Starts a pool thread (the caller counted it in `total`); false if
-    /// none could be started.
-    fn spawn(self: &Arc<Self>) -> bool {
-        let workers = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name(self.thread_name.into())
-            .stack_size(self.stack_size)
-            .spawn(move || workers.work());
-        if let Err(e) = spawned {
-            self.pool.lock().total -= 1;
-            log::error!("could not start a thread for woken connections: {e}");
-            return false;
-        }
-        true
-    }
-
-    /// A pool thread: drives queued connections until none comes for a
-    /// while.
-    fn work(&self) {
-        let mut pool = self.pool.lock();
-        loop {
-            if let Some(value) = pool.queue.pop_front() {
-                pool.taken += 1;
-                drop(pool);
-                value.resume();
-                pool = self.pool.lock();
-                continue;
-            }
-            if pool.closed {
-                break;
-            }
-            pool.idle += 1;
-            let waited = self.ready.wait_for(&mut pool, LINGER);
-            pool.idle -= 1;
-            if waited.timed_out() && pool.queue.is_empty() {
-                break;
-            }
-        }
-        pool.total -= 1;
-    }
-
-    /// Queues woken connections, and makes sure a thread will take them.
-    fn queue(self: &Arc<Self>, values: impl IntoIterator<Item = Box<dyn Parkable>>) {
-        let mut pool = self.pool.lock();
-        let before = pool.queue.len();
-        pool.queue.extend(values);
-        let added = pool.queue.len() - before;
-        for _ in 0..added.min(pool.idle) {
-            self.ready.notify_one();
-        }
-        let start = added > pool.idle && pool.total < self.base;
-        if start {
-            pool.total += 1;
-        }
-        drop(pool);
-        if start {
-            self.spawn();
-        }
-    }
-
-    /// Called now and then by the parker: when queued connections have
-    /// waited since the last call while no thread took any (every pool
-    /// thread busy, or blocked in a handler), starts one more thread.
-    /// `seen` is the progress seen at the last call.
-    fn unstall(self: &Arc<Self>, seen: &mut u64) {
-        let mut pool = self.pool.lock();
-        let stalled = !pool.queue.is_empty() && pool.taken == *seen && pool.idle == 0;
-        *seen = pool.taken;
-        if stalled {
-            pool.total += 1;
-        }
-        drop(pool);
-        if stalled {
-            self.spawn();
-        }
-    }
-
-    /// Whether connections wait in the queue.
-    fn backlog(&self) -> bool {
-        !self.pool.lock().queue.is_empty()
-    }
-
-    fn close(&self) {
-        let mut pool = self.pool.lock();
-        pool.closed = true;
-        pool.queue.clear();
-        drop(pool);
-        self.ready.notify_all();
+    /// Whether connections wait for a thread that nobody leads the poll
+    /// for (every pool thread is driving a connection, or blocked in one).
+    fn unled(&self) -> bool {
+        !self.leader && (!self.entries.is_empty() || !self.queue.is_empty())
     }
 }
 
 struct Inner {
+    /// The shared poll, holding every parked connection's.
+    epoll: OwnedFd,
+    /// Readable (level-triggered) once the parker is gone: the leader
+    /// leaves its wait.
+    stop: OwnedFd,
     state: Mutex<State>,
-    /// The parker's own thread's name.
+    /// Followers sleep on it.
+    turn: Condvar,
+    /// The parker's thread sleeps on it.
+    tick: Condvar,
+    /// Connections taken by pool threads so far (progress, for stalls).
+    taken: AtomicU64,
+    /// The parker's thread sleeps longer than a stall (nothing happened
+    /// lately): the next leader to see connections ready tells it.
+    dozing: AtomicBool,
+    /// Threads the pool starts without waiting for a stall.
+    base: usize,
+    /// The parker's own thread's name, and the pool threads'.
     name: &'static str,
-    registry: Registry,
-    waker: Waker,
-    workers: Arc<Workers>,
+    thread_name: &'static str,
+    stack_size: usize,
 }
 
-/// Holds idle connections on one thread (started at the first park), and
-/// has a pool of threads drive each again when it wakes.
+/// Holds idle connections, and has a pool of threads drive each again
+/// when it wakes.
 pub(crate) struct Parker {
     inner: Arc<Inner>,
 }
@@ -246,177 +160,314 @@ impl Parker {
         thread_name: &'static str,
         stack_size: usize,
     ) -> io::Result<Parker> {
-        let poll = Poll::new()?;
-        let registry = poll.registry().try_clone()?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let stop = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        epoll::add(
+            &epoll,
+            &stop,
+            epoll::EventData::new_u64(STOP),
+            epoll::EventFlags::IN,
+        )?;
         let base = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         Ok(Parker {
             inner: Arc::new(Inner {
-                state: Mutex::new(State {
-                    poll: Some(poll),
-                    ..State::default()
-                }),
+                epoll,
+                stop,
+                state: Mutex::new(State::default()),
+                turn: Condvar::new(),
+                tick: Condvar::new(),
+                taken: AtomicU64::new(0),
+                dozing: AtomicBool::new(false),
+                base,
                 name,
-                registry,
-                waker,
-                workers: Arc::new(Workers {
-                    pool: Mutex::new(Pool::default()),
-                    ready: Condvar::new(),
-                    base,
-                    thread_name,
-                    stack_size,
-                }),
+                thread_name,
+                stack_size,
             }),
         })
     }
 
     /// Parks `value` until it has something to do. Gives it back when it
-    /// cannot be parked (the parker's thread could not start): the caller
-    /// keeps driving it.
+    /// cannot be parked (no thread could be started to watch it): the
+    /// caller keeps driving it.
     pub(crate) fn park<T: Parkable>(&self, value: Box<T>) -> Result<(), Box<T>> {
-        let (fd, deadline) = (value.wake_fd(), value.next_deadline());
-        let mut state = self.inner.state.lock();
-        if !state.started {
-            let Some(poll) = state.poll.take() else {
-                return Err(value);
-            };
-            let inner = self.inner.clone();
+        let inner = &self.inner;
+        let deadline = value.next_deadline();
+        let mut state = inner.state.lock();
+        if state.stop {
+            return Err(value);
+        }
+        if !state.watching {
+            let watcher = inner.clone();
             let spawned = std::thread::Builder::new()
-                .name(self.inner.name.into())
-                // It may drop connections (at the end): room for that.
-                .stack_size(256 * 1024)
-                .spawn(move || watch(&inner, poll));
+                .name(inner.name.into())
+                .stack_size(64 * 1024)
+                .spawn(move || watch(&watcher));
             match spawned {
-                Ok(_) => state.started = true,
+                Ok(_) => state.watching = true,
                 Err(e) => {
-                    // The poll went with the closure: no parking from now on.
                     log::error!("could not start the thread that holds idle connections: {e}");
                     return Err(value);
                 }
             }
         }
-        let token = match state.register(fd, &self.inner.registry) {
-            Ok(token) => token,
-            Err(e) => {
-                log::error!("could not park an idle connection (it keeps its thread): {e}");
-                return Err(value);
+        if state.threads == 0 && !Inner::spawn(inner, &mut state) {
+            return Err(value);
+        }
+        while state.threads < inner.base && Inner::spawn(inner, &mut state) {}
+        let token = state.next_token;
+        state.next_token = (state.next_token + 1) % STOP;
+        if let Err(e) = arm(&inner.epoll, value.wake_fd(), token) {
+            log::error!("could not park an idle connection (it keeps its thread): {e}");
+            return Err(value);
+        }
+        let mut sooner = false;
+        if let Some(at) = deadline {
+            sooner = state.watch_until.is_none_or(|until| at < until);
+            state.deadlines.insert((at, token));
+        }
+        state.entries.insert(token, Entry { value, deadline });
+        // A pool thread leads once it is back from this connection; any
+        // other thread (a connection's own, the acceptor) makes sure one
+        // leads.
+        let ours = POOL_OF.with(|p| p.get()) == Arc::as_ptr(inner) as usize;
+        if !ours && !state.leader {
+            if state.followers > 0 {
+                inner.turn.notify_one();
+            } else {
+                // Every pool thread is busy: the parker's thread watches
+                // them for a stall.
+                sooner = true;
             }
-        };
-        let value: Box<dyn Parkable> = value;
-        let first = state.record(
-            token,
-            Entry {
-                value,
-                fd,
-                deadline,
-            },
-        );
+        }
         drop(state);
-        if first {
+        if sooner {
             // The parker's sleep must end sooner.
-            let _ = self.inner.waker.wake();
+            inner.tick.notify_one();
         }
         Ok(())
     }
 
-    /// Connections parked now.
+    /// Connections parked now (queued ones included: no thread has taken
+    /// them yet).
     pub(crate) fn parked(&self) -> usize {
-        self.inner.state.lock().entries.len()
+        let state = self.inner.state.lock();
+        state.entries.len() + state.queue.len()
+    }
+}
+
+/// Arms `fd` in `epoll` for one readiness, reported with `token`: the
+/// registration of an earlier park is re-armed, else a new one made.
+fn arm(epoll: &OwnedFd, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+    let flags = epoll::EventFlags::IN | epoll::EventFlags::ONESHOT;
+    let data = epoll::EventData::new_u64(token);
+    match epoll::modify(epoll, fd, data, flags) {
+        Err(rustix::io::Errno::NOENT) => Ok(epoll::add(epoll, fd, data, flags)?),
+        other => Ok(other?),
     }
 }
 
 impl Drop for Parker {
     fn drop(&mut self) {
-        self.inner.state.lock().stop = true;
-        let _ = self.inner.waker.wake();
+        let (entries, queue) = {
+            let mut state = self.inner.state.lock();
+            state.stop = true;
+            state.deadlines.clear();
+            (
+                std::mem::take(&mut state.entries),
+                std::mem::take(&mut state.queue),
+            )
+        };
+        // Level-triggered and never read: the leader leaves its wait.
+        let _ = rustix::io::write(&self.inner.stop, &1u64.to_ne_bytes());
+        self.inner.turn.notify_all();
+        self.inner.tick.notify_one();
+        // Whatever is still parked ends here.
+        drop((entries, queue));
     }
 }
 
-/// The parker's thread: waits for any parked connection to need a thread,
-/// or for the next deadline, and queues those that do; starts a pool
-/// thread when queued connections stall.
-fn watch(inner: &Arc<Inner>, mut poll: Poll) {
-    let mut events = Events::with_capacity(256);
-    let workers = &inner.workers;
-    let mut seen = 0;
-    // Since when nothing has been parked or queued.
-    let mut empty_since = None;
-    loop {
-        let timeout = {
-            let mut state = inner.state.lock();
-            if state.stop {
-                break;
+impl Inner {
+    /// Starts a pool thread, counted in `state`; false if none could be.
+    fn spawn(inner: &Arc<Inner>, state: &mut State) -> bool {
+        let pool = inner.clone();
+        let spawned = std::thread::Builder::new()
+            .name(inner.thread_name.into())
+            .stack_size(inner.stack_size)
+            .spawn(move || pool.work());
+        match spawned {
+            Ok(_) => {
+                state.threads += 1;
+                true
             }
-            let now = Instant::now();
-            let backlog = workers.backlog();
-            if state.entries.is_empty() && !backlog {
-                let since = *empty_since.get_or_insert(now);
-                if now.duration_since(since) >= LINGER {
-                    // Nothing to hold for a while: the thread ends, and the
-                    // next park starts it again with the same poll.
-                    state.poll = Some(poll);
-                    state.started = false;
-                    return;
-                }
-            } else {
-                empty_since = None;
-            }
-            let next = state
-                .deadlines
-                .first()
-                .map(|(at, _)| at.saturating_duration_since(now));
-            if backlog {
-                Some(next.map_or(STALL, |n| n.min(STALL)))
-            } else if state.entries.is_empty() {
-                Some(LINGER)
-            } else {
-                next
-            }
-        };
-        match poll.poll(&mut events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                log::error!("the thread holding idle connections failed: {e}");
-                break;
+                log::error!("could not start a thread for woken connections: {e}");
+                false
             }
         }
-        let now = Instant::now();
-        let mut due = Vec::new();
-        {
-            let mut state = inner.state.lock();
-            if state.stop {
-                break;
+    }
+
+    /// A pool thread. It drives queued connections; when none is queued,
+    /// it waits on the shared poll if no other thread does (it leads),
+    /// queues what the wait reports, and wakes followers for all but the
+    /// one it drives itself; else it follows, until its turn. A thread that
+    /// waits long for nothing ends, and a leader hands the lead on.
+    fn work(&self) {
+        POOL_OF.with(|p| p.set(self as *const Inner as usize));
+        let timeout = Timespec {
+            tv_sec: LINGER.as_secs() as _,
+            tv_nsec: 0,
+        };
+        let mut events = Vec::with_capacity(BATCH);
+        let mut state = self.state.lock();
+        while !state.stop {
+            if let Some(entry) = state.queue.pop_front() {
+                drop(state);
+                self.taken.fetch_add(1, Ordering::Relaxed);
+                entry.value.resume();
+                state = self.state.lock();
+                continue;
             }
-            for ev in events.iter() {
-                if ev.token() != WAKER {
-                    due.extend(state.take(ev.token().0));
-                }
-            }
-            while let Some(&(at, token)) = state.deadlines.first() {
-                if at > now {
+            if state.leader {
+                state.followers += 1;
+                let waited = self.turn.wait_for(&mut state, LINGER);
+                state.followers -= 1;
+                if waited.timed_out() && state.leader && state.queue.is_empty() {
+                    // Another thread leads: this one is not needed.
                     break;
                 }
-                due.extend(state.take(token));
+                continue;
+            }
+            state.leader = true;
+            drop(state);
+            events.clear();
+            let waited = epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                Some(&timeout),
+            );
+            state = self.state.lock();
+            state.leader = false;
+            match waited {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    log::error!("a thread driving woken connections failed: {e}");
+                    break;
+                }
+            }
+            if events.is_empty() {
+                if state.entries.is_empty() && state.queue.is_empty() {
+                    // Nothing parked for a while: the pool shrinks.
+                    break;
+                }
+                continue;
+            }
+            for event in &events {
+                match event.data.u64() {
+                    STOP => state.stop = true,
+                    token => {
+                        if let Some(entry) = state.take(token) {
+                            state.queue.push_back(entry);
+                        }
+                    }
+                }
+            }
+            for _ in 0..state.followers.min(state.queue.len().saturating_sub(1)) {
+                self.turn.notify_one();
+            }
+            if self.dozing.swap(false, Ordering::SeqCst) {
+                self.tick.notify_one();
             }
         }
-        if !due.is_empty() {
-            for entry in &due {
-                let _ = inner.registry.deregister(&mut SourceFd(&entry.fd));
-            }
-            workers.queue(due.into_iter().map(|entry| entry.value));
+        state.threads -= 1;
+        if !state.leader && state.followers > 0 {
+            // Whoever follows leads now (or ends in turn).
+            self.turn.notify_one();
         }
-        workers.unstall(&mut seen);
+        if state.stop {
+            self.turn.notify_all();
+        }
     }
-    // Whatever is still parked or queued ends here (the server is gone).
-    workers.close();
-    let entries = std::mem::take(&mut inner.state.lock().entries);
-    drop(entries);
+}
+
+/// The parker's thread: wakes parked connections at their deadlines, and
+/// gets the pool going again when it is stuck; ends once it has held
+/// nothing for a while, or with the parker.
+fn watch(inner: &Arc<Inner>) {
+    let mut seen = inner.taken.load(Ordering::Relaxed);
+    // Since when connections have waited with nobody leading the poll and
+    // no connection taken.
+    let mut stuck_since: Option<Instant> = None;
+    // When a tick last saw the pool at work.
+    let mut busy_at: Option<Instant> = None;
+    let mut empty_since = None;
+    let mut state = inner.state.lock();
+    while !state.stop {
+        let now = Instant::now();
+        while let Some(&(at, token)) = state.deadlines.first() {
+            if at > now {
+                break;
+            }
+            state.deadlines.pop_first();
+            if let Some(entry) = state.entries.get_mut(&token) {
+                entry.deadline = None;
+                entry.value.wake();
+            }
+        }
+        let taken = inner.taken.load(Ordering::Relaxed);
+        if state.unled() {
+            let since = match stuck_since {
+                Some(since) if taken == seen => since,
+                _ => now,
+            };
+            if now.duration_since(since) >= STALL {
+                // Every pool thread has been busy a whole stall with no
+                // connection taken: they are stuck (blocked handlers).
+                if state.followers > 0 {
+                    inner.turn.notify_one();
+                } else {
+                    Inner::spawn(inner, &mut state);
+                }
+                stuck_since = None;
+            } else {
+                stuck_since = Some(since);
+            }
+        } else {
+            stuck_since = None;
+        }
+        if state.unled() || taken != seen {
+            busy_at = Some(now);
+        }
+        seen = taken;
+        if state.entries.is_empty() && state.queue.is_empty() {
+            let since = *empty_since.get_or_insert(now);
+            if now.duration_since(since) >= LINGER {
+                break;
+            }
+        } else {
+            empty_since = None;
+        }
+        let watching = busy_at.is_some_and(|at| now.duration_since(at) < WATCH);
+        let sleep = if watching { STALL } else { LINGER };
+        let next = state
+            .deadlines
+            .first()
+            .map(|(at, _)| at.saturating_duration_since(now));
+        let sleep = next.map_or(sleep, |n| n.min(sleep));
+        inner.dozing.store(!watching, Ordering::SeqCst);
+        state.watch_until = Some(now + sleep);
+        inner.tick.wait_for(&mut state, sleep);
+        state.watch_until = None;
+        inner.dozing.store(false, Ordering::SeqCst);
+    }
+    state.watching = false;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mio::{Poll, Token, Waker};
+    use std::os::fd::AsFd;
     use std::sync::mpsc;
 
     /// A parked value: a poll with a waker in it, whose readability wakes
@@ -431,12 +482,14 @@ mod tests {
     }
 
     impl Parkable for Probe {
-        fn wake_fd(&self) -> RawFd {
-            use std::os::fd::AsRawFd;
-            self.poll.as_raw_fd()
+        fn wake_fd(&self) -> BorrowedFd<'_> {
+            self.poll.registry().as_fd()
         }
         fn next_deadline(&self) -> Option<Instant> {
             self.deadline
+        }
+        fn wake(&self) {
+            let _ = self._waker.wake();
         }
         fn resume(self: Box<Self>) {
             let name = std::thread::current().name().unwrap_or("").to_string();
@@ -522,7 +575,7 @@ mod tests {
     fn values_still_resume_while_every_pool_thread_is_blocked() {
         let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
         // More blocked resumes than the pool starts threads for at once.
-        let blocked = parker.inner.workers.base + 1;
+        let blocked = parker.inner.base + 1;
         let mut holds = Vec::new();
         for _ in 0..blocked {
             let (mut p, waker, resumed) = probe(None);
@@ -539,6 +592,33 @@ mod tests {
         waker.wake().expect("wake");
         assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
         drop(holds);
+    }
+
+    #[test]
+    fn a_value_parked_from_outside_the_pool_is_led_while_the_pool_is_busy() {
+        let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
+        // One pool thread is held in a resume; the others follow.
+        let (mut held, waker, resumed) = probe(None);
+        let (release, hold) = mpsc::channel::<()>();
+        held.hold = Some(hold);
+        assert!(parker.park(held).is_ok());
+        // The pool's threads start: one leads, the others follow.
+        std::thread::sleep(WATCH);
+        waker.wake().expect("wake");
+        assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+        // Long enough for the parker's thread to stop watching the pool.
+        std::thread::sleep(WATCH * 3);
+        // This thread is not the pool's: parking here hands the poll to a
+        // follower, well before any follower's own wait (LINGER) ends.
+        let (p, waker, resumed) = probe(None);
+        assert!(parker.park(p).is_ok());
+        waker.wake().expect("wake");
+        assert_eq!(
+            resumed.recv_timeout(LINGER / 2).as_deref(),
+            Ok("resumed"),
+            "nobody led the poll for a value parked from outside the pool"
+        );
+        drop(release);
     }
 
     /// Threads of this process named `name`.
