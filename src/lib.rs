@@ -1,5 +1,6 @@
 //! A blocking, thread-per-connection gRPC server and client for Rust
-//! programs that want no async runtime.
+//! programs that want no async runtime (a connection has a thread while it
+//! has work; an idle one parks, holding none).
 //!
 //! - **Server**: implement the sync trait the code generator emits for a
 //!   proto service (plain `fn`s that may block), add it to a [`Server`] and

@@ -1,12 +1,12 @@
 //! The connection-thread machinery the server and the client share: one OS
-//! thread per connection owns the socket and all HTTP/2 state, sleeps in
-//! one wait (mio: `epoll_wait` on Linux), and moves bytes between the
-//! socket, h2 and the calls.
+//! thread at a time per connection owns the socket and all HTTP/2 state,
+//! sleeps in one wait (mio: `epoll_wait` on Linux) or parks the connection
+//! in a shared poll, and moves bytes between the socket, h2 and the calls.
 //!
 //! | file | what |
 //! | --- | --- |
 //! | `event_loop.rs` | the thread's wait (socket readiness, wake-ups from other threads, the next timer) and the loop that drives a connection |
-//! | `parking.rs` | idle connections handing their thread back: one thread waits on them all and gives each a thread again when it wakes |
+//! | `parking.rs` | idle connections handing their thread back: a pool of threads waits on them all in turn, and the one that sees a connection wake drives it |
 //! | `timers.rs` | the connection's timers: call deadlines, handshake, keepalive, idle, age |
 //! | `keepalive.rs` | keepalive pings, one implementation for both sides |
 //! | `settings.rs` | HTTP/2 and connection-thread settings, their defaults, the window rule, and the builder setters both sides share |

@@ -138,7 +138,7 @@ impl ConnConfig {
             max_receive_message_size: 4 * 1024 * 1024,
             max_send_message_size: usize::MAX,
             stack_size: 256 * 1024,
-            park_idle_after: Some(Duration::from_secs(1)),
+            park_idle_after: Some(Duration::ZERO),
         }
     }
 }
@@ -236,15 +236,18 @@ macro_rules! connection_setters {
 
         /// How long a connection may have nothing to do (no call in
         /// flight, or a handshake the peer is slow to finish) before it
-        /// gives its thread up (default 1 s; on a server, also at once when
-        /// its last call ends while more than 512 connections are open,
-        /// and a connection accepted then starts without a thread). The
-        /// connection stays open: one thread of the process (of the
-        /// server, on a server) waits on all such connections and, when one
-        /// wakes (its peer sends, a call starts, a timer is due), a small
-        /// pool of threads drives it until it is idle again. An idle
-        /// connection then costs its few KiB of heap and no thread. `None`
-        /// keeps a thread for every connection while it lives.
+        /// gives its thread up (default: at once, and a server's accepted
+        /// connection starts without a thread; a longer delay still parks
+        /// at once on a server with more than 512 connections open). The
+        /// connection stays open: a small pool of threads (the server's,
+        /// or the process's for clients) waits on all such connections
+        /// together, and the thread that sees one wake (its peer sends, a
+        /// call starts, a timer is due) drives it until it is idle again,
+        /// then waits for the next. An idle connection thus costs its few
+        /// KiB of heap and no thread, and busy connections share the
+        /// pool's threads with no hand-off between them. A handler that
+        /// blocks still gets its connection moved to a thread of its own.
+        /// `None` keeps a thread for every connection while it lives.
         pub fn park_idle_connections_after(
             mut self,
             after: Option<::std::time::Duration>,

@@ -8,9 +8,11 @@
 //! `epoll_wait` on Linux) on the socket and a wake-up (`rt/event_loop.rs`),
 //! and the sleep's timeout is its timer for call deadlines, the handshake,
 //! keepalive, idle and age. A connection with no call for
-//! `park_idle_after` (at once when the server is crowded) moves, whole,
-//! into the server's parker and its thread is free; the parker's pool
-//! drives it again when it wakes (`rt/parking.rs`).
+//! `park_idle_after` (by default at once, and always at once when the
+//! server is crowded) moves, whole, into the server's parker and its thread
+//! is free; the parker's pool drives it again when it wakes
+//! (`rt/parking.rs`). With parking at once, a connection starts in the
+//! parker, and the "connection thread" is whichever pool thread drives it.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -178,16 +180,15 @@ pub(crate) fn prepare(
 pub(crate) struct NewConn(Box<Conn>);
 
 impl NewConn {
-    /// Starts the connection on a thread of its own, unless the server is
-    /// crowded: then it waits in the parker from the start, and the
-    /// parker's pool drives it when its client sends (a storm of new
-    /// connections costs no thread each). Errors if no thread could be
+    /// Starts the connection in the parker, where the parker's pool drives
+    /// it as soon as its client sends (a storm of new connections costs no
+    /// thread each), when idle connections park at once or the server is
+    /// crowded; else on a thread of its own. Errors if no thread could be
     /// started.
     pub(crate) fn start(self, name: &str) -> std::io::Result<()> {
         let server = self.0.server.clone();
-        let conn = if server.config.conn.park_idle_after.is_some()
-            && server.connections.load(Ordering::Relaxed) > CROWDED
-        {
+        let at_once = self.0.park_after() == Some(Duration::ZERO);
+        let conn = if at_once {
             match server.parker.park(self.0) {
                 Ok(()) => return Ok(()),
                 Err(back) => back,
@@ -495,12 +496,11 @@ impl Parkable for Conn {
 }
 
 /// Open connections beyond which a connection gives its thread up as soon
-/// as it has no call, not after `park_idle_after`: with this many
+/// as it has no call, whatever `park_idle_after` says: with this many
 /// connections each waking for a call now and then, a thread per
 /// connection costs more in context switches and cold caches than the
 /// parker's shared threads (measured on two cores: at 1,000 connections
-/// with a call each, h2load's calls/s 1.5 times as many parked; below
-/// about 500, fewer).
+/// with a call each, h2load's calls/s 1.5 times as many parked).
 const CROWDED: usize = 512;
 
 /// How long a connection thread runs ready inline calls one after the

@@ -5,9 +5,12 @@
 //! either [`Server::serve`]s on the calling thread or [`Server::spawn`]s into
 //! the background, returning a [`ServerHandle`] to shut it down.
 //!
-//! Threading: one acceptor thread; one OS thread per connection, which owns
-//! the socket and all HTTP/2 state. Unary handlers run on the connection
-//! thread by default ([`UnaryHandlers`]); one that has not returned within
+//! Threading: one acceptor thread; one OS thread at a time per connection,
+//! which owns the socket and all HTTP/2 state while it drives it. An idle
+//! connection parks (by default at once: [`ServerBuilder::park_idle_connections_after`]),
+//! and the thread of a small pool that sees it wake drives it. Unary
+//! handlers run on the connection's thread by default ([`UnaryHandlers`]);
+//! one that has not returned within
 //! [`ServerBuilder::inline_time_limit`] gets its connection handed to a new
 //! thread. Streaming handlers run on a pool of worker threads that grows on
 //! demand up to [`ServerBuilder::max_concurrent_handlers`] (and

@@ -10,8 +10,7 @@ use grpc_blocking::{Channel, Server, ServerHandle};
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleRequest, ExampleServer};
 use grpc_blocking_examples::ExampleService;
 use grpc_blocking_tests::support::{
-    eventually, req, serve, target, thread_count, threads_named, wait_for_threads_at_most,
-    with_timeout,
+    eventually, req, target, thread_count, threads_named, wait_for_threads_at_most, with_timeout,
 };
 
 /// The example service on a free port, its idle connections parking
@@ -35,9 +34,17 @@ fn dropping_servers_and_clients_ends_their_threads() {
     with_timeout(120, || {
         // The guard thread of with_timeout is part of the baseline.
         let baseline = thread_count();
-        let server = serve(ExampleServer::new(ExampleService));
+        // A thread per connection on both sides (idle connections would
+        // otherwise give theirs up at once).
+        let server = serve_parking(None);
         let clients: Vec<_> = (0..4)
-            .map(|_| ExampleClient::connect(target(&server)).unwrap())
+            .map(|_| {
+                let channel = Channel::builder(target(&server))
+                    .park_idle_connections_after(None)
+                    .connect()
+                    .unwrap();
+                ExampleClient::new(channel)
+            })
             .collect();
         for c in &clients {
             let replies = c
