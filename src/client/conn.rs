@@ -376,7 +376,7 @@ impl Driver for Conn {
 
     fn parkable(&self) -> bool {
         matches!(self.phase, Phase::Open { .. })
-            && self.streams.is_empty()
+            && (self.streams.is_empty() || self.park_idle_after == Some(Duration::ZERO))
             && self.waiting.is_empty()
             && !self.closing
     }

@@ -474,7 +474,9 @@ pub(crate) trait Driver {
         None
     }
     /// True when nothing of the connection needs a thread but a wake-up:
-    /// no call, nothing of its own to run.
+    /// nothing of its own to run, and no call (unless it parks at once:
+    /// then calls in flight wait parked too, their wake-ups and timers
+    /// bringing the connection back).
     fn parkable(&self) -> bool {
         false
     }

@@ -468,7 +468,7 @@ impl Driver for Conn {
 
     fn parkable(&self) -> bool {
         !matches!(self.phase, Phase::Done)
-            && self.streams.is_empty()
+            && (self.streams.is_empty() || self.park_after() == Some(Duration::ZERO))
             && self.ready_inline.is_empty()
             && !self.shutting_down
     }

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use grpc_blocking::{Channel, Server, ServerHandle};
+use grpc_blocking::{CallOptions, Channel, Server, ServerHandle};
 use grpc_blocking_examples::nameko::{ExampleClient, ExampleRequest, ExampleServer};
 use grpc_blocking_examples::ExampleService;
 use grpc_blocking_tests::support::{
@@ -158,5 +158,59 @@ fn idle_client_connections_hold_no_thread() {
             (n == 0, n)
         });
         assert_eq!(open, 0);
+    });
+}
+
+#[test]
+fn connections_with_calls_open_but_nothing_to_do_hold_no_thread() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    with_timeout(120, || {
+        const CALLS: usize = 24;
+        // Both sides park at once, the default.
+        let server = serve_parking(Some(Duration::ZERO));
+        let mut calls: Vec<_> = (0..CALLS)
+            .map(|_| {
+                let channel = Channel::builder(target(&server)).connect().unwrap();
+                let client = ExampleClient::new(channel);
+                let (mut sink, mut replies) = client.stream_stream_sender(CallOptions::default());
+                sink.send(req("a", 1)).unwrap();
+                assert_eq!(replies.next().unwrap().unwrap().message, "a");
+                (client, sink, replies)
+            })
+            .collect();
+        // Every call is open, its handler waiting for the next request:
+        // the connections wait parked on both sides, and a few pool
+        // threads serve them all.
+        let stats = eventually(10, || {
+            let now = server.stats();
+            (now.connections_parked == CALLS, now)
+        });
+        assert_eq!(
+            (stats.connections, stats.connections_parked),
+            (CALLS, CALLS)
+        );
+        let client_threads = eventually(10, || {
+            let n = threads_named("self", "grpc-client-conn");
+            (n == 0, n)
+        });
+        assert_eq!(client_threads, 0);
+        let pools = (
+            threads_named("self", "grpc-conn-pool"),
+            threads_named("self", "grpc-client-pool"),
+        );
+        assert!(
+            pools.0 < CALLS / 3 && pools.1 < CALLS / 3,
+            "pool threads (server, client) for {CALLS} open calls: {pools:?}"
+        );
+        assert_eq!(threads_named("self", "grpc-conn"), 0);
+        // Each call goes on where it was, and ends.
+        for (_, sink, replies) in &mut calls {
+            sink.send(req("b", 2)).unwrap();
+            assert_eq!(replies.next().unwrap().unwrap().message, "bb");
+        }
+        for (_, sink, mut replies) in calls {
+            sink.finish();
+            assert!(replies.next().is_none());
+        }
     });
 }
