@@ -32,7 +32,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -134,6 +134,8 @@ struct Inner {
     tick: Condvar,
     /// Connections taken by pool threads so far (progress, for stalls).
     taken: AtomicU64,
+    /// How many connections the queue holds (read without the lock).
+    queued: AtomicUsize,
     /// The parker's thread sleeps longer than a stall (nothing happened
     /// lately): the next leader to see connections ready tells it.
     dozing: AtomicBool,
@@ -177,6 +179,7 @@ impl Parker {
                 turn: Condvar::new(),
                 tick: Condvar::new(),
                 taken: AtomicU64::new(0),
+                queued: AtomicUsize::new(0),
                 dozing: AtomicBool::new(false),
                 base,
                 name,
@@ -245,6 +248,12 @@ impl Parker {
             inner.tick.notify_one();
         }
         Ok(())
+    }
+
+    /// Whether woken connections wait for a pool thread to take them (a
+    /// hint, read without the lock).
+    pub(crate) fn backlog(&self) -> bool {
+        self.inner.queued.load(Ordering::Relaxed) > 0
     }
 
     /// Connections parked now (queued ones included: no thread has taken
@@ -321,6 +330,7 @@ impl Inner {
         let mut state = self.state.lock();
         while !state.stop {
             if let Some(entry) = state.queue.pop_front() {
+                self.queued.store(state.queue.len(), Ordering::Relaxed);
                 drop(state);
                 self.taken.fetch_add(1, Ordering::Relaxed);
                 entry.value.resume();
@@ -372,6 +382,7 @@ impl Inner {
                     }
                 }
             }
+            self.queued.store(state.queue.len(), Ordering::Relaxed);
             for _ in 0..state.followers.min(state.queue.len().saturating_sub(1)) {
                 self.turn.notify_one();
             }

@@ -507,6 +507,15 @@ const CROWDED: usize = 512;
 /// other before it sends the replies it has (see [`run`]).
 const REPLY_BATCH: Duration = Duration::from_micros(500);
 
+/// How many ready inline calls run before their replies leave, while no
+/// other connection waits for a thread: with one busy connection, smaller
+/// batches let the client and the server work at the same time (measured,
+/// server on one core and h2load on the other, one connection with 16
+/// calls at a time: 69-85k calls/s in batches of 4, 48-55k in whole
+/// batches; with more connections, whole batches did as well or better,
+/// up to 10% at 16 connections).
+const PIPELINE_CALLS: usize = 4;
+
 /// Drives a connection on this thread until it is over, running its
 /// inline unary handlers between turns of its loop. Under adaptive
 /// handlers, the connection waits in its slot while a handler runs; if it
@@ -541,8 +550,18 @@ fn run(mut conn: Box<Conn>) {
         // so a reply waits for the handlers after it at most that long and
         // one handler more (under adaptive handlers, at most the inline
         // time limit: a handler that blocks gets the connection handed on).
+        // While no other connection waits for a thread, at most
+        // PIPELINE_CALLS run before their replies leave, so that the client
+        // works on them while the next calls run.
+        let most = if server.parker.backlog() {
+            usize::MAX
+        } else {
+            PIPELINE_CALLS
+        };
         let batch = Instant::now();
-        while batch.elapsed() < REPLY_BATCH {
+        let mut ran = 0;
+        while batch.elapsed() < REPLY_BATCH && ran < most {
+            ran += 1;
             let Some(call) = conn.ready_inline.pop_front() else {
                 break;
             };
