@@ -236,9 +236,11 @@ macro_rules! connection_setters {
 
         /// How long a connection may have nothing to do (no call in
         /// flight, or a handshake the peer is slow to finish) before it
-        /// gives its thread up (default: at once, and a server's accepted
-        /// connection starts without a thread; a longer delay still parks
-        /// at once on a server with more than 512 connections open). The
+        /// gives its thread up (default: at once, and then also whenever
+        /// its calls all wait, and a server's accepted connection starts
+        /// without a thread; a longer delay parks only connections with no
+        /// call, and still at once on a server with more than 512
+        /// connections open). The
         /// connection stays open: a small pool of threads (the server's,
         /// or the process's for clients) waits on all such connections
         /// together, and the thread that sees one wake (its peer sends, a
