@@ -1,20 +1,23 @@
 //! Idle connections without threads of their own.
 //!
-//! A connection that has nothing to do (no call, nothing to write) can
-//! give its thread up: its whole state moves into a [`Parker`]. Each
-//! connection's own poll (an epoll instance, itself readable once anything
-//! registered in it is ready) is registered, one-shot, in the parker's
-//! shared poll, and a small pool of threads waits on that poll together
-//! (leader/follower without a leader: the kernel hands each readiness to
-//! one waiting thread). The thread that sees a connection ready drives it
-//! itself until it parks again, then waits for the next: a busy pool
-//! thread goes from one ready connection to the next with no hand-off and
-//! no sleep, and one wait can serve many connections in turn.
+//! A connection that has nothing to do for now (no call, or calls that
+//! all wait) can give its thread up: its whole state moves into a
+//! [`Parker`]. Each connection's own poll (an epoll instance, itself
+//! readable once anything registered in it is ready) is registered,
+//! one-shot, in the parker's shared poll, and a small pool of threads takes
+//! turns waiting on it (leader/follower): one thread leads, waiting; what
+//! its wait reports goes to a queue; it wakes followers to share the queue
+//! (where there is more than one core to run them on), drives one
+//! connection itself until it parks again, and takes the next from the
+//! queue, or leads again when the queue is empty. A busy pool thread thus
+//! goes from one ready connection to the next with no hand-off and no
+//! sleep, and one wait serves many connections in turn.
 //!
 //! Registrations outlive parks: a connection parked again re-arms its
 //! registration (`EPOLL_CTL_MOD`), and the kernel drops it when the
 //! connection's poll closes. A park thus costs one system call, and a wake
-//! none beyond the wait that reports it.
+//! one (the connection takes its events from its own poll) beyond its share
+//! of the shared wait that reports it.
 //!
 //! The parker's own thread keeps the parked connections' timers: at a
 //! connection's next deadline it wakes the connection's poll, which then
@@ -141,6 +144,8 @@ struct Inner {
     dozing: AtomicBool,
     /// Threads the pool starts without waiting for a stall.
     base: usize,
+    /// The cores this process may run on.
+    cores: usize,
     /// The parker's own thread's name, and the pool threads'.
     name: &'static str,
     thread_name: &'static str,
@@ -170,7 +175,8 @@ impl Parker {
             epoll::EventData::new_u64(STOP),
             epoll::EventFlags::IN,
         )?;
-        let base = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let base = cores.max(2);
         Ok(Parker {
             inner: Arc::new(Inner {
                 epoll,
@@ -182,6 +188,7 @@ impl Parker {
                 queued: AtomicUsize::new(0),
                 dozing: AtomicBool::new(false),
                 base,
+                cores,
                 name,
                 thread_name,
                 stack_size,
@@ -317,8 +324,9 @@ impl Inner {
 
     /// A pool thread. It drives queued connections; when none is queued,
     /// it waits on the shared poll if no other thread does (it leads),
-    /// queues what the wait reports, and wakes followers for all but the
-    /// one it drives itself; else it follows, until its turn. A thread that
+    /// queues what the wait reports, and (on more than one core) wakes
+    /// followers for all but the one it drives itself; else it follows,
+    /// until its turn. A thread that
     /// waits long for nothing ends, and a leader hands the lead on.
     fn work(&self) {
         POOL_OF.with(|p| p.set(self as *const Inner as usize));
@@ -383,7 +391,14 @@ impl Inner {
                 }
             }
             self.queued.store(state.queue.len(), Ordering::Relaxed);
-            for _ in 0..state.followers.min(state.queue.len().saturating_sub(1)) {
+            // Followers share the batch only where they can run beside
+            // this thread: on one core, a woken follower only preempts it.
+            let helpers = if self.cores > 1 {
+                state.queue.len().saturating_sub(1)
+            } else {
+                0
+            };
+            for _ in 0..state.followers.min(helpers) {
                 self.turn.notify_one();
             }
             if self.dozing.swap(false, Ordering::SeqCst) {
