@@ -376,7 +376,7 @@ impl Driver for Conn {
 
     fn parkable(&self) -> bool {
         matches!(self.phase, Phase::Open { .. })
-            && (self.streams.is_empty() || self.park_idle_after == Some(Duration::ZERO))
+            && (self.streams.is_empty() || self.parks_at_once())
             && self.waiting.is_empty()
             && !self.closing
     }

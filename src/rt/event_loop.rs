@@ -473,6 +473,11 @@ pub(crate) trait Driver {
     fn park_after(&self) -> Option<Duration> {
         None
     }
+    /// True when the connection parks as soon as it would sleep (a zero
+    /// [`Driver::park_after`]): then it may park with calls in flight too.
+    fn parks_at_once(&self) -> bool {
+        self.park_after() == Some(Duration::ZERO)
+    }
     /// True when nothing of the connection needs a thread but a wake-up:
     /// nothing of its own to run, and no call (unless it parks at once:
     /// then calls in flight wait parked too, their wake-ups and timers

@@ -239,8 +239,8 @@ macro_rules! connection_setters {
         /// gives its thread up (default: at once, and then also whenever
         /// its calls all wait, and a server's accepted connection starts
         /// without a thread; a longer delay parks only connections with no
-        /// call, and still at once on a server with more than 512
-        /// connections open). The
+        /// call, after it, except on a server with more than 512
+        /// connections open, where connections park as with no delay). The
         /// connection stays open: a small pool of threads (the server's,
         /// or the process's for clients) waits on all such connections
         /// together, and the thread that sees one wake (its peer sends, a

@@ -187,8 +187,7 @@ impl NewConn {
     /// started.
     pub(crate) fn start(self, name: &str) -> std::io::Result<()> {
         let server = self.0.server.clone();
-        let at_once = self.0.park_after() == Some(Duration::ZERO);
-        let conn = if at_once {
+        let conn = if self.0.parks_at_once() {
             match server.parker.park(self.0) {
                 Ok(()) => return Ok(()),
                 Err(back) => back,
@@ -468,7 +467,7 @@ impl Driver for Conn {
 
     fn parkable(&self) -> bool {
         !matches!(self.phase, Phase::Done)
-            && (self.streams.is_empty() || self.park_after() == Some(Duration::ZERO))
+            && (self.streams.is_empty() || self.parks_at_once())
             && self.ready_inline.is_empty()
             && !self.shutting_down
     }
