@@ -12,7 +12,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
@@ -30,7 +29,7 @@ use crate::rt::call_state::CallState;
 use crate::rt::event_loop::{conn_waker, drive, stream_waker, Drive, Driver, EventLoop, Socket};
 use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::Producer;
-use crate::rt::parking::{Parkable, Parker};
+use crate::rt::parking::{Parkable, Parker, Registration, Sources};
 use crate::rt::send_queue::SendQueue;
 use crate::rt::settings::ConnConfig;
 use crate::rt::timers::Timer;
@@ -383,8 +382,12 @@ impl Driver for Conn {
 }
 
 impl Parkable for Conn {
-    fn wake_fd(&self) -> BorrowedFd<'_> {
-        self.ev.wake_fd()
+    fn sources(&self) -> Sources<'_> {
+        self.ev.sources()
+    }
+
+    fn registration(&mut self) -> &mut Option<Registration> {
+        self.ev.registration()
     }
 
     fn wake(&self) {
@@ -395,10 +398,7 @@ impl Parkable for Conn {
         self.ev.timers.next_at()
     }
 
-    fn resume(mut self: Box<Self>) {
-        if let Err(e) = self.ev.take_events() {
-            log::error!("client connection event loop failed: {e}");
-        }
+    fn resume(self: Box<Self>) {
         self.run()
     }
 }

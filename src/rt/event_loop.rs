@@ -10,10 +10,13 @@
 //! - a `mio::Poll` the thread sleeps in: the socket is registered once,
 //!   edge-triggered for both directions, so a wait is one `epoll_wait` and
 //!   nothing else (its timeout, in milliseconds, is the next timer);
-//! - a [`Wake`]: the poll's cross-thread waker (an eventfd), a set of
-//!   "dirty" keys (streams whose h2 futures were woken), and a `sleeping`
-//!   flag so other threads only pay for a wake-up when the connection
-//!   thread is actually asleep.
+//! - a [`Wake`]: the connection's cross-thread wake-up (an eventfd, in the
+//!   poll), a set of "dirty" keys (streams whose h2 futures were woken),
+//!   and a `sleeping` flag so other threads only pay for a wake-up when
+//!   the connection thread is actually asleep (or parked);
+//! - while the connection parks (`rt/parking.rs`), its socket and its
+//!   wake-up are also registered in the parker's shared poll, which then
+//!   reports their readiness instead of its own poll.
 //!
 //! Edge-triggered readiness means a direction is waited for only once it
 //! has run dry: a read that would block, or a short read (the kernel hands
@@ -33,7 +36,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use crate::rt::sync::Mutex;
 use crossbeam_channel::Receiver;
@@ -41,6 +44,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll as MioPoll, Token};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::rt::parking::{Readiness, Registration, Signals, Sources};
 use crate::rt::timers::{Timer, Timers};
 use crate::rt::StreamKey;
 use crate::transport::{Blocked, RawSocket, Transport};
@@ -53,33 +57,49 @@ const WAKER: Token = Token(1);
 
 /// Shared wake-up state of one connection thread.
 pub(crate) struct Wake {
-    waker: mio::Waker,
+    /// Written to wake the thread: readable, edge-triggered, in the
+    /// connection's poll and (while it parks) in the parker's. It is never
+    /// read: each write is an edge.
+    eventfd: OwnedFd,
     sleeping: AtomicBool,
     /// The connection itself needs a poll.
     conn_dirty: AtomicBool,
     /// Streams that need a poll.
     dirty: Mutex<Vec<StreamKey>>,
+    /// What the socket last blocked on, cleared as it becomes ready.
+    blocked: Arc<Blocked>,
 }
 
 impl Wake {
+    fn new(blocked: Arc<Blocked>) -> io::Result<Wake> {
+        use rustix::event::EventfdFlags;
+        let eventfd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Wake {
+            eventfd,
+            sleeping: AtomicBool::new(false),
+            conn_dirty: AtomicBool::new(false),
+            dirty: Mutex::new(Vec::new()),
+            blocked,
+        })
+    }
+
     /// A wake-up with no connection thread behind it, for unit tests of
     /// what queues commands.
     #[cfg(test)]
     pub(crate) fn for_tests() -> Arc<Wake> {
-        let poll = MioPoll::new().expect("a poll");
-        Arc::new(Wake {
-            waker: mio::Waker::new(poll.registry(), WAKER).expect("a waker"),
-            sleeping: AtomicBool::new(false),
-            conn_dirty: AtomicBool::new(false),
-            dirty: Mutex::new(Vec::new()),
-        })
+        Arc::new(Wake::new(Arc::default()).expect("an eventfd"))
     }
 
     /// Wakes the connection thread if it sleeps. Call after queueing work.
     pub(crate) fn wake(&self) {
         if self.sleeping.swap(false, Ordering::SeqCst) {
-            // A failed wake means the poll is gone: the thread is ending.
-            let _ = self.waker.wake();
+            let one = 1u64.to_ne_bytes();
+            if rustix::io::write(&self.eventfd, &one) == Err(rustix::io::Errno::AGAIN) {
+                // The counter is full (after 2^64 wake-ups): empty it.
+                let mut buf = [0u8; 8];
+                let _ = rustix::io::read(&self.eventfd, &mut buf);
+                let _ = rustix::io::write(&self.eventfd, &one);
+            }
         }
     }
 
@@ -90,6 +110,21 @@ impl Wake {
             None => self.conn_dirty.store(true, Ordering::SeqCst),
         }
         self.wake();
+    }
+}
+
+impl Signals for Wake {
+    fn socket_ready(&self, ready: Readiness) {
+        if ready.read_closed || ready.error {
+            self.blocked.read_closed.store(true, Ordering::Relaxed);
+        }
+        if ready.readable || ready.read_closed || ready.error {
+            self.blocked.read.store(false, Ordering::Relaxed);
+        }
+        if ready.writable || ready.error {
+            self.blocked.write.store(false, Ordering::Relaxed);
+        }
+        self.conn_dirty.store(true, Ordering::SeqCst);
     }
 }
 
@@ -294,7 +329,10 @@ pub(crate) struct EventLoop {
     pub(crate) timers: Timers,
     wake: Arc<Wake>,
     poll: MioPoll,
-    blocked: Arc<Blocked>,
+    /// The socket (kept open here for as long as it is registered).
+    raw: Arc<RawSocket>,
+    /// The registrations in a parker's shared poll, while there are any.
+    registration: Option<Registration>,
     events: Events,
 }
 
@@ -321,15 +359,15 @@ impl EventLoop {
             SOCKET,
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        let wake = Arc::new(Wake {
-            waker: mio::Waker::new(poll.registry(), WAKER)?,
-            sleeping: AtomicBool::new(false),
-            conn_dirty: AtomicBool::new(false),
-            dirty: Mutex::new(Vec::new()),
-        });
         let blocked = Arc::new(Blocked::default());
+        let wake = Arc::new(Wake::new(blocked.clone())?);
+        poll.registry().register(
+            &mut SourceFd(&wake.eventfd.as_raw_fd()),
+            WAKER,
+            Interest::READABLE,
+        )?;
         let socket = Socket {
-            transport: transport(raw.clone(), blocked.clone()),
+            transport: transport(raw.clone(), blocked),
             round: 0,
             replay: bytes::Bytes::new(),
             authority_filter: None,
@@ -339,7 +377,8 @@ impl EventLoop {
                 timers: Timers::default(),
                 wake,
                 poll,
-                blocked,
+                raw,
+                registration: None,
                 events: Events::with_capacity(4),
             },
             socket,
@@ -353,7 +392,7 @@ impl EventLoop {
 
     /// Bytes read from the socket so far.
     pub(crate) fn bytes_read(&self) -> usize {
-        self.blocked.total_read.load(Ordering::Relaxed)
+        self.wake.blocked.total_read.load(Ordering::Relaxed)
     }
 
     /// Moves the dirty streams into `into` (which is cleared first); returns
@@ -365,8 +404,7 @@ impl EventLoop {
     }
 
     /// Announces that the thread sleeps (from now on, other threads' wake-ups
-    /// go through the poll's waker, so they make [`EventLoop::wake_fd`]
-    /// readable), then checks `has_work` and the dirty marks, closing the
+    /// write the connection's eventfd), then checks `has_work` and the dirty marks, closing the
     /// race with a waker that queued work just before: false, and nothing
     /// announced, if there is work. Before a sleep, and before the
     /// connection gives its thread up (`rt/parking.rs`).
@@ -382,11 +420,36 @@ impl EventLoop {
         true
     }
 
-    /// The poll's descriptor: readable once the socket is ready, another
-    /// thread wakes the connection, or anything else registered is.
-    pub(crate) fn wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.poll.registry().as_fd()
+    /// What the connection registers in a parker's shared poll.
+    pub(crate) fn sources(&self) -> Sources<'_> {
+        Sources {
+            socket: Some(self.raw.as_fd()),
+            write_blocked: self.wake.blocked.write.load(Ordering::Relaxed),
+            wake: self.wake.eventfd.as_fd(),
+            signals: self.wake.clone(),
+        }
+    }
+
+    /// The connection's registrations in a parker's shared poll.
+    pub(crate) fn registration(&mut self) -> &mut Option<Registration> {
+        &mut self.registration
+    }
+
+    /// Takes the connection out of the parker's shared poll, if it is in
+    /// one: it waits on its own poll from now on.
+    fn unregister(&mut self) {
+        if let Some(registration) = self.registration.take() {
+            registration.release(self.sources());
+        }
+    }
+
+    /// A thread drives the connection (again, after a park or a park
+    /// refused): what the shared poll reported is in the blocked flags and
+    /// the dirty marks already, and the connection is looked at once more
+    /// whatever woke it.
+    fn resumed(&self) {
+        self.wake.sleeping.store(false, Ordering::SeqCst);
+        self.wake.conn_dirty.store(true, Ordering::SeqCst);
     }
 
     /// Sleeps until the socket is ready for what last blocked, another thread
@@ -401,16 +464,10 @@ impl EventLoop {
         if !self.prepare_park(has_work) {
             return Ok(true);
         }
+        // Its own poll holds what came meanwhile (each registration queues
+        // its events), so nothing is lost by leaving the shared poll.
+        self.unregister();
         self.wait(timeout)
-    }
-
-    /// Takes the events that came while no thread drove the connection
-    /// (`rt/parking.rs`), without waiting: after them, the connection is
-    /// dirty.
-    pub(crate) fn take_events(&mut self) -> io::Result<()> {
-        self.wait(Some(Duration::ZERO))?;
-        self.wake.conn_dirty.store(true, Ordering::SeqCst);
-        Ok(())
     }
 
     /// One wait on the poll, up to `timeout`, with the sleep announced;
@@ -424,25 +481,25 @@ impl EventLoop {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        let mut socket_ready = false;
         for ev in self.events.iter() {
             if ev.token() == SOCKET {
-                if ev.is_read_closed() || ev.is_error() {
-                    self.blocked.read_closed.store(true, Ordering::Relaxed);
-                }
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.blocked.read.store(false, Ordering::Relaxed);
-                }
-                if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-                    self.blocked.write.store(false, Ordering::Relaxed);
-                }
-                socket_ready = true;
+                self.wake.socket_ready(Readiness {
+                    readable: ev.is_readable(),
+                    writable: ev.is_writable() || ev.is_write_closed(),
+                    read_closed: ev.is_read_closed(),
+                    error: ev.is_error(),
+                });
             }
         }
-        if socket_ready {
-            self.wake.conn_dirty.store(true, Ordering::SeqCst);
-        }
         Ok(!self.events.is_empty())
+    }
+}
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        // The socket would leave the shared poll as it closes, but the
+        // wake-up may outlive the connection (in wakers other threads hold).
+        self.unregister();
     }
 }
 
@@ -504,8 +561,9 @@ pub(crate) enum Drive {
 /// then due timers; then sleep until the socket, a wake-up or the next timer.
 pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> io::Result<Drive> {
     let mut dirty = Vec::new();
-    // The first poll starts the handshake (and, on a call after a yield,
-    // looks at the connection again: cheap when nothing is new).
+    // The first poll starts the handshake (and, on a call after a yield or
+    // a park, looks at the connection again: cheap when nothing is new).
+    driver.event_loop().resumed();
     let mut conn_dirty = true;
     let mut active = Instant::now();
     loop {

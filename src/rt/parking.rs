@@ -2,41 +2,47 @@
 //!
 //! A connection that has nothing to do for now (no call, or calls that
 //! all wait) can give its thread up: its whole state moves into a
-//! [`Parker`]. Each connection's own poll (an epoll instance, itself
-//! readable once anything registered in it is ready) is registered,
-//! one-shot, in the parker's shared poll, and a small pool of threads takes
-//! turns waiting on it (leader/follower): one thread leads, waiting; what
-//! its wait reports goes to a queue; it wakes followers to share the queue
+//! [`Parker`]. At its first park, the connection's socket and its wake-up
+//! (an eventfd other threads write to) are registered, edge-triggered, in
+//! the parker's shared poll, and stay there while the connection parks
+//! and runs in turn. A small pool of threads takes turns waiting on that
+//! poll (leader/follower): one thread leads, waiting; the connections its
+//! wait reports go to a queue; it wakes followers to share the queue
 //! (where there is more than one core to run them on), drives one
 //! connection itself until it parks again, and takes the next from the
 //! queue, or leads again when the queue is empty. A busy pool thread thus
 //! goes from one ready connection to the next with no hand-off and no
 //! sleep, and one wait serves many connections in turn.
 //!
-//! Registrations outlive parks: a connection parked again re-arms its
-//! registration (`EPOLL_CTL_MOD`), and the kernel drops it when the
-//! connection's poll closes. A park thus costs one system call, and a wake
-//! one (the connection takes its events from its own poll) beyond its share
-//! of the shared wait that reports it.
+//! Parks and wakes cost no system call of their own: the registrations
+//! are made once, and the wait that reports a connection also says what
+//! its socket became ready for. A report about a connection that is
+//! running (its socket got more data, another thread woke it) is kept:
+//! its next park is refused, and its thread goes on driving it. A
+//! connection that goes back to sleeping on a thread of its own (its own
+//! poll) takes its registrations out, so that the shared poll hears
+//! nothing of it meanwhile, and puts them back at its next park.
 //!
 //! The parker's own thread keeps the parked connections' timers: at a
-//! connection's next deadline it wakes the connection's poll, which then
-//! comes up in the shared poll like any wake-up. It also keeps the pool
-//! from getting stuck: when no pool thread has waited on the shared poll,
-//! nor taken a connection, for a while (every one of them busy, or blocked
-//! in a handler), it starts another. Pool threads that find nothing to do
-//! for a while end, and so does the parker's thread when it holds no
+//! connection's next deadline it wakes the connection, which then comes up
+//! in the shared poll like any wake-up. It also keeps the pool from
+//! getting stuck: when no pool thread has waited on the shared poll, nor
+//! taken a connection, for a while (every one of them busy, or blocked in
+//! a handler), it starts another. Pool threads that find nothing to do for
+//! a while end, and so does the parker's thread when it holds no
 //! connection; the last pool thread stays while any connection is parked.
 //!
 //! No wake-up is lost: the connection announces that it sleeps (so other
-//! threads signal its poll's waker from then on) and checks for work before
-//! it parks, and arming a poll that is already ready reports it at once.
+//! threads write its wake-up from then on) and checks for work before it
+//! parks; registering a descriptor that is already ready reports it at
+//! once; and a report that comes while the connection runs refuses its
+//! next park.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
@@ -46,6 +52,10 @@ use crate::rt::sync::{Condvar, Mutex};
 
 /// The token of the parker's stop signal in the shared poll.
 const STOP: u64 = u64::MAX;
+
+/// The low bit of a registration's token in the shared poll: set for the
+/// connection's socket, clear for its wake-up.
+const SOCKET_BIT: u64 = 1;
 
 /// How long connections may wait with no pool thread waiting on the shared
 /// poll, while none takes a connection either, before the parker wakes a
@@ -68,15 +78,104 @@ thread_local! {
     static POOL_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// What a socket became ready for, as the shared poll reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    /// There is something to read.
+    pub(crate) readable: bool,
+    /// A write would not block.
+    pub(crate) writable: bool,
+    /// The peer closed its side.
+    pub(crate) read_closed: bool,
+    /// The socket failed.
+    pub(crate) error: bool,
+}
+
+impl Readiness {
+    /// What either says.
+    fn or(self, other: Readiness) -> Readiness {
+        Readiness {
+            readable: self.readable || other.readable,
+            writable: self.writable || other.writable,
+            read_closed: self.read_closed || other.read_closed,
+            error: self.error || other.error,
+        }
+    }
+
+    fn of(flags: epoll::EventFlags) -> Readiness {
+        use epoll::EventFlags as F;
+        Readiness {
+            readable: flags.intersects(F::IN | F::PRI),
+            writable: flags.contains(F::OUT),
+            read_closed: flags.intersects(F::RDHUP | F::HUP),
+            error: flags.contains(F::ERR),
+        }
+    }
+}
+
+/// Where a connection hears of its socket's readiness, whichever thread
+/// the report comes on.
+pub(crate) trait Signals: Send + Sync + 'static {
+    /// The connection's socket became ready for `ready`.
+    fn socket_ready(&self, ready: Readiness);
+}
+
+/// What a connection registers in the shared poll at its first park.
+pub(crate) struct Sources<'a> {
+    /// The connection's socket, if it has one.
+    pub(crate) socket: Option<BorrowedFd<'a>>,
+    /// The connection waits for its socket to take more bytes: a park must
+    /// hear when it can be written to. (Otherwise the socket is registered
+    /// for reads only, so that a fresh registration of a socket that can
+    /// be written to, as most can, reports nothing.)
+    pub(crate) write_blocked: bool,
+    /// Readable (edge-triggered: each write is reported) when another
+    /// thread wakes the connection.
+    pub(crate) wake: BorrowedFd<'a>,
+    /// Told of the socket's readiness.
+    pub(crate) signals: Arc<dyn Signals>,
+}
+
+/// A connection's registrations in a parker's shared poll, from its first
+/// park until [`Registration::release`] or until it is dropped. Dropping
+/// it forgets the connection; its descriptors leave the poll as they
+/// close.
+pub(crate) struct Registration {
+    token: u64,
+    parker: Weak<Inner>,
+}
+
+impl Registration {
+    /// Takes `sources` (the ones registered) out of the shared poll: the
+    /// connection sleeps on a thread of its own for now.
+    pub(crate) fn release(self, sources: Sources<'_>) {
+        if let Some(inner) = self.parker.upgrade() {
+            if let Some(socket) = sources.socket {
+                let _ = epoll::delete(&inner.epoll, socket);
+            }
+            let _ = epoll::delete(&inner.epoll, sources.wake);
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(inner) = self.parker.upgrade() {
+            inner.state.lock().regs.remove(&self.token);
+        }
+    }
+}
+
 /// A connection's state, while no thread drives it.
 pub(crate) trait Parkable: Send + 'static {
-    /// A descriptor that becomes readable when the connection needs a
-    /// thread again (its poll's).
-    fn wake_fd(&self) -> BorrowedFd<'_>;
+    /// What brings the connection back: see [`Sources`].
+    fn sources(&self) -> Sources<'_>;
+    /// Where the connection keeps its [`Registration`] between parks.
+    fn registration(&mut self) -> &mut Option<Registration>;
     /// When the connection must run again, whatever else happens (its next
     /// timer).
     fn next_deadline(&self) -> Option<Instant>;
-    /// Makes [`Parkable::wake_fd`] readable (its next deadline is due).
+    /// Wakes the connection (its next deadline is due).
     fn wake(&self);
     /// Drives the connection on a pool thread until it parks again, ends,
     /// or moves to a thread of its own.
@@ -88,8 +187,26 @@ struct Entry {
     deadline: Option<Instant>,
 }
 
+/// A registered connection, parked or not.
+struct Reg {
+    signals: Arc<dyn Signals>,
+    /// Its socket is registered for writes too.
+    writes: bool,
+    /// The shared poll reported the connection while it ran: its next park
+    /// is refused.
+    woken: bool,
+    /// What its socket was reported ready for while it ran. Told again when
+    /// its park is refused: the thread that ran it may have marked the
+    /// socket blocked after the report cleared the mark (a read that came
+    /// back short as more bytes arrived).
+    missed: Readiness,
+}
+
 #[derive(Default)]
 struct State {
+    /// Every registered connection, by token.
+    regs: HashMap<u64, Reg>,
+    /// The parked ones.
     entries: HashMap<u64, Entry>,
     /// The parked connections' deadlines, by time (woken ones leave).
     deadlines: BTreeSet<(Instant, u64)>,
@@ -197,15 +314,82 @@ impl Parker {
     }
 
     /// Parks `value` until it has something to do. Gives it back when it
-    /// cannot be parked (no thread could be started to watch it): the
-    /// caller keeps driving it.
-    pub(crate) fn park<T: Parkable>(&self, value: Box<T>) -> Result<(), Box<T>> {
+    /// cannot be parked (no thread could be started to watch it, or its
+    /// registration failed) or must not be (the shared poll reported it
+    /// while it ran): the caller keeps driving it.
+    pub(crate) fn park<T: Parkable>(&self, mut value: Box<T>) -> Result<(), Box<T>> {
         let inner = &self.inner;
         let deadline = value.next_deadline();
         let mut state = inner.state.lock();
         if state.stop {
             return Err(value);
         }
+        let known = value
+            .registration()
+            .as_ref()
+            .filter(|r| Weak::as_ptr(&r.parker) == Arc::as_ptr(inner))
+            .map(|r| r.token);
+        let token = match known {
+            Some(token) => {
+                if let Some(reg) = state.regs.get_mut(&token) {
+                    if std::mem::take(&mut reg.woken) {
+                        // Something came while it ran: it goes on.
+                        let missed = std::mem::take(&mut reg.missed);
+                        if missed != Readiness::default() {
+                            reg.signals.socket_ready(missed);
+                        }
+                        return Err(value);
+                    }
+                    let sources = value.sources();
+                    if sources.write_blocked && !reg.writes {
+                        if let Err(e) = watch_writes(inner, &sources, token) {
+                            log::error!("could not park a connection (it keeps its thread): {e}");
+                            return Err(value);
+                        }
+                        reg.writes = true;
+                    }
+                }
+                token
+            }
+            None => {
+                // Wake-ups left from before (while it ran, or slept on its
+                // own poll) would be reported as soon as it registers: they
+                // are taken here, and the connection goes on instead.
+                let mut count = [0u8; 8];
+                match rustix::io::read(value.sources().wake, &mut count) {
+                    Err(rustix::io::Errno::AGAIN) => {}
+                    Ok(_) => return Err(value),
+                    Err(e) => {
+                        log::error!("could not park an idle connection (it keeps its thread): {e}");
+                        return Err(value);
+                    }
+                }
+                let token = state.next_token;
+                state.next_token = (state.next_token + 1) % (STOP >> 1);
+                if let Err(e) = register(inner, &value.sources(), token) {
+                    log::error!("could not park an idle connection (it keeps its thread): {e}");
+                    return Err(value);
+                }
+                let sources = value.sources();
+                let writes = sources.write_blocked;
+                state.regs.insert(
+                    token,
+                    Reg {
+                        signals: sources.signals,
+                        writes,
+                        woken: false,
+                        missed: Readiness::default(),
+                    },
+                );
+                // Unlocked below, once the entry is in: a report of the new
+                // registration waits for the lock and finds it.
+                *value.registration() = Some(Registration {
+                    token,
+                    parker: Arc::downgrade(inner),
+                });
+                token
+            }
+        };
         if !state.watching {
             let watcher = inner.clone();
             let spawned = std::thread::Builder::new()
@@ -224,12 +408,6 @@ impl Parker {
             return Err(value);
         }
         while state.threads < inner.base && Inner::spawn(inner, &mut state) {}
-        let token = state.next_token;
-        state.next_token = (state.next_token + 1) % STOP;
-        if let Err(e) = arm(&inner.epoll, value.wake_fd(), token) {
-            log::error!("could not park an idle connection (it keeps its thread): {e}");
-            return Err(value);
-        }
         let mut sooner = false;
         if let Some(at) = deadline {
             sooner = state.watch_until.is_none_or(|until| at < until);
@@ -271,15 +449,45 @@ impl Parker {
     }
 }
 
-/// Arms `fd` in `epoll` for one readiness, reported with `token`: the
-/// registration of an earlier park is re-armed, else a new one made.
-fn arm(epoll: &OwnedFd, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-    let flags = epoll::EventFlags::IN | epoll::EventFlags::ONESHOT;
-    let data = epoll::EventData::new_u64(token);
-    match epoll::modify(epoll, fd, data, flags) {
-        Err(rustix::io::Errno::NOENT) => Ok(epoll::add(epoll, fd, data, flags)?),
-        other => Ok(other?),
+/// Registers `sources` in the shared poll, edge-triggered, under `token`.
+fn register(inner: &Inner, sources: &Sources<'_>, token: u64) -> io::Result<()> {
+    use epoll::EventFlags as F;
+    let key = token << 1;
+    epoll::add(
+        &inner.epoll,
+        sources.wake,
+        epoll::EventData::new_u64(key),
+        F::IN | F::ET,
+    )?;
+    if let Some(socket) = sources.socket {
+        let data = epoll::EventData::new_u64(key | SOCKET_BIT);
+        if let Err(e) = epoll::add(&inner.epoll, socket, data, socket_interest(sources)) {
+            let _ = epoll::delete(&inner.epoll, sources.wake);
+            return Err(e.into());
+        }
     }
+    Ok(())
+}
+
+/// What a registered socket is watched for.
+fn socket_interest(sources: &Sources<'_>) -> epoll::EventFlags {
+    use epoll::EventFlags as F;
+    let flags = F::IN | F::RDHUP | F::ET;
+    if sources.write_blocked {
+        flags | F::OUT
+    } else {
+        flags
+    }
+}
+
+/// Has the shared poll watch a registered socket for writes too (it
+/// reports at once if the socket can be written to by now).
+fn watch_writes(inner: &Inner, sources: &Sources<'_>, token: u64) -> io::Result<()> {
+    if let Some(socket) = sources.socket {
+        let data = epoll::EventData::new_u64((token << 1) | SOCKET_BIT);
+        epoll::modify(&inner.epoll, socket, data, socket_interest(sources))?;
+    }
+    Ok(())
 }
 
 impl Drop for Parker {
@@ -381,11 +589,29 @@ impl Inner {
                 continue;
             }
             for event in &events {
-                match event.data.u64() {
-                    STOP => state.stop = true,
-                    token => {
-                        if let Some(entry) = state.take(token) {
-                            state.queue.push_back(entry);
+                let key = event.data.u64();
+                if key == STOP {
+                    state.stop = true;
+                    continue;
+                }
+                let token = key >> 1;
+                let Some(reg) = state.regs.get_mut(&token) else {
+                    // A connection that is gone.
+                    continue;
+                };
+                let ready = if key & SOCKET_BIT != 0 {
+                    let ready = Readiness::of(event.flags);
+                    reg.signals.socket_ready(ready);
+                    ready
+                } else {
+                    Readiness::default()
+                };
+                match state.take(token) {
+                    Some(entry) => state.queue.push_back(entry),
+                    None => {
+                        if let Some(reg) = state.regs.get_mut(&token) {
+                            reg.woken = true;
+                            reg.missed = reg.missed.or(ready);
                         }
                     }
                 }
@@ -492,30 +718,71 @@ fn watch(inner: &Arc<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mio::{Poll, Token, Waker};
-    use std::os::fd::AsFd;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
     use std::sync::mpsc;
 
-    /// A parked value: a poll with a waker in it, whose readability wakes
-    /// it, and a channel told on which thread it resumed.
+    /// A parked value's wake-up: an eventfd.
+    struct Waker(OwnedFd);
+
+    impl Waker {
+        fn new() -> Arc<Waker> {
+            let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+                .expect("an eventfd");
+            Arc::new(Waker(fd))
+        }
+
+        fn wake(&self) -> io::Result<()> {
+            rustix::io::write(&self.0, &1u64.to_ne_bytes())?;
+            Ok(())
+        }
+    }
+
+    /// What a probe's socket reported.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<Readiness>>);
+
+    impl Signals for Seen {
+        fn socket_ready(&self, ready: Readiness) {
+            self.0.lock().push(ready);
+        }
+    }
+
+    /// A parked value: a wake-up, maybe a socket, and a channel told on
+    /// which thread it resumed.
     struct Probe {
-        poll: Poll,
-        _waker: Arc<Waker>,
+        waker: Arc<Waker>,
+        socket: Option<UnixStream>,
+        write_blocked: bool,
+        seen: Arc<Seen>,
+        registration: Option<Registration>,
         deadline: Option<Instant>,
         resumed: mpsc::Sender<String>,
         /// Blocks the resume until this receives (or its sender goes).
         hold: Option<mpsc::Receiver<()>>,
+        /// Where the resume hands the probe back (as a connection goes on
+        /// running), if anywhere.
+        back: Option<mpsc::Sender<Box<Probe>>>,
     }
 
     impl Parkable for Probe {
-        fn wake_fd(&self) -> BorrowedFd<'_> {
-            self.poll.registry().as_fd()
+        fn sources(&self) -> Sources<'_> {
+            use std::os::fd::AsFd;
+            Sources {
+                socket: self.socket.as_ref().map(|s| s.as_fd()),
+                write_blocked: self.write_blocked,
+                wake: self.waker.0.as_fd(),
+                signals: self.seen.clone(),
+            }
+        }
+        fn registration(&mut self) -> &mut Option<Registration> {
+            &mut self.registration
         }
         fn next_deadline(&self) -> Option<Instant> {
             self.deadline
         }
         fn wake(&self) {
-            let _ = self._waker.wake();
+            let _ = self.waker.wake();
         }
         fn resume(self: Box<Self>) {
             let name = std::thread::current().name().unwrap_or("").to_string();
@@ -523,19 +790,25 @@ mod tests {
             if let Some(hold) = &self.hold {
                 let _ = hold.recv();
             }
+            if let Some(back) = self.back.clone() {
+                let _ = back.send(self);
+            }
         }
     }
 
     fn probe(deadline: Option<Instant>) -> (Box<Probe>, Arc<Waker>, mpsc::Receiver<String>) {
-        let poll = Poll::new().expect("a poll");
-        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("a waker"));
+        let waker = Waker::new();
         let (tx, rx) = mpsc::channel();
         let p = Probe {
-            poll,
-            _waker: waker.clone(),
+            waker: waker.clone(),
+            socket: None,
+            write_blocked: false,
+            seen: Arc::default(),
+            registration: None,
             deadline,
             resumed: tx,
             hold: None,
+            back: None,
         };
         (Box::new(p), waker, rx)
     }
@@ -555,12 +828,20 @@ mod tests {
     }
 
     #[test]
-    fn a_value_ready_before_it_parks_resumes_at_once() {
+    fn a_value_ready_before_it_parks_goes_on_or_resumes_at_once() {
         let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
+        // Woken before its first park: it is given back, to go on.
         let (p, waker, resumed) = probe(None);
         waker.wake().expect("wake");
+        let p = parker.park(p).expect_err("a woken value goes on");
+        // Parked, and its socket ready before: it resumes at once.
+        let (ours, mut theirs) = UnixStream::pair().expect("a socket pair");
+        theirs.write_all(b"x").expect("a write");
+        let mut p = p;
+        p.socket = Some(ours);
         assert!(parker.park(p).is_ok());
         assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+        drop(waker);
     }
 
     #[test]
@@ -645,6 +926,136 @@ mod tests {
             "nobody led the poll for a value parked from outside the pool"
         );
         drop(release);
+    }
+
+    #[test]
+    fn a_value_reported_while_it_runs_is_not_parked_until_it_has_looked() {
+        let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
+        let (mut p, waker, resumed) = probe(None);
+        let (back, returned) = mpsc::channel();
+        p.back = Some(back);
+        assert!(parker.park(p).is_ok());
+        waker.wake().expect("wake");
+        assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+        let mut p = returned.recv_timeout(WAIT).expect("the probe back");
+        // It runs (on this thread, now) and is woken meanwhile: the wait
+        // that reports it finds it running.
+        waker.wake().expect("wake");
+        std::thread::sleep(Duration::from_millis(20));
+        let deadline = Instant::now() + WAIT;
+        let refused = loop {
+            match parker.park(p) {
+                Err(again) => break again,
+                Ok(()) => {
+                    // The report had not come yet: it resumes for it.
+                    assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+                    p = returned.recv_timeout(WAIT).expect("the probe back");
+                    assert!(Instant::now() < deadline, "no park was refused");
+                    waker.wake().expect("wake");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        // Refused once: the next park holds it until the next wake-up.
+        let mut p = refused;
+        p.back = None;
+        assert!(parker.park(p).is_ok());
+        assert!(resumed.recv_timeout(Duration::from_millis(50)).is_err());
+        assert_eq!(parker.parked(), 1);
+        waker.wake().expect("wake");
+        assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+    }
+
+    #[test]
+    fn a_parked_values_socket_wakes_it_and_says_what_it_is_ready_for() {
+        let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
+        let (ours, mut theirs) = UnixStream::pair().expect("a socket pair");
+        let (mut p, _waker, resumed) = probe(None);
+        p.socket = Some(ours);
+        let seen = p.seen.clone();
+        let (back, returned) = mpsc::channel();
+        p.back = Some(back);
+        // A fresh socket can be written to, which nobody waits for: it
+        // stays parked until there is something to read.
+        assert!(parker.park(p).is_ok());
+        assert!(resumed.recv_timeout(Duration::from_millis(50)).is_err());
+        theirs.write_all(b"x").expect("a write");
+        assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+        let mut p = returned.recv_timeout(WAIT).expect("the probe back");
+        assert!(seen.0.lock().iter().any(|r| r.readable && !r.read_closed));
+        seen.0.lock().clear();
+        // Parked waiting to write: told at once that it can.
+        p.write_blocked = true;
+        assert!(parker.park(p).is_ok());
+        assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+        let mut p = returned.recv_timeout(WAIT).expect("the probe back");
+        assert!(seen.0.lock().iter().any(|r| r.writable));
+        seen.0.lock().clear();
+        // Its peer leaves: that wakes it too.
+        p.back = None;
+        assert!(parker.park(p).is_ok());
+        assert!(resumed.recv_timeout(Duration::from_millis(50)).is_err());
+        drop(theirs);
+        assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+        assert!(seen.0.lock().iter().any(|r| r.read_closed));
+    }
+
+    #[test]
+    fn a_refused_park_tells_the_value_again_what_its_socket_became_ready_for() {
+        let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
+        let (ours, mut theirs) = UnixStream::pair().expect("a socket pair");
+        let (mut p, _waker, resumed) = probe(None);
+        p.socket = Some(ours);
+        let seen = p.seen.clone();
+        let (back, returned) = mpsc::channel();
+        p.back = Some(back);
+        assert!(parker.park(p).is_ok());
+        theirs.write_all(b"x").expect("a write");
+        assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+        let p = returned.recv_timeout(WAIT).expect("the probe back");
+        // More bytes come while it runs; the report is heard at once, but
+        // its thread may mark the socket drained after that (its read came
+        // back short): the refused park says it again.
+        theirs.write_all(b"y").expect("a write");
+        let deadline = Instant::now() + WAIT;
+        while !parker.inner.state.lock().regs.values().any(|r| r.woken) {
+            assert!(Instant::now() < deadline, "the report never came");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seen.0.lock().clear();
+        let _p = parker.park(p).expect_err("reported while it ran");
+        assert!(seen.0.lock().iter().any(|r| r.readable));
+    }
+
+    #[test]
+    fn a_released_value_leaves_the_shared_poll_and_comes_back_at_its_next_park() {
+        let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
+        let (mut p, waker, resumed) = probe(None);
+        let (back, returned) = mpsc::channel();
+        p.back = Some(back.clone());
+        assert!(parker.park(p).is_ok());
+        waker.wake().expect("wake");
+        assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+        let mut p = returned.recv_timeout(WAIT).expect("the probe back");
+        // It sleeps on a thread of its own: the shared poll hears nothing
+        // of its wake-ups, nor keeps them for its next park.
+        let registration = p.registration.take().expect("registered");
+        registration.release(p.sources());
+        assert!(parker.inner.state.lock().regs.is_empty());
+        waker.wake().expect("wake");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(resumed.try_recv().is_err());
+        // That wake-up was its own poll's: its next park is refused, so
+        // that it looks first. Parked again after that, it registers again.
+        let mut p = parker.park(p).expect_err("woken since it left");
+        p.back = Some(back);
+        assert!(parker.park(p).is_ok());
+        assert!(resumed.recv_timeout(Duration::from_millis(50)).is_err());
+        waker.wake().expect("wake");
+        assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));
+        // A value that ends is forgotten.
+        drop(returned.recv_timeout(WAIT).expect("the probe back"));
+        assert!(parker.inner.state.lock().regs.is_empty());
     }
 
     /// Threads of this process named `name`.

@@ -16,7 +16,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -34,7 +33,7 @@ use crate::rt::call_state::CallState;
 use crate::rt::event_loop::{conn_waker, drive, stream_waker, Drive, Driver, EventLoop, Socket};
 use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::{mailbox, Producer};
-use crate::rt::parking::Parkable;
+use crate::rt::parking::{Parkable, Registration, Sources};
 use crate::rt::send_queue::SendQueue;
 use crate::rt::timers::Timer;
 use crate::rt::StreamKey;
@@ -187,7 +186,10 @@ impl NewConn {
     /// started.
     pub(crate) fn start(self, name: &str) -> std::io::Result<()> {
         let server = self.0.server.clone();
-        let conn = if self.0.parks_at_once() {
+        // Parked, it is woken like any parked connection (its sleep
+        // announced first); a connection with commands already (the server
+        // shuts down) starts on a thread.
+        let conn = if self.0.parks_at_once() && self.0.ev.prepare_park(|| !self.0.rx.is_empty()) {
             match server.parker.park(self.0) {
                 Ok(()) => return Ok(()),
                 Err(back) => back,
@@ -474,8 +476,12 @@ impl Driver for Conn {
 }
 
 impl Parkable for Conn {
-    fn wake_fd(&self) -> BorrowedFd<'_> {
-        self.ev.wake_fd()
+    fn sources(&self) -> Sources<'_> {
+        self.ev.sources()
+    }
+
+    fn registration(&mut self) -> &mut Option<Registration> {
+        self.ev.registration()
     }
 
     fn wake(&self) {
@@ -486,10 +492,7 @@ impl Parkable for Conn {
         self.ev.timers.next_at()
     }
 
-    fn resume(mut self: Box<Self>) {
-        if let Err(e) = self.ev.take_events() {
-            log::error!("connection event loop failed: {e}");
-        }
+    fn resume(self: Box<Self>) {
         run(self)
     }
 }
