@@ -10,6 +10,7 @@
 //! briefly without yielding, then sleeps on a futex.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A mutual-exclusion lock; a panic while it is held does not poison it.
@@ -54,18 +55,35 @@ impl WaitTimeout {
 }
 
 /// A condition variable for [`Mutex`] guards.
+///
+/// It counts its waiters, and a notification with nobody waiting costs no
+/// system call (the standard one's always makes one: on a busy client,
+/// every call's end notified a condition variable nobody waited on).
+/// Nothing is lost by it: a waiter counts itself with the lock held, after
+/// checking what it waits for, so a notifier that changed that under the
+/// same lock either sees the waiter counted or is seen by the waiter's
+/// check.
 #[derive(Debug, Default)]
-pub(crate) struct Condvar(std::sync::Condvar);
+pub(crate) struct Condvar {
+    inner: std::sync::Condvar,
+    waiters: AtomicUsize,
+}
 
 impl Condvar {
     pub(crate) const fn new() -> Self {
-        Condvar(std::sync::Condvar::new())
+        Condvar {
+            inner: std::sync::Condvar::new(),
+            waiters: AtomicUsize::new(0),
+        }
     }
 
     /// Releases the lock, waits for a notification, locks again.
     pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
         let inner = guard.0.take().expect("a guard holds its lock");
-        guard.0 = Some(self.0.wait(inner).unwrap_or_else(|e| e.into_inner()));
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let inner = self.inner.wait(inner).unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        guard.0 = Some(inner);
     }
 
     /// [`wait`](Self::wait), at most for `timeout`.
@@ -75,10 +93,12 @@ impl Condvar {
         timeout: Duration,
     ) -> WaitTimeout {
         let inner = guard.0.take().expect("a guard holds its lock");
+        self.waiters.fetch_add(1, Ordering::SeqCst);
         let (inner, result) = self
-            .0
+            .inner
             .wait_timeout(inner, timeout)
             .unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
         guard.0 = Some(inner);
         WaitTimeout(result.timed_out())
     }
@@ -96,12 +116,18 @@ impl Condvar {
         self.wait_for(guard, left)
     }
 
+    /// Wakes one waiter, if any waits.
     pub(crate) fn notify_one(&self) {
-        self.0.notify_one();
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.inner.notify_one();
+        }
     }
 
+    /// Wakes every waiter, if any waits.
     pub(crate) fn notify_all(&self) {
-        self.0.notify_all();
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.inner.notify_all();
+        }
     }
 }
 
@@ -142,5 +168,34 @@ mod tests {
         })
         .join();
         assert_eq!(*m.lock(), 1);
+    }
+
+    #[test]
+    fn no_notification_is_lost_when_nobody_is_counted_waiting() {
+        // Two threads hand a turn back and forth, each notifying after
+        // changing the turn under the lock: a lost notification leaves one
+        // waiting its whole time.
+        let pair = Arc::new((Mutex::new(0u32), Condvar::new()));
+        let turns = 20_000;
+        let player = |me: u32, pair: Arc<(Mutex<u32>, Condvar)>| {
+            move || {
+                let (turn, changed) = &*pair;
+                let mut t = turn.lock();
+                while *t < turns {
+                    if *t % 2 == me {
+                        *t += 1;
+                        changed.notify_one();
+                    } else {
+                        let waited = changed.wait_for(&mut t, Duration::from_secs(10));
+                        assert!(!waited.timed_out() || *t % 2 == me, "a lost notification");
+                    }
+                }
+            }
+        };
+        let a = std::thread::spawn(player(0, pair.clone()));
+        let b = std::thread::spawn(player(1, pair.clone()));
+        a.join().unwrap();
+        b.join().unwrap();
+        assert_eq!(pair.1.waiters.load(Ordering::SeqCst), 0);
     }
 }
