@@ -16,11 +16,17 @@ use h2::SendStream;
 /// The most bytes copied together into one coalesced DATA payload.
 const COALESCE_LIMIT: usize = 16 * 1024;
 
+/// The most bytes a stream hands h2 before h2 has given it any capacity
+/// (see [`SendQueue::flush`]).
+const EAGER_LIMIT: usize = 16 * 1024;
+
 /// Queued bytes of one stream.
 #[derive(Default)]
 pub(crate) struct SendQueue {
     chunks: VecDeque<Bytes>,
     bytes: usize,
+    /// Bytes were handed to h2 already.
+    started: bool,
 }
 
 /// What a flush did.
@@ -82,6 +88,12 @@ impl SendQueue {
     /// Hands queued bytes to h2 as far as the peer's window allows; with
     /// `end`, ends the stream once the queue is empty. `Pending` work wakes
     /// `cx` when more capacity arrives.
+    ///
+    /// A new stream's first bytes, up to [`EAGER_LIMIT`], go to h2 before
+    /// it has any capacity: h2 gives a stream capacity only once its
+    /// HEADERS are on their way, so waiting for it would send a small
+    /// request in two writes (HEADERS, then DATA), and the peer would read
+    /// it in two. h2 still sends them only as the peer's window allows.
     pub(crate) fn flush(
         &mut self,
         send: &mut SendStream<Bytes>,
@@ -95,6 +107,15 @@ impl SendQueue {
         while !self.chunks.is_empty() {
             send.reserve_capacity(self.bytes);
             let cap = send.capacity();
+            if cap == 0 && !self.started && self.bytes <= EAGER_LIMIT {
+                let chunk = self.take(self.bytes);
+                self.started = true;
+                flushed.sent += chunk.len();
+                let last = end && self.chunks.is_empty();
+                send.send_data(chunk, last)?;
+                flushed.ended = last;
+                continue;
+            }
             if cap == 0 {
                 match send.poll_capacity(cx) {
                     Poll::Ready(Some(Ok(_))) => continue,
@@ -103,6 +124,7 @@ impl SendQueue {
                 }
             }
             let chunk = self.take(cap);
+            self.started = true;
             flushed.sent += chunk.len();
             let last = end && self.chunks.is_empty();
             send.send_data(chunk, last)?;
