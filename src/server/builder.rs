@@ -154,8 +154,8 @@ impl ServerBuilder {
 
     /// Where unary handlers run (default [`UnaryHandlers::Adaptive`]:
     /// on the connection's thread, handing the connection to another
-    /// thread if a handler blocks). Streaming handlers always run on the
-    /// handler pool.
+    /// thread if a handler blocks; server-streaming handlers run so too).
+    /// Client-streaming and bidi handlers always run on the handler pool.
     pub fn unary_handlers(mut self, mode: UnaryHandlers) -> Self {
         self.config.unary_handlers = mode;
         self

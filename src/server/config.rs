@@ -15,7 +15,9 @@ pub enum UnaryHandlers {
     /// [`inline_time_limit`](crate::server::ServerBuilder::inline_time_limit)
     /// (it blocks), another thread takes the connection over, so the
     /// connection's other calls go on. Fast handlers cost no thread
-    /// hand-off; blocking ones stay safe. The default.
+    /// hand-off; blocking ones stay safe. Server-streaming handlers (one
+    /// request, then replies) run this way too: one that waits for its
+    /// client to take replies is a handler that blocks. The default.
     #[default]
     Adaptive,
     /// On the connection's own thread, always: the fastest, for handlers

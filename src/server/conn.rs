@@ -826,11 +826,7 @@ impl Conn {
             service,
             response_encoding,
             run,
-        } = match route(
-            &parts,
-            &self.server.registry,
-            cfg.unary_handlers != UnaryHandlers::Workers,
-        ) {
+        } = match route(&parts, &self.server.registry, cfg.unary_handlers) {
             Ok(route) => route,
             Err(Rejection::Http(status, why)) => {
                 log::debug!("refusing a non-gRPC request: {why}");

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use http::request::Parts;
 
+use crate::server::config::UnaryHandlers;
 use crate::server::service::{Registry, Service};
 use crate::status::Status;
 use crate::wire::compression::{self, Encoding};
@@ -15,11 +16,15 @@ use crate::wire::headers::{self, CallHead, Rejection};
 /// Where a handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Run {
-    /// On a worker of the pool (streaming handlers always; unary ones under
+    /// On a worker of the pool (client-streaming and bidi handlers always;
+    /// server-streaming ones unless adaptive; unary ones under
     /// `UnaryHandlers::Workers`).
     Pool,
     /// On the connection thread once the request has fully arrived (unary
-    /// handlers under `UnaryHandlers::Adaptive`, the default, or `Inline`).
+    /// handlers under `UnaryHandlers::Adaptive`, the default, or `Inline`;
+    /// server-streaming ones under `Adaptive`, whose hand-off keeps a
+    /// handler that blocks, on a full send queue say, from stalling its
+    /// connection).
     Inline,
 }
 
@@ -47,10 +52,8 @@ impl std::fmt::Debug for Route {
 pub(crate) fn route(
     parts: &Parts,
     registry: &Registry,
-    inline_unary: bool,
+    handlers: UnaryHandlers,
 ) -> Result<Route, Rejection> {
-    // `inline_unary`: the server runs unary handlers on connection threads
-    // (adaptively or always).
     let head = headers::parse_request(parts)?;
     let service = match registry.get(&head.service) {
         Some(s) if s.methods().contains(&head.method.as_str()) => s.clone(),
@@ -67,11 +70,16 @@ pub(crate) fn route(
             ))))
         }
     };
-    let run = if inline_unary && service.unary_methods().contains(&head.method.as_str()) {
-        Run::Inline
-    } else {
-        Run::Pool
+    let method = head.method.as_str();
+    let inline = match handlers {
+        UnaryHandlers::Workers => false,
+        UnaryHandlers::Inline => service.unary_methods().contains(&method),
+        UnaryHandlers::Adaptive => {
+            service.unary_methods().contains(&method)
+                || service.server_streaming_methods().contains(&method)
+        }
     };
+    let run = if inline { Run::Inline } else { Run::Pool };
     let response_encoding = compression::response_encoding(head.encoding, &head.accept_encoding);
     Ok(Route {
         head,
@@ -87,6 +95,7 @@ mod tests {
     use crate::code::Code;
     use crate::server::call::ServerCall;
     use http::Request;
+    use UnaryHandlers::{Adaptive, Inline, Workers};
 
     struct Svc;
     impl Service for Svc {
@@ -94,10 +103,13 @@ mod tests {
             "pkg.Svc"
         }
         fn methods(&self) -> &'static [&'static str] {
-            &["Unary", "Stream"]
+            &["Unary", "Replies", "Stream"]
         }
         fn unary_methods(&self) -> &'static [&'static str] {
             &["Unary"]
+        }
+        fn server_streaming_methods(&self) -> &'static [&'static str] {
+            &["Replies"]
         }
         fn call(&self, _method: &str, call: ServerCall) {
             call.unimplemented();
@@ -131,40 +143,61 @@ mod tests {
 
     #[test]
     fn unknown_services_and_methods_are_unimplemented() {
-        let s = refused(route(&parts("/pkg.Nope/Unary", &[]), &registry(), false));
+        let s = refused(route(&parts("/pkg.Nope/Unary", &[]), &registry(), Workers));
         assert_eq!(s.code(), Code::Unimplemented);
         assert_eq!(s.message(), "unknown service pkg.Nope");
-        let s = refused(route(&parts("/pkg.Svc/Nope", &[]), &registry(), false));
+        let s = refused(route(&parts("/pkg.Svc/Nope", &[]), &registry(), Workers));
         assert_eq!(s.code(), Code::Unimplemented);
         assert_eq!(s.message(), "unknown method Nope for service pkg.Svc");
     }
 
     #[test]
-    fn only_unary_methods_run_inline_and_only_when_allowed() {
-        let r = route(&parts("/pkg.Svc/Unary", &[]), &registry(), true).unwrap();
+    fn unary_and_server_streaming_methods_run_inline_as_the_mode_allows() {
+        let r = route(&parts("/pkg.Svc/Unary", &[]), &registry(), Adaptive).unwrap();
         assert_eq!(r.run, Run::Inline);
         assert_eq!(
             (r.head.service.as_str(), r.head.method.as_str()),
             ("pkg.Svc", "Unary")
         );
-        let r = route(&parts("/pkg.Svc/Stream", &[]), &registry(), true).unwrap();
-        assert_eq!(r.run, Run::Pool);
-        let r = route(&parts("/pkg.Svc/Unary", &[]), &registry(), false).unwrap();
-        assert_eq!(r.run, Run::Pool);
+        let run = |method: &str, mode| {
+            route(
+                &parts(&format!("/pkg.Svc/{method}"), &[]),
+                &registry(),
+                mode,
+            )
+            .unwrap()
+            .run
+        };
+        // Adaptive: one request message, whatever the replies.
+        assert_eq!(run("Replies", Adaptive), Run::Inline);
+        assert_eq!(run("Stream", Adaptive), Run::Pool);
+        // Inline (no hand-off): unary only, as a stream's replies may wait
+        // for room that only the connection's thread makes.
+        assert_eq!(run("Unary", Inline), Run::Inline);
+        assert_eq!(run("Replies", Inline), Run::Pool);
+        assert_eq!(run("Stream", Inline), Run::Pool);
+        for method in ["Unary", "Replies", "Stream"] {
+            assert_eq!(run(method, Workers), Run::Pool, "{method}");
+        }
     }
 
     #[test]
     fn responses_are_compressed_as_the_request_when_accepted() {
         let gzip = [("grpc-encoding", "gzip"), ("grpc-accept-encoding", "gzip")];
-        let r = route(&parts("/pkg.Svc/Unary", &gzip), &registry(), false).unwrap();
+        let r = route(&parts("/pkg.Svc/Unary", &gzip), &registry(), Workers).unwrap();
         assert_eq!(r.response_encoding, Encoding::Gzip);
         let only_deflate = [
             ("grpc-encoding", "gzip"),
             ("grpc-accept-encoding", "deflate"),
         ];
-        let r = route(&parts("/pkg.Svc/Unary", &only_deflate), &registry(), false).unwrap();
+        let r = route(
+            &parts("/pkg.Svc/Unary", &only_deflate),
+            &registry(),
+            Workers,
+        )
+        .unwrap();
         assert_eq!(r.response_encoding, Encoding::Identity);
-        let r = route(&parts("/pkg.Svc/Unary", &[]), &registry(), false).unwrap();
+        let r = route(&parts("/pkg.Svc/Unary", &[]), &registry(), Workers).unwrap();
         assert_eq!(r.response_encoding, Encoding::Identity);
     }
 
@@ -173,7 +206,7 @@ mod tests {
         let r = route(
             &parts("/pkg.Svc/Unary", &[("grpc-timeout", "1x")]),
             &registry(),
-            false,
+            Workers,
         );
         assert_eq!(refused(r).code(), Code::Internal);
     }

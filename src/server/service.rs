@@ -18,9 +18,19 @@ pub trait Service: Send + Sync + 'static {
     /// The methods that are unary-unary (one request, one response). The
     /// server may run these on the connection thread (see
     /// [`ServerBuilder::unary_handlers`](crate::server::ServerBuilder::unary_handlers));
-    /// the others run on the handler pool. Generated code lists them; the
-    /// default is none.
+    /// streaming ones run on the handler pool (but see
+    /// [`Service::server_streaming_methods`]). Generated code lists them;
+    /// the default is none.
     fn unary_methods(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// The methods that are server-streaming (one request, a stream of
+    /// responses). Under [`UnaryHandlers::Adaptive`](crate::server::UnaryHandlers::Adaptive)
+    /// the server runs these on the connection thread too, handing the
+    /// connection to another thread if the handler blocks (for a reply the
+    /// client is slow to take, say). Generated code lists them; the default
+    /// is none.
+    fn server_streaming_methods(&self) -> &'static [&'static str] {
         &[]
     }
     /// The encoded `google.protobuf.FileDescriptorProto`s of the proto file

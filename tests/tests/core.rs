@@ -701,10 +701,12 @@ fn inline_unary_handlers_serve_every_pattern() {
     });
 }
 
-/// Blocks its unary calls on a gate (value "block") or answers at once.
+/// Blocks its unary and server-streaming calls on a gate (value "block")
+/// or answers at once; records the threads its streams started on.
 struct Blocker {
     gate: Arc<Gate>,
     started: std::sync::atomic::AtomicUsize,
+    stream_threads: std::sync::Mutex<Vec<String>>,
 }
 
 impl stubbed::Example for Blocker {
@@ -723,6 +725,83 @@ impl stubbed::Example for Blocker {
             seqno: 0,
         })
     }
+
+    /// Replies once, blocks on the gate if asked to, then replies again.
+    fn unary_stream(
+        &self,
+        request: ExampleRequest,
+        ctx: &ServerContext,
+        out: &mut ResponseSink<ExampleReply>,
+    ) -> Result<(), Status> {
+        let thread = std::thread::current().name().unwrap_or("").to_string();
+        self.stream_threads.lock().unwrap().push(thread);
+        let reply = |seqno| ExampleReply {
+            message: request.value.clone(),
+            seqno,
+        };
+        out.send(reply(0))?;
+        if request.value == "block" {
+            self.started
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.gate.wait_unless_cancelled(ctx);
+        }
+        out.send(reply(1))
+    }
+}
+
+#[test]
+fn by_default_server_streaming_handlers_run_on_their_connection_and_never_stall_it() {
+    with_timeout(60, || {
+        let gate = Arc::new(Gate::default());
+        let blocker = Arc::new(Blocker {
+            gate: gate.clone(),
+            started: Default::default(),
+            stream_threads: Default::default(),
+        });
+        let server = grpc_blocking::Server::builder()
+            .add_service(stubbed::ExampleServer::from_arc(blocker.clone()))
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let client = ExampleClient::connect(target(&server)).unwrap();
+        let replies = |value: &str| -> Vec<(String, i32)> {
+            client
+                .unary_stream(req(value, 1))
+                .map(|r| r.map(|r| (r.message, r.seqno)).unwrap())
+                .collect()
+        };
+        // A quick one runs where its connection does, not on the handler
+        // pool.
+        assert_eq!(replies("quick"), [("quick".into(), 0), ("quick".into(), 1)]);
+        let threads = blocker.stream_threads.lock().unwrap().clone();
+        assert_eq!(threads.len(), 1);
+        assert_ne!(threads[0], "grpc-handler", "{threads:?}");
+        // Ten that block after their first reply; the connection goes on
+        // serving unary and streaming calls meanwhile.
+        let blocked: Vec<_> = (0..10)
+            .map(|_| {
+                let mut stream = client.unary_stream(req("block", 1));
+                let first = stream.next().unwrap().unwrap();
+                assert_eq!((first.message.as_str(), first.seqno), ("block", 0));
+                stream
+            })
+            .collect();
+        while blocker.started.load(std::sync::atomic::Ordering::SeqCst) < 10 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for i in 0..50 {
+            let value = format!("quick {i}");
+            assert_eq!(client.unary_unary(req(&value, 1)).unwrap().message, value);
+            assert_eq!(replies(&value).len(), 2);
+        }
+        gate.open();
+        for mut stream in blocked {
+            let last = stream.next().unwrap().unwrap();
+            assert_eq!((last.message.as_str(), last.seqno), ("block", 1));
+            assert!(stream.next().is_none());
+        }
+    });
 }
 
 #[test]
@@ -732,6 +811,7 @@ fn by_default_a_blocking_unary_handler_never_stalls_its_connection() {
         let blocker = Arc::new(Blocker {
             gate: gate.clone(),
             started: Default::default(),
+            stream_threads: Default::default(),
         });
         // The default: unary handlers adaptively inline.
         let server = grpc_blocking::Server::builder()

@@ -136,6 +136,10 @@ pub(crate) fn server_tokens(
         .iter()
         .filter(|rpc| rpc.kind == Kind::Unary)
         .map(|rpc| &rpc.method.proto_name);
+    let server_streaming_names = rpcs
+        .iter()
+        .filter(|rpc| rpc.kind == Kind::ServerStreaming)
+        .map(|rpc| &rpc.method.proto_name);
     let dispatch = if rpcs.is_empty() {
         quote! {
             let _ = method;
@@ -234,6 +238,10 @@ pub(crate) fn server_tokens(
 
             fn unary_methods(&self) -> &'static [&'static str] {
                 &[#(#unary_names),*]
+            }
+
+            fn server_streaming_methods(&self) -> &'static [&'static str] {
+                &[#(#server_streaming_names),*]
             }
 
             fn file_descriptors(&self) -> &'static [&'static [u8]] {
