@@ -107,19 +107,21 @@ impl SendQueue {
         while !self.chunks.is_empty() {
             send.reserve_capacity(self.bytes);
             let cap = send.capacity();
-            if cap == 0 && !self.started && self.bytes <= EAGER_LIMIT {
-                let chunk = self.take(self.bytes);
-                self.started = true;
-                flushed.sent += chunk.len();
-                let last = end && self.chunks.is_empty();
-                send.send_data(chunk, last)?;
-                flushed.ended = last;
-                continue;
-            }
             if cap == 0 {
                 match send.poll_capacity(cx) {
                     Poll::Ready(Some(Ok(_))) => continue,
                     Poll::Ready(Some(Err(e))) => return Err(e),
+                    // The stream is open (a closed one is `Ready(None)`):
+                    // its first bytes can go.
+                    Poll::Pending if !self.started && self.bytes <= EAGER_LIMIT => {
+                        let chunk = self.take(self.bytes);
+                        self.started = true;
+                        flushed.sent += chunk.len();
+                        let last = end && self.chunks.is_empty();
+                        send.send_data(chunk, last)?;
+                        flushed.ended = last;
+                        continue;
+                    }
                     Poll::Ready(None) | Poll::Pending => return Ok(flushed),
                 }
             }
