@@ -126,10 +126,11 @@
 //! that owns the socket and all HTTP/2 state (h2, driven without an async
 //! runtime) and sleeps in one wait (mio: `epoll_wait` on Linux) on the
 //! socket and a wake-up; its sleep's timeout is its timer for deadlines,
-//! keepalive and the rest. By default a unary handler runs on the connection
-//! thread, and one that has not returned within a millisecond gets the
-//! connection handed to a new thread, so it may block; streaming handlers
-//! (and unary ones under `UnaryHandlers::Workers`) run on a pool of workers
+//! keepalive and the rest. By default a unary or server-streaming handler
+//! runs on the connection thread, and one that has not returned within a
+//! millisecond gets the connection handed to a new thread, so it may block;
+//! client-streaming and bidi handlers (and every handler under
+//! `UnaryHandlers::Workers`) run on a pool of workers
 //! that grows on demand up to a bound, per server and per client address.
 //! A client call runs on the caller's own thread. Only the connection
 //! thread touches h2: everyone else talks to it through queues and a

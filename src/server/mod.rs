@@ -8,12 +8,13 @@
 //! Threading: one acceptor thread; one OS thread at a time per connection,
 //! which owns the socket and all HTTP/2 state while it drives it. An idle
 //! connection parks (by default at once: [`ServerBuilder::park_idle_connections_after`]),
-//! and the thread of a small pool that sees it wake drives it. Unary
-//! handlers run on the connection's thread by default ([`UnaryHandlers`]);
-//! one that has not returned within
+//! and the thread of a small pool that sees it wake drives it. Unary and
+//! server-streaming handlers run on the connection's thread by default
+//! ([`UnaryHandlers`]); one that has not returned within
 //! [`ServerBuilder::inline_time_limit`] gets its connection handed to a new
-//! thread. Streaming handlers run on a pool of worker threads that grows on
-//! demand up to [`ServerBuilder::max_concurrent_handlers`] (and
+//! thread. Client-streaming and bidi handlers run on a pool of worker
+//! threads that grows on demand up to
+//! [`ServerBuilder::max_concurrent_handlers`] (and
 //! [`ServerBuilder::max_handlers_per_peer`] for one client address). A
 //! handler may block (on a database, a file, another gRPC call) without
 //! slowing other calls down.

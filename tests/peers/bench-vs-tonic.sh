@@ -17,8 +17,9 @@
 #             our server in every mode and tonic: calls/s, the ratio to
 #             tonic, p99 (from h2load's per-request log).
 #    stream   `bench` with the streaming rpcs (STREAM_RPCS) at STREAM_LOADS
-#             against our server (its default mode: streaming handlers always
-#             run on the handler pool, whatever the mode) and tonic:
+#             against our server (its default mode: server-streaming
+#             handlers run on the connection's thread, the other streaming
+#             handlers on the handler pool) and tonic:
 #             messages/s of the streamed side (2 replies per server_stream
 #             call, 10 requests per client_stream or bidi call) and p99 per
 #             call.
@@ -724,7 +725,7 @@ if has_section stream; then
     echo "Streaming through bench (payload $PAYLOAD B): cN mM = N connections, M callers in total."
     echo "msg/s counts the streamed side only: replies of server_stream (2 per call), requests of"
     echo "client_stream (10 per call, 1 reply) and bidi (10 per call, each answered by 1 reply);"
-    echo "p99 is per call, in us. ours = $OURS (streaming handlers run on the pool in every mode)."
+    echo "p99 is per call, in us. ours = $OURS (server_stream handlers run inline, the others on the pool)."
     printf '%-24s %11s %11s %10s %9s %9s\n' "load" "ours msg/s" "tonic msg/s" "ours/tonic" \
         "ours p99" "tonic p99"
     for rpc in $STREAM_RPCS; do
