@@ -815,6 +815,32 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(10);
 
+    /// A probe with a socket, handed back after each resume.
+    struct SocketProbe {
+        probe: Box<Probe>,
+        /// The socket's other end.
+        theirs: UnixStream,
+        seen: Arc<Seen>,
+        resumed: mpsc::Receiver<String>,
+        returned: mpsc::Receiver<Box<Probe>>,
+    }
+
+    fn socket_probe() -> SocketProbe {
+        let (ours, theirs) = UnixStream::pair().expect("a socket pair");
+        let (mut probe, _waker, resumed) = probe(None);
+        probe.socket = Some(ours);
+        let seen = probe.seen.clone();
+        let (back, returned) = mpsc::channel();
+        probe.back = Some(back);
+        SocketProbe {
+            probe,
+            theirs,
+            seen,
+            resumed,
+            returned,
+        }
+    }
+
     #[test]
     fn a_wake_up_resumes_a_parked_value_on_a_pool_thread() {
         let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
@@ -969,12 +995,13 @@ mod tests {
     #[test]
     fn a_parked_values_socket_wakes_it_and_says_what_it_is_ready_for() {
         let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
-        let (ours, mut theirs) = UnixStream::pair().expect("a socket pair");
-        let (mut p, _waker, resumed) = probe(None);
-        p.socket = Some(ours);
-        let seen = p.seen.clone();
-        let (back, returned) = mpsc::channel();
-        p.back = Some(back);
+        let SocketProbe {
+            probe: p,
+            mut theirs,
+            seen,
+            resumed,
+            returned,
+        } = socket_probe();
         // A fresh socket can be written to, which nobody waits for: it
         // stays parked until there is something to read.
         assert!(parker.park(p).is_ok());
@@ -1003,12 +1030,13 @@ mod tests {
     #[test]
     fn a_refused_park_tells_the_value_again_what_its_socket_became_ready_for() {
         let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
-        let (ours, mut theirs) = UnixStream::pair().expect("a socket pair");
-        let (mut p, _waker, resumed) = probe(None);
-        p.socket = Some(ours);
-        let seen = p.seen.clone();
-        let (back, returned) = mpsc::channel();
-        p.back = Some(back);
+        let SocketProbe {
+            probe: p,
+            mut theirs,
+            seen,
+            resumed,
+            returned,
+        } = socket_probe();
         assert!(parker.park(p).is_ok());
         theirs.write_all(b"x").expect("a write");
         assert_eq!(resumed.recv_timeout(WAIT).as_deref(), Ok("resumed"));

@@ -749,21 +749,27 @@ impl stubbed::Example for Blocker {
     }
 }
 
+/// A server of a [`Blocker`] in the default handler mode, with its gate.
+fn blocker_server() -> (Arc<Gate>, Arc<Blocker>, grpc_blocking::ServerHandle) {
+    let gate = Arc::new(Gate::default());
+    let blocker = Arc::new(Blocker {
+        gate: gate.clone(),
+        started: Default::default(),
+        stream_threads: Default::default(),
+    });
+    let server = grpc_blocking::Server::builder()
+        .add_service(stubbed::ExampleServer::from_arc(blocker.clone()))
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .spawn()
+        .unwrap();
+    (gate, blocker, server)
+}
+
 #[test]
 fn by_default_server_streaming_handlers_run_on_their_connection_and_never_stall_it() {
     with_timeout(60, || {
-        let gate = Arc::new(Gate::default());
-        let blocker = Arc::new(Blocker {
-            gate: gate.clone(),
-            started: Default::default(),
-            stream_threads: Default::default(),
-        });
-        let server = grpc_blocking::Server::builder()
-            .add_service(stubbed::ExampleServer::from_arc(blocker.clone()))
-            .bind("127.0.0.1:0")
-            .unwrap()
-            .spawn()
-            .unwrap();
+        let (gate, blocker, server) = blocker_server();
         let client = ExampleClient::connect(target(&server)).unwrap();
         let replies = |value: &str| -> Vec<(String, i32)> {
             client
@@ -807,19 +813,8 @@ fn by_default_server_streaming_handlers_run_on_their_connection_and_never_stall_
 #[test]
 fn by_default_a_blocking_unary_handler_never_stalls_its_connection() {
     with_timeout(60, || {
-        let gate = Arc::new(Gate::default());
-        let blocker = Arc::new(Blocker {
-            gate: gate.clone(),
-            started: Default::default(),
-            stream_threads: Default::default(),
-        });
         // The default: unary handlers adaptively inline.
-        let server = grpc_blocking::Server::builder()
-            .add_service(stubbed::ExampleServer::from_arc(blocker.clone()))
-            .bind("127.0.0.1:0")
-            .unwrap()
-            .spawn()
-            .unwrap();
+        let (gate, blocker, server) = blocker_server();
         // One connection: every call below shares it.
         let client = ExampleClient::connect(target(&server)).unwrap();
         let blocked: Vec<_> = (0..20)
