@@ -198,87 +198,12 @@ impl Driver for Conn {
     }
 
     fn poll_stream(&mut self, key: StreamKey) {
-        let Some(s) = self.streams.get_mut(&key) else {
-            return;
-        };
-        let mut cx = Context::from_waker(&s.waker);
-        let mut error = None;
-        if let Some(fut) = &mut s.response {
-            match Pin::new(fut).poll(&mut cx) {
-                Poll::Ready(Ok(response)) => {
-                    s.response = None;
-                    let (parts, mut body) = response.into_parts();
-                    s.flow = Some(body.flow_control().clone());
-                    s.recv = Some(body);
-                    let _ = s.events.send(CallEvent::Headers(parts));
-                }
-                Poll::Ready(Err(e)) => {
-                    s.response = None;
-                    if never_processed(&e) {
-                        // GOAWAY above this stream (the connection takes no
-                        // new calls), or REFUSED_STREAM (it still does).
-                        if e.is_go_away() {
-                            self.alive.set_down();
-                        }
-                        self.fail(key, status_for_h2_error(&e), Processed::Never);
-                        return;
-                    }
-                    error = Some(status_for_h2_error(&e));
-                }
-                Poll::Pending => {}
-            }
+        self.poll_stream_events(key);
+        // The events of this pass wake the caller once (a stream that left
+        // the map woke it as its producer dropped).
+        if let Some(s) = self.streams.get(&key) {
+            s.events.notify();
         }
-        if let Some(recv) = &mut s.recv {
-            loop {
-                match recv.poll_data(&mut cx) {
-                    Poll::Ready(Some(Ok(chunk))) => {
-                        let n = chunk.len();
-                        if s.events.send(CallEvent::Data(chunk)).is_err() {
-                            if let Some(flow) = &mut s.flow {
-                                let _ = flow.release_capacity(n);
-                            }
-                        }
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        error = Some(status_for_h2_error(&e));
-                        break;
-                    }
-                    Poll::Ready(None) => {
-                        match recv.poll_trailers(&mut cx) {
-                            Poll::Ready(Ok(Some(t))) => {
-                                let _ = s.events.send(CallEvent::Trailers(t));
-                            }
-                            Poll::Ready(Ok(None)) => {
-                                let _ = s.events.send(CallEvent::End);
-                            }
-                            Poll::Ready(Err(e)) => {
-                                error = Some(status_for_h2_error(&e));
-                                break;
-                            }
-                            Poll::Pending => break,
-                        }
-                        s.recv = None;
-                        s.recv_done = true;
-                        break;
-                    }
-                    Poll::Pending => break,
-                }
-            }
-        }
-        if let Some(status) = error {
-            self.fail(key, status, Processed::Maybe);
-            return;
-        }
-        if s.recv_done {
-            // The server has answered in full: anything still to send is
-            // moot, and blocked senders must learn the call is over.
-            s.state.cancel(Status::failed_precondition(
-                "the server already ended the call; no more requests can be sent",
-            ));
-            self.take_stream(key);
-            return;
-        }
-        self.flush(key);
     }
 
     fn poll_conn(&mut self) {
@@ -430,6 +355,93 @@ enum Processed {
 }
 
 impl Conn {
+    /// Polls one stream: its response, its data and trailers (queued for
+    /// the caller, who [`Driver::poll_stream`] wakes once they are all in),
+    /// then what it has to send.
+    fn poll_stream_events(&mut self, key: StreamKey) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let mut cx = Context::from_waker(&s.waker);
+        let mut error = None;
+        if let Some(fut) = &mut s.response {
+            match Pin::new(fut).poll(&mut cx) {
+                Poll::Ready(Ok(response)) => {
+                    s.response = None;
+                    let (parts, mut body) = response.into_parts();
+                    s.flow = Some(body.flow_control().clone());
+                    s.recv = Some(body);
+                    let _ = s.events.push(CallEvent::Headers(parts));
+                }
+                Poll::Ready(Err(e)) => {
+                    s.response = None;
+                    if never_processed(&e) {
+                        // GOAWAY above this stream (the connection takes no
+                        // new calls), or REFUSED_STREAM (it still does).
+                        if e.is_go_away() {
+                            self.alive.set_down();
+                        }
+                        self.fail(key, status_for_h2_error(&e), Processed::Never);
+                        return;
+                    }
+                    error = Some(status_for_h2_error(&e));
+                }
+                Poll::Pending => {}
+            }
+        }
+        if let Some(recv) = &mut s.recv {
+            loop {
+                match recv.poll_data(&mut cx) {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        let n = chunk.len();
+                        if s.events.push(CallEvent::Data(chunk)).is_err() {
+                            if let Some(flow) = &mut s.flow {
+                                let _ = flow.release_capacity(n);
+                            }
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        error = Some(status_for_h2_error(&e));
+                        break;
+                    }
+                    Poll::Ready(None) => {
+                        match recv.poll_trailers(&mut cx) {
+                            Poll::Ready(Ok(Some(t))) => {
+                                let _ = s.events.push(CallEvent::Trailers(t));
+                            }
+                            Poll::Ready(Ok(None)) => {
+                                let _ = s.events.push(CallEvent::End);
+                            }
+                            Poll::Ready(Err(e)) => {
+                                error = Some(status_for_h2_error(&e));
+                                break;
+                            }
+                            Poll::Pending => break,
+                        }
+                        s.recv = None;
+                        s.recv_done = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if let Some(status) = error {
+            self.fail(key, status, Processed::Maybe);
+            return;
+        }
+        if s.recv_done {
+            // The server has answered in full: anything still to send is
+            // moot, and blocked senders must learn the call is over.
+            s.state.cancel(Status::failed_precondition(
+                "the server already ended the call; no more requests can be sent",
+            ));
+            self.take_stream(key);
+            return;
+        }
+        self.flush(key);
+    }
+
     /// `status`, or, for a connection lost before the server sent a single
     /// byte, what `silent_close` says that means.
     fn explain(&self, status: Status) -> Status {

@@ -73,6 +73,31 @@ impl<T> Producer<T> {
     }
 }
 
+impl<T> Producer<T> {
+    /// Queues `item` without waking the consumer; gives it back if the
+    /// consumer is gone. Call [`Producer::notify`] (or drop the producer)
+    /// once the items that go together are queued: a consumer that wakes for
+    /// the first would otherwise sleep again for each of the others.
+    pub(crate) fn push(&self, item: T) -> Result<(), T> {
+        let mut state = self.inner.state.lock();
+        if !state.consumer {
+            return Err(item);
+        }
+        state.queue.push_back(item);
+        Ok(())
+    }
+
+    /// Wakes the consumer if it waits and something is queued.
+    pub(crate) fn notify(&self) {
+        let state = self.inner.state.lock();
+        let wake = state.waiting && !state.queue.is_empty();
+        drop(state);
+        if wake {
+            self.inner.ready.notify_one();
+        }
+    }
+}
+
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
         let mut state = self.inner.state.lock();
@@ -142,6 +167,32 @@ mod tests {
         let (tx, rx) = mailbox::<u8>();
         drop(rx);
         assert_eq!(tx.send(7), Err(7));
+    }
+
+    #[test]
+    fn pushed_items_wait_for_a_notify_or_the_end() {
+        let (tx, rx) = mailbox();
+        let (got_tx, got) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            while let Some(v) = rx.recv() {
+                got_tx.send(v).unwrap();
+            }
+        });
+        // The consumer is blocked: pushes alone do not wake it...
+        std::thread::sleep(Duration::from_millis(20));
+        tx.push(1).unwrap();
+        tx.push(2).unwrap();
+        assert!(got.recv_timeout(Duration::from_millis(50)).is_err());
+        // ...a notify does, and it takes both.
+        tx.notify();
+        assert_eq!(got.recv_timeout(Duration::from_secs(10)), Ok(1));
+        assert_eq!(got.recv_timeout(Duration::from_secs(10)), Ok(2));
+        // So does the producer's end, for what it pushed last.
+        std::thread::sleep(Duration::from_millis(20));
+        tx.push(3).unwrap();
+        drop(tx);
+        assert_eq!(got.recv_timeout(Duration::from_secs(10)), Ok(3));
+        t.join().unwrap();
     }
 
     #[test]
