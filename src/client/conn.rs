@@ -29,7 +29,7 @@ use crate::rt::call_state::CallState;
 use crate::rt::event_loop::{conn_waker, drive, stream_waker, Drive, Driver, EventLoop, Socket};
 use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::Producer;
-use crate::rt::parking::{Parkable, Parker, Registration, Sources};
+use crate::rt::parking::{Parkable, Parker, Wakeable};
 use crate::rt::send_queue::SendQueue;
 use crate::rt::settings::ConnConfig;
 use crate::rt::timers::Timer;
@@ -307,20 +307,8 @@ impl Driver for Conn {
 }
 
 impl Parkable for Conn {
-    fn sources(&self) -> Sources<'_> {
-        self.ev.sources()
-    }
-
-    fn registration(&mut self) -> &mut Option<Registration> {
-        self.ev.registration()
-    }
-
-    fn wake(&self) {
-        self.ev.wake_handle().wake()
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        self.ev.timers.next_at()
+    fn wakeable(&mut self) -> &mut dyn Wakeable {
+        &mut self.ev
     }
 
     fn resume(self: Box<Self>) {

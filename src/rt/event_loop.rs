@@ -44,7 +44,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll as MioPoll, Token};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::rt::parking::{Readiness, Registration, Signals, Sources};
+use crate::rt::parking::{Readiness, Registration, Signals, Sources, Wakeable};
 use crate::rt::timers::{Timer, Timers};
 use crate::rt::StreamKey;
 use crate::transport::{Blocked, RawSocket, Transport};
@@ -420,21 +420,6 @@ impl EventLoop {
         true
     }
 
-    /// What the connection registers in a parker's shared poll.
-    pub(crate) fn sources(&self) -> Sources<'_> {
-        Sources {
-            socket: Some(self.raw.as_fd()),
-            write_blocked: self.wake.blocked.write.load(Ordering::Relaxed),
-            wake: self.wake.eventfd.as_fd(),
-            signals: self.wake.clone(),
-        }
-    }
-
-    /// The connection's registrations in a parker's shared poll.
-    pub(crate) fn registration(&mut self) -> &mut Option<Registration> {
-        &mut self.registration
-    }
-
     /// Takes the connection out of the parker's shared poll, if it is in
     /// one: it waits on its own poll from now on.
     fn unregister(&mut self) {
@@ -492,6 +477,29 @@ impl EventLoop {
             }
         }
         Ok(!self.events.is_empty())
+    }
+}
+
+impl Wakeable for EventLoop {
+    fn sources(&self) -> Sources<'_> {
+        Sources {
+            socket: Some(self.raw.as_fd()),
+            write_blocked: self.wake.blocked.write.load(Ordering::Relaxed),
+            wake: self.wake.eventfd.as_fd(),
+            signals: self.wake.clone(),
+        }
+    }
+
+    fn registration(&mut self) -> &mut Option<Registration> {
+        &mut self.registration
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next_at()
+    }
+
+    fn wake(&self) {
+        self.wake.wake()
     }
 }
 

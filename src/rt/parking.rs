@@ -166,8 +166,8 @@ impl Drop for Registration {
     }
 }
 
-/// A connection's state, while no thread drives it.
-pub(crate) trait Parkable: Send + 'static {
+/// What the parker needs of a parked connection's event loop.
+pub(crate) trait Wakeable {
     /// What brings the connection back: see [`Sources`].
     fn sources(&self) -> Sources<'_>;
     /// Where the connection keeps its [`Registration`] between parks.
@@ -177,6 +177,12 @@ pub(crate) trait Parkable: Send + 'static {
     fn next_deadline(&self) -> Option<Instant>;
     /// Wakes the connection (its next deadline is due).
     fn wake(&self);
+}
+
+/// A connection's state, while no thread drives it.
+pub(crate) trait Parkable: Send + 'static {
+    /// Its event loop, as the parker sees it.
+    fn wakeable(&mut self) -> &mut dyn Wakeable;
     /// Drives the connection on a pool thread until it parks again, ends,
     /// or moves to a thread of its own.
     fn resume(self: Box<Self>);
@@ -319,12 +325,13 @@ impl Parker {
     /// while it ran): the caller keeps driving it.
     pub(crate) fn park<T: Parkable>(&self, mut value: Box<T>) -> Result<(), Box<T>> {
         let inner = &self.inner;
-        let deadline = value.next_deadline();
+        let deadline = value.wakeable().next_deadline();
         let mut state = inner.state.lock();
         if state.stop {
             return Err(value);
         }
         let known = value
+            .wakeable()
             .registration()
             .as_ref()
             .filter(|r| Weak::as_ptr(&r.parker) == Arc::as_ptr(inner))
@@ -340,7 +347,7 @@ impl Parker {
                         }
                         return Err(value);
                     }
-                    let sources = value.sources();
+                    let sources = value.wakeable().sources();
                     if sources.write_blocked && !reg.writes {
                         if let Err(e) = watch_writes(inner, &sources, token) {
                             log::error!("could not park a connection (it keeps its thread): {e}");
@@ -356,7 +363,7 @@ impl Parker {
                 // own poll) would be reported as soon as it registers: they
                 // are taken here, and the connection goes on instead.
                 let mut count = [0u8; 8];
-                match rustix::io::read(value.sources().wake, &mut count) {
+                match rustix::io::read(value.wakeable().sources().wake, &mut count) {
                     Err(rustix::io::Errno::AGAIN) => {}
                     Ok(_) => return Err(value),
                     Err(e) => {
@@ -366,11 +373,11 @@ impl Parker {
                 }
                 let token = state.next_token;
                 state.next_token = (state.next_token + 1) % (STOP >> 1);
-                if let Err(e) = register(inner, &value.sources(), token) {
+                if let Err(e) = register(inner, &value.wakeable().sources(), token) {
                     log::error!("could not park an idle connection (it keeps its thread): {e}");
                     return Err(value);
                 }
-                let sources = value.sources();
+                let sources = value.wakeable().sources();
                 let writes = sources.write_blocked;
                 state.regs.insert(
                     token,
@@ -383,7 +390,7 @@ impl Parker {
                 );
                 // Unlocked below, once the entry is in: a report of the new
                 // registration waits for the lock and finds it.
-                *value.registration() = Some(Registration {
+                *value.wakeable().registration() = Some(Registration {
                     token,
                     parker: Arc::downgrade(inner),
                 });
@@ -663,7 +670,7 @@ fn watch(inner: &Arc<Inner>) {
             state.deadlines.pop_first();
             if let Some(entry) = state.entries.get_mut(&token) {
                 entry.deadline = None;
-                entry.value.wake();
+                entry.value.wakeable().wake();
             }
         }
         let taken = inner.taken.load(Ordering::Relaxed);
@@ -765,7 +772,7 @@ mod tests {
         back: Option<mpsc::Sender<Box<Probe>>>,
     }
 
-    impl Parkable for Probe {
+    impl Wakeable for Probe {
         fn sources(&self) -> Sources<'_> {
             use std::os::fd::AsFd;
             Sources {
@@ -783,6 +790,12 @@ mod tests {
         }
         fn wake(&self) {
             let _ = self.waker.wake();
+        }
+    }
+
+    impl Parkable for Probe {
+        fn wakeable(&mut self) -> &mut dyn Wakeable {
+            self
         }
         fn resume(self: Box<Self>) {
             let name = std::thread::current().name().unwrap_or("").to_string();
@@ -1068,7 +1081,7 @@ mod tests {
         // It sleeps on a thread of its own: the shared poll hears nothing
         // of its wake-ups, nor keeps them for its next park.
         let registration = p.registration.take().expect("registered");
-        registration.release(p.sources());
+        registration.release(p.wakeable().sources());
         assert!(parker.inner.state.lock().regs.is_empty());
         waker.wake().expect("wake");
         std::thread::sleep(Duration::from_millis(50));

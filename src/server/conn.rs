@@ -33,7 +33,7 @@ use crate::rt::call_state::CallState;
 use crate::rt::event_loop::{conn_waker, drive, stream_waker, Drive, Driver, EventLoop, Socket};
 use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::{mailbox, Producer};
-use crate::rt::parking::{Parkable, Registration, Sources};
+use crate::rt::parking::{Parkable, Wakeable};
 use crate::rt::send_queue::SendQueue;
 use crate::rt::timers::Timer;
 use crate::rt::StreamKey;
@@ -476,20 +476,8 @@ impl Driver for Conn {
 }
 
 impl Parkable for Conn {
-    fn sources(&self) -> Sources<'_> {
-        self.ev.sources()
-    }
-
-    fn registration(&mut self) -> &mut Option<Registration> {
-        self.ev.registration()
-    }
-
-    fn wake(&self) {
-        self.ev.wake_handle().wake()
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        self.ev.timers.next_at()
+    fn wakeable(&mut self) -> &mut dyn Wakeable {
+        &mut self.ev
     }
 
     fn resume(self: Box<Self>) {
