@@ -404,9 +404,9 @@ impl EventLoop {
     }
 
     /// Announces that the thread sleeps (from now on, other threads' wake-ups
-    /// write the connection's eventfd), then checks `has_work` and the dirty marks, closing the
-    /// race with a waker that queued work just before: false, and nothing
-    /// announced, if there is work. Before a sleep, and before the
+    /// write the connection's eventfd), then checks `has_work` and the dirty
+    /// marks, closing the race with a waker that queued work just before:
+    /// false, and nothing announced, if there is work. Before a sleep, and before the
     /// connection gives its thread up (`rt/parking.rs`).
     pub(crate) fn prepare_park(&self, has_work: impl Fn() -> bool) -> bool {
         self.wake.sleeping.store(true, Ordering::SeqCst);
@@ -486,8 +486,11 @@ impl Wakeable for EventLoop {
             socket: Some(self.raw.as_fd()),
             write_blocked: self.wake.blocked.write.load(Ordering::Relaxed),
             wake: self.wake.eventfd.as_fd(),
-            signals: self.wake.clone(),
         }
+    }
+
+    fn signals(&self) -> Arc<dyn Signals> {
+        self.wake.clone()
     }
 
     fn registration(&mut self) -> &mut Option<Registration> {

@@ -59,32 +59,15 @@ pub(crate) fn mailbox<T>() -> (Producer<T>, Consumer<T>) {
 impl<T> Producer<T> {
     /// Queues `item`; gives it back if the consumer is gone.
     pub(crate) fn send(&self, item: T) -> Result<(), T> {
-        let mut state = self.inner.state.lock();
-        if !state.consumer {
-            return Err(item);
-        }
-        state.queue.push_back(item);
-        let wake = state.waiting;
-        drop(state);
-        if wake {
-            self.inner.ready.notify_one();
-        }
-        Ok(())
+        self.enqueue(item, true)
     }
-}
 
-impl<T> Producer<T> {
     /// Queues `item` without waking the consumer; gives it back if the
     /// consumer is gone. Call [`Producer::notify`] (or drop the producer)
     /// once the items that go together are queued: a consumer that wakes for
     /// the first would otherwise sleep again for each of the others.
     pub(crate) fn push(&self, item: T) -> Result<(), T> {
-        let mut state = self.inner.state.lock();
-        if !state.consumer {
-            return Err(item);
-        }
-        state.queue.push_back(item);
-        Ok(())
+        self.enqueue(item, false)
     }
 
     /// Wakes the consumer if it waits and something is queued.
@@ -95,6 +78,21 @@ impl<T> Producer<T> {
         if wake {
             self.inner.ready.notify_one();
         }
+    }
+
+    /// Queues `item`, waking the consumer (if it waits) when `wake`.
+    fn enqueue(&self, item: T, wake: bool) -> Result<(), T> {
+        let mut state = self.inner.state.lock();
+        if !state.consumer {
+            return Err(item);
+        }
+        state.queue.push_back(item);
+        let wake = wake && state.waiting;
+        drop(state);
+        if wake {
+            self.inner.ready.notify_one();
+        }
+        Ok(())
     }
 }
 

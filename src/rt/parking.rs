@@ -132,8 +132,6 @@ pub(crate) struct Sources<'a> {
     /// Readable (edge-triggered: each write is reported) when another
     /// thread wakes the connection.
     pub(crate) wake: BorrowedFd<'a>,
-    /// Told of the socket's readiness.
-    pub(crate) signals: Arc<dyn Signals>,
 }
 
 /// A connection's registrations in a parker's shared poll, from its first
@@ -170,6 +168,9 @@ impl Drop for Registration {
 pub(crate) trait Wakeable {
     /// What brings the connection back: see [`Sources`].
     fn sources(&self) -> Sources<'_>;
+    /// Where the connection hears of its socket's readiness (asked once, as
+    /// it registers).
+    fn signals(&self) -> Arc<dyn Signals>;
     /// Where the connection keeps its [`Registration`] between parks.
     fn registration(&mut self) -> &mut Option<Registration>;
     /// When the connection must run again, whatever else happens (its next
@@ -377,12 +378,12 @@ impl Parker {
                     log::error!("could not park an idle connection (it keeps its thread): {e}");
                     return Err(value);
                 }
-                let sources = value.wakeable().sources();
-                let writes = sources.write_blocked;
+                let wakeable = value.wakeable();
+                let writes = wakeable.sources().write_blocked;
                 state.regs.insert(
                     token,
                     Reg {
-                        signals: sources.signals,
+                        signals: wakeable.signals(),
                         writes,
                         woken: false,
                         missed: Readiness::default(),
@@ -779,8 +780,10 @@ mod tests {
                 socket: self.socket.as_ref().map(|s| s.as_fd()),
                 write_blocked: self.write_blocked,
                 wake: self.waker.0.as_fd(),
-                signals: self.seen.clone(),
             }
+        }
+        fn signals(&self) -> Arc<dyn Signals> {
+            self.seen.clone()
         }
         fn registration(&mut self) -> &mut Option<Registration> {
             &mut self.registration

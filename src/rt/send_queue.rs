@@ -106,7 +106,7 @@ impl SendQueue {
         };
         while !self.chunks.is_empty() {
             send.reserve_capacity(self.bytes);
-            let cap = send.capacity();
+            let mut cap = send.capacity();
             if cap == 0 {
                 match send.poll_capacity(cx) {
                     Poll::Ready(Some(Ok(_))) => continue,
@@ -114,13 +114,7 @@ impl SendQueue {
                     // The stream is open (a closed one is `Ready(None)`):
                     // its first bytes can go.
                     Poll::Pending if !self.started && self.bytes <= EAGER_LIMIT => {
-                        let chunk = self.take(self.bytes);
-                        self.started = true;
-                        flushed.sent += chunk.len();
-                        let last = end && self.chunks.is_empty();
-                        send.send_data(chunk, last)?;
-                        flushed.ended = last;
-                        continue;
+                        cap = self.bytes;
                     }
                     Poll::Ready(None) | Poll::Pending => return Ok(flushed),
                 }
