@@ -171,11 +171,14 @@
 //!    compression, pool or inline). A unary handler runs right there, on
 //!    the connection thread, once the request is in (if it blocks, the
 //!    connection moves to a new thread: `server/handoff.rs`); a streaming
-//!    one, or a unary one whose request is large enough to hold up the
-//!    connection's flow-control window, is handed to a worker
-//!    (`server/pool.rs`), and the request bytes go to the call's mailbox.
+//!    one, or a unary one whose request reaches half its stream's
+//!    flow-control window, is handed to a worker (`server/pool.rs`), and
+//!    the request bytes go to the call's mailbox. A request of one message
+//!    gets its credit back from the connection thread as it arrives, up to
+//!    one largest message (`server/link.rs`'s `Credit`).
 //! 4. The handler reads its request from the blocking iterator
-//!    (`server/requests.rs`, which returns the flow-control credit), runs,
+//!    (`server/requests.rs`, which returns the flow-control credit of
+//!    streaming requests), runs,
 //!    and sends its reply and status as commands back to the connection
 //!    thread (`server/response.rs`, `server/link.rs`).
 //! 5. The server connection thread writes headers, message and trailers;

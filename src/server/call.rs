@@ -46,6 +46,10 @@ pub struct ServerCall {
     pub(crate) accept_encoding: Vec<Encoding>,
     pub(crate) policy: Arc<ErrorPolicy>,
     pub(crate) max_receive: usize,
+    /// The connection gives the request's flow-control credit back as the
+    /// bytes arrive ([`Credit::OnArrival`](crate::server::link::Credit)),
+    /// so the handler does not.
+    pub(crate) credited_on_arrival: bool,
     pub(crate) max_send: usize,
     pub(crate) hooks: Hooks,
 }
@@ -133,6 +137,7 @@ impl ServerCall {
             self.state,
             self.conn,
             self.key,
+            self.credited_on_arrival,
         );
         let ctx = ServerContext::new(
             self.path,

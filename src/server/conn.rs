@@ -44,7 +44,7 @@ use crate::server::handoff::Slot;
 use crate::server::intercepted;
 use crate::server::interceptor::Hooks;
 use crate::server::limits::{PeerKey, Permit, Refused};
-use crate::server::link::{ConnCmd, ConnHandle, Inbound, StreamCmd};
+use crate::server::link::{ConnCmd, ConnHandle, Credit, Inbound, StreamCmd};
 use crate::server::peer::{Peer, PeerInfo};
 use crate::server::pool::PoolError;
 use crate::server::service::Service;
@@ -67,6 +67,8 @@ struct Stream {
     recv: Option<RecvStream>,
     flow: FlowControl,
     inbox: Option<Producer<Inbound>>,
+    /// Who returns the request's flow-control credit.
+    credit: Credit,
     out: SendQueue,
     trailers: Option<HeaderMap>,
     finished: bool,
@@ -74,10 +76,9 @@ struct Stream {
     inline: Option<Box<(Arc<dyn Service>, ServerCall)>>,
     /// Counts the call in the server's statistics while the stream lives.
     _open: OpenCall,
-    /// Request bytes an inline call holds (delivered, request not ended):
-    /// their flow-control credit comes back only once the handler reads
-    /// them, after the request ended. See [`Conn::hand_off_waiting`].
-    inline_held: usize,
+    /// Request bytes an inline call has buffered while its request is still
+    /// arriving. See [`Conn::hand_off_waiting`].
+    inline_buffered: usize,
 }
 
 enum Phase {
@@ -264,20 +265,29 @@ impl Driver for Conn {
         let mut cx = Context::from_waker(&s.waker);
         let mut reset = None;
         let mut run_inline = None;
+        let mut overflowed = false;
         if let Some(recv) = &mut s.recv {
             loop {
                 match recv.poll_data(&mut cx) {
                     Poll::Ready(Some(Ok(chunk))) => {
                         let n = chunk.len();
-                        let delivered = s
-                            .inbox
-                            .as_ref()
-                            .is_some_and(|tx| tx.send(Inbound::Data(chunk)).is_ok());
-                        if !delivered {
+                        let Some(tx) = s.inbox.as_ref() else {
                             // Nobody will read it: give the credit back now.
                             let _ = s.flow.release_capacity(n);
-                        } else if s.inline.is_some() {
-                            s.inline_held += n;
+                            continue;
+                        };
+                        let delivered = s.credit.delivered(n);
+                        let sent = if delivered.wake {
+                            tx.send(Inbound::Data(chunk))
+                        } else {
+                            tx.push(Inbound::Data(chunk))
+                        };
+                        if sent.is_err() || delivered.release {
+                            let _ = s.flow.release_capacity(n);
+                        }
+                        if s.inline.is_some() {
+                            s.inline_buffered += n;
+                            overflowed |= !delivered.release;
                         }
                     }
                     Poll::Ready(Some(Err(e))) => {
@@ -314,14 +324,14 @@ impl Driver for Conn {
                 }
             }
         }
-        let waiting_inline = s.inline.is_some() && s.inline_held > 0;
+        let waiting_inline = s.inline.is_some() && s.inline_buffered > 0;
         if let Some(status) = reset {
             let status = at_deadline(status, s.deadline, Instant::now());
             self.cancel(key, status);
             return;
         }
         if waiting_inline {
-            self.hand_off_waiting(key);
+            self.hand_off_waiting(key, overflowed);
         }
         if let Some(call) = run_inline {
             // The whole request is here: the handler runs off the loop,
@@ -814,6 +824,7 @@ impl Conn {
             service,
             response_encoding,
             run,
+            single_request,
         } = match route(&parts, &self.server.registry, cfg.unary_handlers) {
             Ok(route) => route,
             Err(Rejection::Http(status, why)) => {
@@ -828,7 +839,7 @@ impl Conn {
         let state = Arc::new(CallState::new());
         let (in_tx, in_rx) = mailbox();
         let deadline = head.timeout.map(|t| (Instant::now() + t, t));
-        let call = ServerCall {
+        let mut call = ServerCall {
             key,
             conn: self.handle.clone(),
             state: state.clone(),
@@ -845,7 +856,16 @@ impl Conn {
             policy: self.server.errors.clone(),
             max_receive: cfg.conn.max_receive_message_size,
             max_send: cfg.conn.max_send_message_size,
+            credited_on_arrival: false,
             hooks: Hooks::new(Instant::now()),
+        };
+        // A request of one message is credited as it arrives, whether its
+        // handler waits for it inline or on a worker.
+        let credit = if single_request {
+            call.credited_on_arrival = true;
+            Credit::on_arrival(call.max_receive)
+        } else {
+            Credit::ByHandler
         };
         let mut inline = None;
         match run {
@@ -883,12 +903,13 @@ impl Conn {
                 recv: Some(body),
                 flow,
                 inbox: Some(in_tx),
+                credit,
                 out: SendQueue::default(),
                 trailers: None,
                 finished: false,
                 inline,
                 _open: OpenCall::new(&self.server.calls),
-                inline_held: 0,
+                inline_buffered: 0,
             },
         );
         self.poll_stream(key);
@@ -960,36 +981,52 @@ impl Conn {
         })
     }
 
-    /// Inline unary calls whose requests are still arriving hold their
-    /// bytes' flow-control credit until the request ends and the handler
-    /// reads it: a request larger than the stream window, or unended
-    /// requests that together fill the connection window, would wait
-    /// forever for credit. So once stream `key` holds half its stream
-    /// window, it moves to a worker, which reads (and gives credit back)
-    /// as the bytes come; and once all inline calls together hold half the
-    /// connection window, they all do.
-    fn hand_off_waiting(&mut self, key: StreamKey) {
+    /// Inline calls whose requests are still arriving buffer their bytes
+    /// on this connection, credited as they come (see
+    /// [`Credit::OnArrival`]), until the request ends and the handler runs.
+    /// That memory is bounded per connection: once all inline calls
+    /// together buffer half the connection window, they all move to
+    /// workers, each under a handler permit. A call whose request reaches
+    /// half the stream window moves too: a handler given a large request
+    /// takes long enough, and writes enough, to be handed off anyway, and
+    /// on a worker it costs its connection nothing. So does a call whose
+    /// request outgrew one largest message (`overflowed`): its credit is
+    /// held from there, so its client may wait for credit and never end
+    /// the request, and on a worker its handler fails it as the bytes come.
+    fn hand_off_waiting(&mut self, key: StreamKey, overflowed: bool) {
         let windows = &self.server.config.conn.http2;
         let (stream_limit, conn_limit) = (
             windows.stream_window as usize / 2,
             windows.connection_window as usize / 2,
         );
-        let held = |s: &Stream| if s.inline.is_some() { s.inline_held } else { 0 };
-        let keys: Vec<StreamKey> = if self.streams.values().map(held).sum::<usize>() >= conn_limit {
+        let buffered = |s: &Stream| {
+            if s.inline.is_some() {
+                s.inline_buffered
+            } else {
+                0
+            }
+        };
+        let keys: Vec<StreamKey> = if self.streams.values().map(buffered).sum::<usize>()
+            >= conn_limit
+        {
             self.streams
                 .iter()
-                .filter(|(_, s)| held(s) > 0)
+                .filter(|(_, s)| buffered(s) > 0)
                 .map(|(k, _)| *k)
                 .collect()
-        } else if self.streams.get(&key).map(held).unwrap_or(0) >= stream_limit {
+        } else if overflowed || self.streams.get(&key).map(buffered).unwrap_or(0) >= stream_limit {
             vec![key]
         } else {
             return;
         };
         for key in keys {
-            let Some(call) = self.streams.get_mut(&key).and_then(|s| s.inline.take()) else {
+            let Some(s) = self.streams.get_mut(&key) else {
                 continue;
             };
+            let Some(call) = s.inline.take() else {
+                continue;
+            };
+            s.inline_buffered = 0;
             let (service, call) = *call;
             if let Err(status) = self.run_on_pool(service, call) {
                 if let Some(mut s) = self.take_stream(key) {

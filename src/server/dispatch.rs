@@ -34,6 +34,8 @@ pub(crate) struct Route {
     pub(crate) service: Arc<dyn Service>,
     pub(crate) response_encoding: Encoding,
     pub(crate) run: Run,
+    /// The method takes one request message (unary or server-streaming).
+    pub(crate) single_request: bool,
 }
 
 impl std::fmt::Debug for Route {
@@ -43,6 +45,7 @@ impl std::fmt::Debug for Route {
             .field("service", &self.service.name())
             .field("response_encoding", &self.response_encoding)
             .field("run", &self.run)
+            .field("single_request", &self.single_request)
             .finish()
     }
 }
@@ -71,13 +74,12 @@ pub(crate) fn route(
         }
     };
     let method = head.method.as_str();
+    let unary = service.unary_methods().contains(&method);
+    let single_request = unary || service.server_streaming_methods().contains(&method);
     let inline = match handlers {
         UnaryHandlers::Workers => false,
-        UnaryHandlers::Inline => service.unary_methods().contains(&method),
-        UnaryHandlers::Adaptive => {
-            service.unary_methods().contains(&method)
-                || service.server_streaming_methods().contains(&method)
-        }
+        UnaryHandlers::Inline => unary,
+        UnaryHandlers::Adaptive => single_request,
     };
     let run = if inline { Run::Inline } else { Run::Pool };
     let response_encoding = compression::response_encoding(head.encoding, &head.accept_encoding);
@@ -86,6 +88,7 @@ pub(crate) fn route(
         service,
         response_encoding,
         run,
+        single_request,
     })
 }
 
@@ -179,6 +182,22 @@ mod tests {
         for method in ["Unary", "Replies", "Stream"] {
             assert_eq!(run(method, Workers), Run::Pool, "{method}");
         }
+    }
+
+    #[test]
+    fn unary_and_server_streaming_methods_take_a_single_request() {
+        let single = |method: &str| {
+            route(
+                &parts(&format!("/pkg.Svc/{method}"), &[]),
+                &registry(),
+                Workers,
+            )
+            .unwrap()
+            .single_request
+        };
+        assert!(single("Unary"));
+        assert!(single("Replies"));
+        assert!(!single("Stream"));
     }
 
     #[test]

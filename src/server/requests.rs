@@ -122,6 +122,9 @@ pub struct Requests<T> {
     state: Arc<CallState>,
     conn: Arc<ConnHandle>,
     key: StreamKey,
+    /// The connection returns the credit itself (a single-message request
+    /// on a worker): nothing to send back.
+    credited_on_arrival: bool,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -132,6 +135,7 @@ impl<T> Requests<T> {
         state: Arc<CallState>,
         conn: Arc<ConnHandle>,
         key: StreamKey,
+        credited_on_arrival: bool,
     ) -> Self {
         Requests {
             inbox,
@@ -139,12 +143,16 @@ impl<T> Requests<T> {
             state,
             conn,
             key,
+            credited_on_arrival,
             _message: PhantomData,
         }
     }
 
     /// Returns credit the reader says is due.
     fn return_credit(&mut self, about_to_wait: bool, wakeup: Wakeup) {
+        if self.credited_on_arrival {
+            return;
+        }
         if let Some(n) = self.reader.credit(about_to_wait) {
             self.conn.send(self.key, StreamCmd::Release(n), wakeup);
         }

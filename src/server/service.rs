@@ -19,7 +19,10 @@ pub trait Service: Send + Sync + 'static {
     /// server may run these on the connection thread (see
     /// [`ServerBuilder::unary_handlers`](crate::server::ServerBuilder::unary_handlers));
     /// streaming ones run on the handler pool (but see
-    /// [`Service::server_streaming_methods`]). Generated code lists them;
+    /// [`Service::server_streaming_methods`]). The server also gives the
+    /// flow-control credit of these methods' requests back as the bytes
+    /// arrive, up to one message of the largest size it takes, so list only
+    /// methods that take one request message. Generated code lists them;
     /// the default is none.
     fn unary_methods(&self) -> &'static [&'static str] {
         &[]
@@ -28,8 +31,9 @@ pub trait Service: Send + Sync + 'static {
     /// responses). Under [`UnaryHandlers::Adaptive`](crate::server::UnaryHandlers::Adaptive)
     /// the server runs these on the connection thread too, handing the
     /// connection to another thread if the handler blocks (for a reply the
-    /// client is slow to take, say). Generated code lists them; the default
-    /// is none.
+    /// client is slow to take, say). Their requests are credited as those of
+    /// [`Service::unary_methods`] are. Generated code lists them; the
+    /// default is none.
     fn server_streaming_methods(&self) -> &'static [&'static str] {
         &[]
     }

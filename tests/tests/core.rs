@@ -664,6 +664,105 @@ fn a_large_inline_request_with_every_worker_busy_is_resource_exhausted() {
     });
 }
 
+/// A request of one message is credited as its bytes arrive, whoever runs
+/// its handler: requests larger than the stream's window get through in
+/// every handler mode, for unary and server-streaming methods.
+#[test]
+fn single_message_requests_larger_than_the_stream_window_in_every_mode() {
+    with_timeout(60, || {
+        for mode in [
+            UnaryHandlers::Workers,
+            UnaryHandlers::Adaptive,
+            UnaryHandlers::Inline,
+        ] {
+            let server = grpc_blocking::Server::builder()
+                .add_service(ExampleServer::new(ExampleService))
+                .unary_handlers(mode)
+                .bind("127.0.0.1:0")
+                .unwrap()
+                .spawn()
+                .unwrap();
+            let client = ExampleClient::connect(target(&server)).unwrap();
+            for size in [1024 * 1024 + 100, 3 * 1024 * 1024] {
+                let value = "x".repeat(size);
+                let reply = client.unary_unary(req(&value, 1)).unwrap();
+                assert_eq!(reply.message.len(), size, "{mode:?}");
+                let replies: Vec<_> = client
+                    .unary_stream(req(&value, 1))
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert_eq!(replies.len(), 2, "{mode:?}");
+                assert!(replies.iter().all(|r| r.message.len() == size), "{mode:?}");
+            }
+        }
+    });
+}
+
+/// The handler of a one-message request is not woken for each chunk, but
+/// still hears at once what it must refuse, with the request left open: on
+/// a worker, a message header over the limit; in every mode, bytes beyond
+/// one largest message (an inline call moves to a worker for them).
+#[test]
+fn a_single_message_request_over_the_limit_fails_before_it_ends() {
+    use grpc_blocking_tests::raw_h2::{frame, RawClient};
+    use prost::Message;
+    // The handler starts with the headers; let it wait for the bytes.
+    let handler_waits = || std::thread::sleep(Duration::from_millis(200));
+    with_timeout(60, move || {
+        for mode in [
+            UnaryHandlers::Workers,
+            UnaryHandlers::Adaptive,
+            UnaryHandlers::Inline,
+        ] {
+            let server = grpc_blocking::Server::builder()
+                .add_service(ExampleServer::new(ExampleService))
+                .unary_handlers(mode)
+                .max_receive_message_size(1024)
+                .bind("127.0.0.1:0")
+                .unwrap()
+                .spawn()
+                .unwrap();
+            let mut raw = RawClient::connect(server.local_addr());
+            if mode == UnaryHandlers::Workers {
+                // A header declaring 1 MiB, in two parts, then a little of it.
+                let mut call = raw.start("/nameko.example/unary_unary", &[]);
+                let mut body = vec![0u8];
+                body.extend_from_slice(&(1024u32 * 1024).to_be_bytes());
+                body.extend_from_slice(&[0; 100]);
+                raw.send(&mut call, body[..3].to_vec(), false);
+                handler_waits();
+                raw.send(&mut call, body[3..].to_vec(), false);
+                let response = raw.finish(call);
+                assert_eq!(response.grpc_status(), Some(Code::ResourceExhausted as i32));
+                assert!(
+                    response.grpc_message().contains("larger than max"),
+                    "{}",
+                    response.grpc_message()
+                );
+            }
+            // Two messages under the limit whose bytes together are over it.
+            let mut call = raw.start("/nameko.example/unary_unary", &[]);
+            let one = frame(false, &req(&"a".repeat(990), 1).encode_to_vec());
+            raw.send(&mut call, one.clone(), false);
+            handler_waits();
+            raw.send(&mut call, one, false);
+            let response = raw.finish(call);
+            assert_eq!(
+                response.grpc_status(),
+                Some(Code::Unimplemented as i32),
+                "{mode:?}"
+            );
+            assert!(
+                response
+                    .grpc_message()
+                    .contains("more than one request message"),
+                "{mode:?}: {}",
+                response.grpc_message()
+            );
+        }
+    });
+}
+
 #[test]
 fn inline_unary_handlers_serve_every_pattern() {
     with_timeout(120, || {
