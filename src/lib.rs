@@ -141,7 +141,12 @@
 //!
 //! **Flow control.** Credit goes back to the peer only as the reading side
 //! consumes messages, so a slow reader slows its sender down and memory
-//! stays bounded; a sender blocks while its call's queue is full.
+//! stays bounded; a sender blocks while its call's queue is full. A stream
+//! of one message (a unary or server-streaming request, a unary or
+//! client-streaming response) is the exception: its reader takes it whole,
+//! so the connection thread credits its bytes as they arrive, up to one
+//! message of the largest size allowed, and wakes the reader only for the
+//! message's header, for bytes beyond it, and for the end.
 //!
 //! **Wings.** `src/` is laid out by concern; each folder's `mod.rs` lists
 //! its files:
@@ -175,7 +180,7 @@
 //!    flow-control window, is handed to a worker (`server/pool.rs`), and
 //!    the request bytes go to the call's mailbox. A request of one message
 //!    gets its credit back from the connection thread as it arrives, up to
-//!    one largest message (`server/link.rs`'s `Credit`).
+//!    one largest message (`rt/reader.rs`'s `Credit`).
 //! 4. The handler reads its request from the blocking iterator
 //!    (`server/requests.rs`, which returns the flow-control credit of
 //!    streaming requests), runs,

@@ -27,6 +27,8 @@ struct Link {
     key: StreamKey,
     state: Arc<CallState>,
     events: Consumer<CallEvent>,
+    /// The connection returns the response's credit itself.
+    credited_on_arrival: bool,
 }
 
 impl Link {
@@ -36,6 +38,7 @@ impl Link {
             key: opened.key,
             state: opened.state,
             events: opened.events,
+            credited_on_arrival: opened.credited_on_arrival,
         }
     }
 }
@@ -114,6 +117,9 @@ impl CallCore {
 
     /// Gives back the credit the reader says is due.
     fn return_credit(&mut self, about_to_wait: bool) {
+        if self.link.as_ref().is_some_and(|l| l.credited_on_arrival) {
+            return;
+        }
         if let Some(n) = self.reader.credit(about_to_wait) {
             self.command(|key| ClientCmd::Release(key, n));
         }

@@ -29,6 +29,7 @@ use crate::client::sink::RequestSink;
 use crate::client::subchannel::{Dialer, Shared};
 use crate::client::target::{Dial, Target};
 use crate::error::{clone_transport_error, TransportError};
+use crate::rt::reader::Credit;
 use crate::status::Status;
 use crate::wire::codec::{self, Compress};
 use crate::wire::compression::Encoding;
@@ -147,6 +148,7 @@ impl ChannelInner {
         options: &CallOptions,
         body: Option<Bytes>,
         end: RequestEnd,
+        credit: Credit,
     ) -> Result<Opened, Status> {
         let now = Instant::now();
         let deadline = options.deadline_from(now);
@@ -172,7 +174,7 @@ impl ChannelInner {
             encoding: self.encoding(options),
             previous_attempts: options.previous_attempts,
         })?;
-        Ok(conn.open(request, body, end, deadline))
+        Ok(conn.open(request, body, end, deadline, credit))
     }
 
     fn core(
@@ -227,6 +229,26 @@ struct Limits {
     max_receive: usize,
 }
 
+/// How many response messages a method has.
+#[derive(Debug, Clone, Copy)]
+enum Responses {
+    /// One (unary and client-streaming methods): the caller takes it
+    /// whole, so the connection returns its credit as it arrives.
+    One,
+    /// Any number (server-streaming and bidi methods): the caller returns
+    /// the credit as it takes each message.
+    Many,
+}
+
+impl Responses {
+    fn credit(self, limits: &Limits) -> Credit {
+        match self {
+            Responses::One => Credit::on_arrival(limits.max_receive),
+            Responses::Many => Credit::ByReader,
+        }
+    }
+}
+
 impl Reopen for ChannelInner {
     fn reopen(
         &self,
@@ -234,6 +256,7 @@ impl Reopen for ChannelInner {
         options: &CallOptions,
         body: Option<Bytes>,
         previous_attempts: u32,
+        credit: Credit,
     ) -> Result<Opened, Status> {
         let end = if body.is_some() {
             RequestEnd::Now
@@ -242,7 +265,7 @@ impl Reopen for ChannelInner {
         };
         let mut options = options.clone();
         options.previous_attempts = previous_attempts;
-        self.open(path, &options, body, end)
+        self.open(path, &options, body, end, credit)
     }
 }
 
@@ -384,6 +407,7 @@ impl Channel {
         path: &'static str,
         request: &Req,
         mut options: CallOptions,
+        responses: Responses,
     ) -> CallCore {
         let (hooks, intercepted) = self.inner.config().interceptors.before(path, &mut options);
         if let Err(status) = intercepted {
@@ -397,12 +421,14 @@ impl Channel {
         };
         // Retries keep the first attempt's deadline.
         let options = options.fixed_deadline(now);
+        let credit = responses.credit(&limits);
         match self
             .inner
-            .open(path, &options, Some(body.clone()), RequestEnd::Now)
+            .open(path, &options, Some(body.clone()), RequestEnd::Now, credit)
         {
             Ok(opened) => {
-                let plan = RetryPlan::whole(self.inner.clone(), path, options, body, policy);
+                let plan =
+                    RetryPlan::whole(self.inner.clone(), path, options, body, policy, credit);
                 self.inner.core(opened, &limits, Some(plan), hooks)
             }
             Err(status) => CallCore::failed(status, hooks),
@@ -415,13 +441,17 @@ impl Channel {
         &self,
         path: &'static str,
         mut options: CallOptions,
+        responses: Responses,
     ) -> (RequestSink<Req>, CallCore) {
         let (hooks, intercepted) = self.inner.config().interceptors.before(path, &mut options);
         let now = Instant::now();
         let (options, limits, policy) = self.inner.method_setup(path, options, now);
         let options = options.fixed_deadline(now);
-        let opened =
-            intercepted.and_then(|()| self.inner.open(path, &options, None, RequestEnd::Later));
+        let credit = responses.credit(&limits);
+        let opened = intercepted.and_then(|()| {
+            self.inner
+                .open(path, &options, None, RequestEnd::Later, credit)
+        });
         let opened = match opened {
             Ok(opened) => opened,
             Err(status) => {
@@ -452,7 +482,8 @@ impl Channel {
                     config.retry_buffer_per_channel,
                 ));
                 let sink = RequestSink::replayed(replay.clone(), encoding, limits.max_send);
-                let plan = RetryPlan::streaming(self.inner.clone(), path, options, replay, policy);
+                let plan =
+                    RetryPlan::streaming(self.inner.clone(), path, options, replay, policy, credit);
                 (sink, self.inner.core(opened, &limits, Some(plan), hooks))
             }
         }
@@ -483,7 +514,7 @@ impl Channel {
         Req: Message,
         Resp: Message + Default,
     {
-        UnaryCall::new(self.start_whole(path, &request, options))
+        UnaryCall::new(self.start_whole(path, &request, options, Responses::One))
     }
 
     /// Starts a server-streaming call; returns the response stream at once
@@ -498,7 +529,7 @@ impl Channel {
         Req: Message,
         Resp: Message + Default,
     {
-        Streaming::new(self.start_whole(path, &request, options))
+        Streaming::new(self.start_whole(path, &request, options, Responses::Many))
     }
 
     /// Makes a client-streaming call, sending `requests` from the calling
@@ -555,7 +586,7 @@ impl Channel {
         Req: Message,
         Resp: Message + Default,
     {
-        let (sink, core) = self.start_streaming(path, options);
+        let (sink, core) = self.start_streaming(path, options, Responses::One);
         (sink, UnaryCall::new(core))
     }
 
@@ -590,7 +621,7 @@ impl Channel {
         Req: Message,
         Resp: Message + Default,
     {
-        let (sink, core) = self.start_streaming(path, options);
+        let (sink, core) = self.start_streaming(path, options, Responses::Many);
         (sink, Streaming::new(core))
     }
 }

@@ -30,6 +30,7 @@ use crate::rt::event_loop::{conn_waker, drive, stream_waker, Drive, Driver, Even
 use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::Producer;
 use crate::rt::parking::{Parkable, Parker, Wakeable};
+use crate::rt::reader::Credit;
 use crate::rt::send_queue::SendQueue;
 use crate::rt::settings::ConnConfig;
 use crate::rt::timers::Timer;
@@ -102,6 +103,10 @@ struct Stream {
     /// The call's deadline (its timer is removed with the stream).
     deadline: Option<Instant>,
     events: Producer<CallEvent>,
+    /// Who returns the response's flow-control credit.
+    credit: Credit,
+    /// Events were queued this pass that the caller must wake for.
+    wake: bool,
     /// The request headers, until h2 takes them.
     start: Option<Request<()>>,
     response: Option<ResponseFuture>,
@@ -199,10 +204,13 @@ impl Driver for Conn {
 
     fn poll_stream(&mut self, key: StreamKey) {
         self.poll_stream_events(key);
-        // The events of this pass wake the caller once (a stream that left
-        // the map woke it as its producer dropped).
-        if let Some(s) = self.streams.get(&key) {
-            s.events.notify();
+        // The events of this pass wake the caller once, if one of them
+        // calls for it (a stream that left the map woke it as its producer
+        // dropped).
+        if let Some(s) = self.streams.get_mut(&key) {
+            if std::mem::take(&mut s.wake) {
+                s.events.notify();
+            }
         }
     }
 
@@ -360,6 +368,7 @@ impl Conn {
                     s.flow = Some(body.flow_control().clone());
                     s.recv = Some(body);
                     let _ = s.events.push(CallEvent::Headers(parts));
+                    s.wake = true;
                 }
                 Poll::Ready(Err(e)) => {
                     s.response = None;
@@ -382,11 +391,14 @@ impl Conn {
                 match recv.poll_data(&mut cx) {
                     Poll::Ready(Some(Ok(chunk))) => {
                         let n = chunk.len();
-                        if s.events.push(CallEvent::Data(chunk)).is_err() {
+                        let delivered = s.credit.delivered(n);
+                        let taken = s.events.push(CallEvent::Data(chunk)).is_ok();
+                        if !taken || delivered.release {
                             if let Some(flow) = &mut s.flow {
                                 let _ = flow.release_capacity(n);
                             }
                         }
+                        s.wake |= delivered.wake;
                     }
                     Poll::Ready(Some(Err(e))) => {
                         error = Some(status_for_h2_error(&e));
@@ -396,9 +408,11 @@ impl Conn {
                         match recv.poll_trailers(&mut cx) {
                             Poll::Ready(Ok(Some(t))) => {
                                 let _ = s.events.push(CallEvent::Trailers(t));
+                                s.wake = true;
                             }
                             Poll::Ready(Ok(None)) => {
                                 let _ = s.events.push(CallEvent::End);
+                                s.wake = true;
                             }
                             Poll::Ready(Err(e)) => {
                                 error = Some(status_for_h2_error(&e));
@@ -502,6 +516,7 @@ impl Conn {
             events,
             state,
             deadline,
+            credit,
         } = start;
         let mut out = SendQueue::default();
         if let Some(b) = body {
@@ -514,6 +529,8 @@ impl Conn {
                 state,
                 deadline,
                 events,
+                credit,
+                wake: false,
                 start: Some(request),
                 response: None,
                 send: None,

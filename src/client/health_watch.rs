@@ -14,6 +14,7 @@ use crate::client::call::CallCore;
 use crate::client::link::{ClientConn, RequestEnd};
 use crate::code::Code;
 use crate::metadata::Metadata;
+use crate::rt::reader::Credit;
 use crate::wire::codec::{self, Compress};
 use crate::wire::compression::Encoding;
 use crate::wire::headers::{self, RequestHead};
@@ -80,7 +81,7 @@ pub(crate) fn watch(
             log::error!("could not build a health check request for {service:?}");
             return;
         };
-        let opened = conn.open(request, Some(body), RequestEnd::Now, None);
+        let opened = conn.open(request, Some(body), RequestEnd::Now, None, Credit::ByReader);
         let mut call = CallCore::new(
             opened,
             target.max_receive,

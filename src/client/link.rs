@@ -15,6 +15,7 @@ use http::{HeaderMap, Request};
 use crate::rt::call_state::CallState;
 use crate::rt::event_loop::Wake;
 use crate::rt::mailbox::{mailbox, Consumer, Producer};
+use crate::rt::reader::Credit;
 use crate::rt::StreamKey;
 use crate::status::Status;
 
@@ -52,6 +53,8 @@ pub(crate) struct StartCall {
     pub(crate) events: Producer<CallEvent>,
     pub(crate) state: Arc<CallState>,
     pub(crate) deadline: Option<Instant>,
+    /// Who returns the response's flow-control credit.
+    pub(crate) credit: Credit,
 }
 
 /// What the connection tells a caller about its call.
@@ -163,6 +166,7 @@ impl ClientConn {
         body: Option<Bytes>,
         end: RequestEnd,
         deadline: Option<Instant>,
+        credit: Credit,
     ) -> Opened {
         let key = self.next_key();
         let state = Arc::new(CallState::new());
@@ -178,12 +182,14 @@ impl ClientConn {
             events: tx,
             state: state.clone(),
             deadline,
+            credit,
         })));
         Opened {
             conn: self.clone(),
             key,
             state,
             events: rx,
+            credited_on_arrival: credit != Credit::ByReader,
         }
     }
 
@@ -207,4 +213,7 @@ pub(crate) struct Opened {
     pub(crate) key: StreamKey,
     pub(crate) state: Arc<CallState>,
     pub(crate) events: Consumer<CallEvent>,
+    /// The connection returns the response's credit as it arrives (a
+    /// response of one message), so the caller does not.
+    pub(crate) credited_on_arrival: bool,
 }

@@ -31,6 +31,7 @@ use crate::client::service_config::{
 };
 use crate::code::Code;
 use crate::rt::call_state::CallState;
+use crate::rt::reader::Credit;
 use crate::rt::StreamKey;
 use crate::status::Status;
 
@@ -41,13 +42,15 @@ pub(crate) const TRANSPARENT_RETRIES: u8 = 2;
 pub(crate) trait Reopen: Send + Sync {
     /// Opens the call again on a live (maybe new) connection, with `body`
     /// as its whole request (or none, for a streaming request), as attempt
-    /// number `previous_attempts + 1`.
+    /// number `previous_attempts + 1`, its response credited as `credit`
+    /// says.
     fn reopen(
         &self,
         path: &'static str,
         options: &CallOptions,
         body: Option<Bytes>,
         previous_attempts: u32,
+        credit: Credit,
     ) -> Result<Opened, Status>;
 }
 
@@ -80,6 +83,8 @@ pub(crate) struct RetryPlan {
     /// The whole request; `None` for a streaming one (see `replay`).
     body: Option<Bytes>,
     replay: Option<Arc<Replay>>,
+    /// Who returns each attempt's response credit.
+    credit: Credit,
     transparent_left: u8,
     policy: Option<PolicyRetry>,
     /// The server answered with response headers: no more attempts, but
@@ -95,6 +100,7 @@ impl RetryPlan {
         options: CallOptions,
         body: Bytes,
         policy: Option<PolicyRetry>,
+        credit: Credit,
     ) -> Self {
         RetryPlan {
             reopen,
@@ -102,6 +108,7 @@ impl RetryPlan {
             options,
             body: Some(body),
             replay: None,
+            credit,
             transparent_left: TRANSPARENT_RETRIES,
             policy,
             committed: false,
@@ -116,6 +123,7 @@ impl RetryPlan {
         options: CallOptions,
         replay: Arc<Replay>,
         policy: PolicyRetry,
+        credit: Credit,
     ) -> Self {
         RetryPlan {
             reopen,
@@ -123,6 +131,7 @@ impl RetryPlan {
             options,
             body: None,
             replay: Some(replay),
+            credit,
             transparent_left: 0,
             policy: Some(policy),
             committed: false,
@@ -132,9 +141,13 @@ impl RetryPlan {
     fn open(&self) -> Result<Opened, Status> {
         // Transparent retries are not attempts of their own (A6).
         let previous = self.policy.as_ref().map_or(0, |p| p.attempts - 1);
-        let opened = self
-            .reopen
-            .reopen(self.path, &self.options, self.body.clone(), previous)?;
+        let opened = self.reopen.reopen(
+            self.path,
+            &self.options,
+            self.body.clone(),
+            previous,
+            self.credit,
+        )?;
         if let Some(replay) = &self.replay {
             if !replay.switch_to(&opened) {
                 return Err(Status::unavailable(
@@ -371,6 +384,7 @@ mod tests {
             _: &CallOptions,
             _: Option<Bytes>,
             _: u32,
+            _: Credit,
         ) -> Result<Opened, Status> {
             Err(Status::unavailable("no"))
         }
@@ -393,6 +407,7 @@ mod tests {
             CallOptions::new(),
             Bytes::new(),
             Some(PolicyRetry::new(policy(max_attempts), throttle)),
+            Credit::ByReader,
         )
     }
 
@@ -462,6 +477,7 @@ mod tests {
                 conn,
                 state: Arc::new(CallState::new()),
                 events,
+                credited_on_arrival: false,
             },
             rx,
         )

@@ -100,6 +100,74 @@ impl MessageReader {
     }
 }
 
+/// Who gives the flow-control credit of a stream's incoming bytes back to
+/// the peer, and so whether a chunk the connection thread delivers wakes the
+/// thread that reads it (a server's handler, a client's caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credit {
+    /// The reader, as it takes messages in, so that a peer cannot outrun a
+    /// reader that stops reading. Every chunk wakes the reader. Streams of
+    /// many messages.
+    ByReader,
+    /// The connection thread, as the bytes arrive: a stream of one message,
+    /// which its reader takes whole. Up to `left` more bytes are credited
+    /// (one message of the largest size this side takes, with its header).
+    /// The reader is woken by the chunks that bring the message's 5-byte
+    /// header (which may declare a size over the limit), then only by the
+    /// end of the stream or by bytes beyond one message: it can do nothing
+    /// with its one message before it knows that no second one follows.
+    OnArrival { left: usize, header_left: usize },
+}
+
+/// What the connection thread does for a chunk it delivered to a reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    /// Give the chunk's credit back now.
+    pub(crate) release: bool,
+    /// Wake the reader for it.
+    pub(crate) wake: bool,
+}
+
+impl Credit {
+    /// Credit on arrival for a stream of one message of at most
+    /// `max_message` bytes (its header not counted).
+    pub(crate) fn on_arrival(max_message: usize) -> Self {
+        Credit::OnArrival {
+            left: max_message.saturating_add(HEADER_LEN),
+            header_left: HEADER_LEN,
+        }
+    }
+
+    /// Accounts for `n` bytes delivered to the reader.
+    pub(crate) fn delivered(&mut self, n: usize) -> Delivered {
+        match self {
+            Credit::ByReader => Delivered {
+                release: false,
+                wake: true,
+            },
+            Credit::OnArrival { left, header_left } if n <= *left => {
+                *left -= n;
+                let wake = *header_left > 0;
+                *header_left = header_left.saturating_sub(n);
+                Delivered {
+                    release: true,
+                    wake,
+                }
+            }
+            // More than one largest message: the reader will fail the call,
+            // and the peer gets no credit to send yet more.
+            Credit::OnArrival { left, header_left } => {
+                *left = 0;
+                *header_left = 0;
+                Delivered {
+                    release: false,
+                    wake: true,
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +232,49 @@ mod tests {
         let m = r.next().unwrap().unwrap();
         assert!(m.compressed);
         assert_eq!(m.payload, "squeeze me");
+    }
+
+    const RELEASE: Delivered = Delivered {
+        release: true,
+        wake: false,
+    };
+    const RELEASE_AND_WAKE: Delivered = Delivered {
+        release: true,
+        wake: true,
+    };
+    const HOLD_AND_WAKE: Delivered = Delivered {
+        release: false,
+        wake: true,
+    };
+
+    #[test]
+    fn a_stream_of_many_messages_wakes_its_reader_for_every_chunk_and_keeps_its_credit() {
+        let mut c = Credit::ByReader;
+        assert_eq!(c.delivered(10), HOLD_AND_WAKE);
+        assert_eq!(c.delivered(1 << 20), HOLD_AND_WAKE);
+    }
+
+    #[test]
+    fn a_single_message_is_credited_as_it_arrives_up_to_the_largest_message() {
+        // 100-byte messages: 105 bytes with the header.
+        let mut c = Credit::on_arrival(100);
+        // The chunks that bring the message's header wake the reader, which
+        // checks the declared size; the rest only add to the message.
+        assert_eq!(c.delivered(3), RELEASE_AND_WAKE);
+        assert_eq!(c.delivered(57), RELEASE_AND_WAKE);
+        assert_eq!(c.delivered(20), RELEASE);
+        assert_eq!(c.delivered(25), RELEASE);
+        assert!(matches!(c, Credit::OnArrival { left: 0, .. }));
+        // One byte more can only be a second message or an oversized one.
+        assert_eq!(c.delivered(1), HOLD_AND_WAKE);
+        assert_eq!(c.delivered(1), HOLD_AND_WAKE);
+    }
+
+    #[test]
+    fn a_chunk_that_crosses_the_limit_is_held_whole() {
+        let mut c = Credit::on_arrival(100);
+        assert_eq!(c.delivered(100), RELEASE_AND_WAKE);
+        assert_eq!(c.delivered(6), HOLD_AND_WAKE);
+        assert!(matches!(c, Credit::OnArrival { left: 0, .. }));
     }
 }

@@ -47,7 +47,7 @@ pub struct ServerCall {
     pub(crate) policy: Arc<ErrorPolicy>,
     pub(crate) max_receive: usize,
     /// The connection gives the request's flow-control credit back as the
-    /// bytes arrive ([`Credit::OnArrival`](crate::server::link::Credit)),
+    /// bytes arrive ([`Credit::OnArrival`](crate::rt::reader::Credit)),
     /// so the handler does not.
     pub(crate) credited_on_arrival: bool,
     pub(crate) max_send: usize,

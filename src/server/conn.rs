@@ -34,6 +34,7 @@ use crate::rt::event_loop::{conn_waker, drive, stream_waker, Drive, Driver, Even
 use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::{mailbox, Producer};
 use crate::rt::parking::{Parkable, Wakeable};
+use crate::rt::reader::Credit;
 use crate::rt::send_queue::SendQueue;
 use crate::rt::timers::Timer;
 use crate::rt::StreamKey;
@@ -44,7 +45,7 @@ use crate::server::handoff::Slot;
 use crate::server::intercepted;
 use crate::server::interceptor::Hooks;
 use crate::server::limits::{PeerKey, Permit, Refused};
-use crate::server::link::{ConnCmd, ConnHandle, Credit, Inbound, StreamCmd};
+use crate::server::link::{ConnCmd, ConnHandle, Inbound, StreamCmd};
 use crate::server::peer::{Peer, PeerInfo};
 use crate::server::pool::PoolError;
 use crate::server::service::Service;
@@ -865,7 +866,7 @@ impl Conn {
             call.credited_on_arrival = true;
             Credit::on_arrival(call.max_receive)
         } else {
-            Credit::ByHandler
+            Credit::ByReader
         };
         let mut inline = None;
         match run {

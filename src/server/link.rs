@@ -12,7 +12,6 @@ use crate::rt::event_loop::Wake;
 use crate::rt::StreamKey;
 use crate::status::Status;
 use crate::wire::compression::Encoding;
-use crate::wire::framing::HEADER_LEN;
 
 /// What a handler asks of its stream.
 pub(crate) enum StreamCmd {
@@ -44,73 +43,6 @@ pub(crate) enum Inbound {
     End,
     /// The call is over: cancelled, deadline, connection lost.
     Error(Status),
-}
-
-/// Who gives a request's flow-control credit back to the client, and so
-/// whether a delivered chunk wakes the handler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Credit {
-    /// The handler, as it takes messages in, so that a client cannot outrun
-    /// a handler that stops reading. Every chunk wakes the handler. Requests
-    /// of many messages (client-streaming and bidi calls).
-    ByHandler,
-    /// The connection, as the bytes arrive: a request of one message, which
-    /// its handler takes whole. Up to `left` more bytes are credited (one
-    /// message of the largest size the server takes, with its header). The
-    /// handler is woken by the chunks that bring the message's 5-byte
-    /// header (which may declare a size over the limit), then only by the
-    /// end of the request or by bytes beyond one message: it can do nothing
-    /// with its one message before it knows that no second one follows.
-    OnArrival { left: usize, header_left: usize },
-}
-
-/// What the connection does for a chunk it delivered to a handler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Delivered {
-    /// Give the chunk's credit back now.
-    pub(crate) release: bool,
-    /// Wake the handler for it.
-    pub(crate) wake: bool,
-}
-
-impl Credit {
-    /// Credit on arrival for a single-message request of at most
-    /// `max_message` bytes (its header not counted).
-    pub(crate) fn on_arrival(max_message: usize) -> Self {
-        Credit::OnArrival {
-            left: max_message.saturating_add(HEADER_LEN),
-            header_left: HEADER_LEN,
-        }
-    }
-
-    /// Accounts for `n` request bytes delivered to the handler.
-    pub(crate) fn delivered(&mut self, n: usize) -> Delivered {
-        match self {
-            Credit::ByHandler => Delivered {
-                release: false,
-                wake: true,
-            },
-            Credit::OnArrival { left, header_left } if n <= *left => {
-                *left -= n;
-                let wake = *header_left > 0;
-                *header_left = header_left.saturating_sub(n);
-                Delivered {
-                    release: true,
-                    wake,
-                }
-            }
-            // More than one largest message: the handler will fail the call,
-            // and the client gets no credit to send yet more.
-            Credit::OnArrival { left, header_left } => {
-                *left = 0;
-                *header_left = 0;
-                Delivered {
-                    release: false,
-                    wake: true,
-                }
-            }
-        }
-    }
 }
 
 /// The handle other threads use to reach a connection thread.
@@ -148,54 +80,5 @@ impl ConnHandle {
     pub(crate) fn control(&self, cmd: ConnCmd) {
         let _ = self.tx.send(cmd);
         self.wake.wake();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const RELEASE: Delivered = Delivered {
-        release: true,
-        wake: false,
-    };
-    const RELEASE_AND_WAKE: Delivered = Delivered {
-        release: true,
-        wake: true,
-    };
-    const HOLD_AND_WAKE: Delivered = Delivered {
-        release: false,
-        wake: true,
-    };
-
-    #[test]
-    fn a_streaming_request_wakes_its_handler_for_every_chunk_and_keeps_its_credit() {
-        let mut c = Credit::ByHandler;
-        assert_eq!(c.delivered(10), HOLD_AND_WAKE);
-        assert_eq!(c.delivered(1 << 20), HOLD_AND_WAKE);
-    }
-
-    #[test]
-    fn a_single_message_is_credited_as_it_arrives_up_to_the_largest_message() {
-        // 100-byte messages: 105 bytes with the header.
-        let mut c = Credit::on_arrival(100);
-        // The chunks that bring the message's header wake the handler, which
-        // checks the declared size; the rest only add to the message.
-        assert_eq!(c.delivered(3), RELEASE_AND_WAKE);
-        assert_eq!(c.delivered(57), RELEASE_AND_WAKE);
-        assert_eq!(c.delivered(20), RELEASE);
-        assert_eq!(c.delivered(25), RELEASE);
-        assert!(matches!(c, Credit::OnArrival { left: 0, .. }));
-        // One byte more can only be a second message or an oversized one.
-        assert_eq!(c.delivered(1), HOLD_AND_WAKE);
-        assert_eq!(c.delivered(1), HOLD_AND_WAKE);
-    }
-
-    #[test]
-    fn a_chunk_that_crosses_the_limit_is_held_whole() {
-        let mut c = Credit::on_arrival(100);
-        assert_eq!(c.delivered(100), RELEASE_AND_WAKE);
-        assert_eq!(c.delivered(6), HOLD_AND_WAKE);
-        assert!(matches!(c, Credit::OnArrival { left: 0, .. }));
     }
 }
