@@ -146,7 +146,10 @@
 //! client-streaming response) is the exception: its reader takes it whole,
 //! so the connection thread credits its bytes as they arrive, up to one
 //! message of the largest size allowed, and wakes the reader only for the
-//! message's header, for bytes beyond it, and for the end.
+//! message's header, for bytes beyond it, and for the end. The reader of a
+//! stream of many messages is woken for each whole message, or for each
+//! quarter of its window that arrives, not for every chunk
+//! (`rt/reader.rs`'s `Credit`).
 //!
 //! **Wings.** `src/` is laid out by concern; each folder's `mod.rs` lists
 //! its files:

@@ -241,10 +241,12 @@ enum Responses {
 }
 
 impl Responses {
-    fn credit(self, limits: &Limits) -> Credit {
+    /// How the response is credited, on a connection that gives streams
+    /// `stream_window` bytes.
+    fn credit(self, limits: &Limits, stream_window: u32) -> Credit {
         match self {
             Responses::One => Credit::on_arrival(limits.max_receive),
-            Responses::Many => Credit::ByReader,
+            Responses::Many => Credit::by_reader(stream_window),
         }
     }
 }
@@ -421,7 +423,7 @@ impl Channel {
         };
         // Retries keep the first attempt's deadline.
         let options = options.fixed_deadline(now);
-        let credit = responses.credit(&limits);
+        let credit = responses.credit(&limits, self.inner.config().conn.http2.stream_window);
         match self
             .inner
             .open(path, &options, Some(body.clone()), RequestEnd::Now, credit)
@@ -447,7 +449,7 @@ impl Channel {
         let now = Instant::now();
         let (options, limits, policy) = self.inner.method_setup(path, options, now);
         let options = options.fixed_deadline(now);
-        let credit = responses.credit(&limits);
+        let credit = responses.credit(&limits, self.inner.config().conn.http2.stream_window);
         let opened = intercepted.and_then(|()| {
             self.inner
                 .open(path, &options, None, RequestEnd::Later, credit)

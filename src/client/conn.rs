@@ -69,6 +69,8 @@ pub(crate) fn prepare(
         rx,
         alive,
         streams: HashMap::new(),
+        unwoken: 0,
+        unwoken_limit: config.http2.connection_window as usize / 4,
         waiting: VecDeque::new(),
         last_opened: None,
         closing: false,
@@ -132,6 +134,10 @@ struct Conn {
     rx: Receiver<ClientCmd>,
     alive: Arc<Alive>,
     streams: HashMap<StreamKey, Stream>,
+    /// Response bytes delivered to callers not woken for them, on all
+    /// streams (see [`Credit::unwoken`]), and how many wake them all.
+    unwoken: usize,
+    unwoken_limit: usize,
     /// Streams waiting for h2 to accept another request.
     waiting: VecDeque<StreamKey>,
     /// The stream handed to h2 last, until `poll_ready` says it is open.
@@ -209,8 +215,21 @@ impl Driver for Conn {
         // dropped).
         if let Some(s) = self.streams.get_mut(&key) {
             if std::mem::take(&mut s.wake) {
+                self.unwoken -= s.credit.unwoken();
+                s.credit.woken();
                 s.events.notify();
             }
+        }
+        // Bytes callers were not woken for hold credit: at a quarter of the
+        // connection's window, every such caller wakes (see `Credit`).
+        if self.unwoken >= self.unwoken_limit {
+            for s in self.streams.values_mut() {
+                if s.credit.unwoken() > 0 {
+                    s.credit.woken();
+                    s.events.notify();
+                }
+            }
+            self.unwoken = 0;
         }
     }
 
@@ -386,12 +405,13 @@ impl Conn {
                 Poll::Pending => {}
             }
         }
+        let unwoken_before = s.credit.unwoken();
         if let Some(recv) = &mut s.recv {
             loop {
                 match recv.poll_data(&mut cx) {
                     Poll::Ready(Some(Ok(chunk))) => {
                         let n = chunk.len();
-                        let delivered = s.credit.delivered(n);
+                        let delivered = s.credit.delivered(&chunk);
                         let taken = s.events.push(CallEvent::Data(chunk)).is_ok();
                         if !taken || delivered.release {
                             if let Some(flow) = &mut s.flow {
@@ -428,6 +448,7 @@ impl Conn {
                 }
             }
         }
+        self.unwoken = self.unwoken + s.credit.unwoken() - unwoken_before;
         if let Some(status) = error {
             self.fail(key, status, Processed::Maybe);
             return;
@@ -653,6 +674,7 @@ impl Conn {
     /// in the queue of streams waiting to start.
     fn take_stream(&mut self, key: StreamKey) -> Option<Stream> {
         let s = self.streams.remove(&key)?;
+        self.unwoken -= s.credit.unwoken();
         if let Some(at) = s.deadline {
             self.ev.timers.remove(at, Timer::Deadline(key));
         }

@@ -81,7 +81,10 @@ pub(crate) fn watch(
             log::error!("could not build a health check request for {service:?}");
             return;
         };
-        let opened = conn.open(request, Some(body), RequestEnd::Now, None, Credit::ByReader);
+        // Health replies are small; HTTP/2's initial window, the smallest a
+        // stream has, is a safe guess at this connection's.
+        let credit = Credit::by_reader(65_535);
+        let opened = conn.open(request, Some(body), RequestEnd::Now, None, credit);
         let mut call = CallCore::new(
             opened,
             target.max_receive,

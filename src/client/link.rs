@@ -189,7 +189,7 @@ impl ClientConn {
             key,
             state,
             events: rx,
-            credited_on_arrival: credit != Credit::ByReader,
+            credited_on_arrival: !credit.is_by_reader(),
         }
     }
 

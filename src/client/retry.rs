@@ -407,7 +407,7 @@ mod tests {
             CallOptions::new(),
             Bytes::new(),
             Some(PolicyRetry::new(policy(max_attempts), throttle)),
-            Credit::ByReader,
+            Credit::by_reader(65_535),
         )
     }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crate::status::Status;
 use crate::wire::codec;
 use crate::wire::compression::Encoding;
-use crate::wire::framing::{FrameDecoder, HEADER_LEN};
+use crate::wire::framing::{FrameDecoder, MessageEdges, HEADER_LEN};
 
 /// Consumed bytes are returned to the peer's window in batches of at least
 /// this size (or when the reader is about to block).
@@ -103,12 +103,23 @@ impl MessageReader {
 /// Who gives the flow-control credit of a stream's incoming bytes back to
 /// the peer, and so whether a chunk the connection thread delivers wakes the
 /// thread that reads it (a server's handler, a client's caller).
+///
+/// Bytes a reader has not been woken for hold credit the peer may need, so
+/// the connection thread also counts them across all its streams (see
+/// [`Credit::unwoken`]) and wakes every such reader once they reach a
+/// quarter of the connection's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Credit {
     /// The reader, as it takes messages in, so that a peer cannot outrun a
-    /// reader that stops reading. Every chunk wakes the reader. Streams of
-    /// many messages.
-    ByReader,
+    /// reader that stops reading: streams of many messages. The reader is
+    /// woken by each chunk that completes a message, and by a quarter of
+    /// the stream's window (`wake_every`) arrived since it last woke, so that
+    /// it gives back the credit of a long message before the message ends.
+    ByReader {
+        edges: MessageEdges,
+        unwoken: usize,
+        wake_every: usize,
+    },
     /// The connection thread, as the bytes arrive: a stream of one message,
     /// which its reader takes whole. Up to `left` more bytes are credited
     /// (one message of the largest size this side takes, with its header).
@@ -129,6 +140,37 @@ pub(crate) struct Delivered {
 }
 
 impl Credit {
+    /// Credit given back by the reader, on a stream whose peer was given a
+    /// window of `stream_window` bytes.
+    pub(crate) fn by_reader(stream_window: u32) -> Self {
+        Credit::ByReader {
+            edges: MessageEdges::default(),
+            unwoken: 0,
+            wake_every: (stream_window as usize / 4).max(1),
+        }
+    }
+
+    /// Whether the reader gives the credit back.
+    pub(crate) fn is_by_reader(&self) -> bool {
+        matches!(self, Credit::ByReader { .. })
+    }
+
+    /// Bytes delivered since the reader was last woken whose credit is not
+    /// back (none for a stream credited on arrival).
+    pub(crate) fn unwoken(&self) -> usize {
+        match self {
+            Credit::ByReader { unwoken, .. } => *unwoken,
+            Credit::OnArrival { .. } => 0,
+        }
+    }
+
+    /// The reader is woken for everything delivered so far.
+    pub(crate) fn woken(&mut self) {
+        if let Credit::ByReader { unwoken, .. } = self {
+            *unwoken = 0;
+        }
+    }
+
     /// Credit on arrival for a stream of one message of at most
     /// `max_message` bytes (its header not counted).
     pub(crate) fn on_arrival(max_message: usize) -> Self {
@@ -138,13 +180,25 @@ impl Credit {
         }
     }
 
-    /// Accounts for `n` bytes delivered to the reader.
-    pub(crate) fn delivered(&mut self, n: usize) -> Delivered {
+    /// Accounts for `chunk`, delivered to the reader.
+    pub(crate) fn delivered(&mut self, chunk: &[u8]) -> Delivered {
+        let n = chunk.len();
         match self {
-            Credit::ByReader => Delivered {
-                release: false,
-                wake: true,
-            },
+            Credit::ByReader {
+                edges,
+                unwoken,
+                wake_every,
+            } => {
+                *unwoken += n;
+                let wake = edges.feed(chunk) > 0 || *unwoken >= *wake_every;
+                if wake {
+                    *unwoken = 0;
+                }
+                Delivered {
+                    release: false,
+                    wake,
+                }
+            }
             Credit::OnArrival { left, header_left } if n <= *left => {
                 *left -= n;
                 let wake = *header_left > 0;
@@ -248,10 +302,28 @@ mod tests {
     };
 
     #[test]
-    fn a_stream_of_many_messages_wakes_its_reader_for_every_chunk_and_keeps_its_credit() {
-        let mut c = Credit::ByReader;
-        assert_eq!(c.delivered(10), HOLD_AND_WAKE);
-        assert_eq!(c.delivered(1 << 20), HOLD_AND_WAKE);
+    fn a_stream_of_many_messages_wakes_its_reader_per_message_and_keeps_its_credit() {
+        const HOLD: Delivered = Delivered {
+            release: false,
+            wake: false,
+        };
+        // 400-byte windows: a wake at least every 100 bytes.
+        let mut c = Credit::by_reader(400);
+        let small = framed(b"hi");
+        assert_eq!(c.delivered(&small), HOLD_AND_WAKE);
+        assert_eq!(c.unwoken(), 0);
+        // A 250-byte message in 60-byte chunks: woken when 100 bytes wait,
+        // and when the message ends.
+        let long = framed(&[7; 250]);
+        let woken: Vec<bool> = long.chunks(60).map(|part| c.delivered(part).wake).collect();
+        assert_eq!(woken, vec![false, true, false, true, true]);
+        assert_eq!(c.unwoken(), 0);
+        // Bytes not woken for are counted until the reader is woken.
+        assert_eq!(c.delivered(&small[..3]), HOLD);
+        assert_eq!(c.unwoken(), 3);
+        c.woken();
+        assert_eq!(c.unwoken(), 0);
+        assert_eq!(c.delivered(&small[3..]), HOLD_AND_WAKE);
     }
 
     #[test]
@@ -260,21 +332,21 @@ mod tests {
         let mut c = Credit::on_arrival(100);
         // The chunks that bring the message's header wake the reader, which
         // checks the declared size; the rest only add to the message.
-        assert_eq!(c.delivered(3), RELEASE_AND_WAKE);
-        assert_eq!(c.delivered(57), RELEASE_AND_WAKE);
-        assert_eq!(c.delivered(20), RELEASE);
-        assert_eq!(c.delivered(25), RELEASE);
+        assert_eq!(c.delivered(&[0; 3]), RELEASE_AND_WAKE);
+        assert_eq!(c.delivered(&[0; 57]), RELEASE_AND_WAKE);
+        assert_eq!(c.delivered(&[0; 20]), RELEASE);
+        assert_eq!(c.delivered(&[0; 25]), RELEASE);
         assert!(matches!(c, Credit::OnArrival { left: 0, .. }));
         // One byte more can only be a second message or an oversized one.
-        assert_eq!(c.delivered(1), HOLD_AND_WAKE);
-        assert_eq!(c.delivered(1), HOLD_AND_WAKE);
+        assert_eq!(c.delivered(&[0]), HOLD_AND_WAKE);
+        assert_eq!(c.delivered(&[0]), HOLD_AND_WAKE);
     }
 
     #[test]
     fn a_chunk_that_crosses_the_limit_is_held_whole() {
         let mut c = Credit::on_arrival(100);
-        assert_eq!(c.delivered(100), RELEASE_AND_WAKE);
-        assert_eq!(c.delivered(6), HOLD_AND_WAKE);
+        assert_eq!(c.delivered(&[0; 100]), RELEASE_AND_WAKE);
+        assert_eq!(c.delivered(&[0; 6]), HOLD_AND_WAKE);
         assert!(matches!(c, Credit::OnArrival { left: 0, .. }));
     }
 }

@@ -96,6 +96,9 @@ struct Conn {
     conn_waker: Waker,
     streams: HashMap<StreamKey, Stream>,
     next_key: u64,
+    /// Request bytes delivered to handlers not woken for them, on all
+    /// streams (see [`Credit::unwoken`]).
+    unwoken: usize,
     rx: Receiver<ConnCmd>,
     handle: Arc<ConnHandle>,
     peer: Arc<PeerInfo>,
@@ -151,6 +154,7 @@ pub(crate) fn prepare(
         phase: Phase::Sniffing(socket, Vec::new()),
         streams: HashMap::new(),
         next_key: 0,
+        unwoken: 0,
         rx,
         handle: handle.clone(),
         peer,
@@ -258,88 +262,22 @@ impl Driver for Conn {
         }
     }
 
-    /// Moves request data to the handler and checks for a reset.
+    /// Moves request data to the handler and checks for a reset; wakes
+    /// every handler with bytes it was not woken for once those hold a
+    /// quarter of the connection's window (see [`Credit`]).
     fn poll_stream(&mut self, key: StreamKey) {
-        let Some(s) = self.streams.get_mut(&key) else {
-            return;
-        };
-        let mut cx = Context::from_waker(&s.waker);
-        let mut reset = None;
-        let mut run_inline = None;
-        let mut overflowed = false;
-        if let Some(recv) = &mut s.recv {
-            loop {
-                match recv.poll_data(&mut cx) {
-                    Poll::Ready(Some(Ok(chunk))) => {
-                        let n = chunk.len();
-                        let Some(tx) = s.inbox.as_ref() else {
-                            // Nobody will read it: give the credit back now.
-                            let _ = s.flow.release_capacity(n);
-                            continue;
-                        };
-                        let delivered = s.credit.delivered(n);
-                        let sent = if delivered.wake {
-                            tx.send(Inbound::Data(chunk))
-                        } else {
-                            tx.push(Inbound::Data(chunk))
-                        };
-                        if sent.is_err() || delivered.release {
-                            let _ = s.flow.release_capacity(n);
-                        }
-                        if s.inline.is_some() {
-                            s.inline_buffered += n;
-                            overflowed |= !delivered.release;
-                        }
+        self.poll_stream_data(key);
+        if self.unwoken >= self.server.config.conn.http2.connection_window as usize / 4 {
+            for s in self.streams.values_mut() {
+                if s.credit.unwoken() > 0 {
+                    s.credit.woken();
+                    if let Some(tx) = &s.inbox {
+                        tx.notify();
                     }
-                    Poll::Ready(Some(Err(e))) => {
-                        reset = Some(status_for_client_reset(e.reason()));
-                        break;
-                    }
-                    Poll::Ready(None) => match recv.poll_trailers(&mut cx) {
-                        Poll::Ready(Ok(_)) => {
-                            if let Some(tx) = s.inbox.take() {
-                                let _ = tx.send(Inbound::End);
-                            }
-                            s.recv = None;
-                            run_inline = s.inline.take();
-                            break;
-                        }
-                        Poll::Ready(Err(e)) => {
-                            reset = Some(status_for_client_reset(e.reason()));
-                            break;
-                        }
-                        Poll::Pending => break,
-                    },
-                    Poll::Pending => break,
                 }
             }
+            self.unwoken = 0;
         }
-        if reset.is_none() {
-            if let Some(respond) = &mut s.respond {
-                if let Poll::Ready(r) = respond.poll_reset(&mut cx) {
-                    reset = Some(status_for_client_reset(r.ok()));
-                }
-            } else if let Some(send) = &mut s.send {
-                if let Poll::Ready(r) = send.poll_reset(&mut cx) {
-                    reset = Some(status_for_client_reset(r.ok()));
-                }
-            }
-        }
-        let waiting_inline = s.inline.is_some() && s.inline_buffered > 0;
-        if let Some(status) = reset {
-            let status = at_deadline(status, s.deadline, Instant::now());
-            self.cancel(key, status);
-            return;
-        }
-        if waiting_inline {
-            self.hand_off_waiting(key, overflowed);
-        }
-        if let Some(call) = run_inline {
-            // The whole request is here: the handler runs off the loop,
-            // once this turn is over (see `run`).
-            self.ready_inline.push_back(call);
-        }
-        self.flush(key);
     }
 
     fn poll_conn(&mut self) {
@@ -587,6 +525,94 @@ fn run(mut conn: Box<Conn>) {
 }
 
 impl Conn {
+    /// Moves stream `key`'s request data to its handler and checks for a
+    /// reset.
+    fn poll_stream_data(&mut self, key: StreamKey) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let mut cx = Context::from_waker(&s.waker);
+        let mut reset = None;
+        let mut run_inline = None;
+        let mut overflowed = false;
+        let unwoken_before = s.credit.unwoken();
+        if let Some(recv) = &mut s.recv {
+            loop {
+                match recv.poll_data(&mut cx) {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        let n = chunk.len();
+                        let Some(tx) = s.inbox.as_ref() else {
+                            // Nobody will read it: give the credit back now.
+                            let _ = s.flow.release_capacity(n);
+                            continue;
+                        };
+                        let delivered = s.credit.delivered(&chunk);
+                        let sent = if delivered.wake {
+                            tx.send(Inbound::Data(chunk))
+                        } else {
+                            tx.push(Inbound::Data(chunk))
+                        };
+                        if sent.is_err() || delivered.release {
+                            let _ = s.flow.release_capacity(n);
+                        }
+                        if s.inline.is_some() {
+                            s.inline_buffered += n;
+                            overflowed |= !delivered.release;
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        reset = Some(status_for_client_reset(e.reason()));
+                        break;
+                    }
+                    Poll::Ready(None) => match recv.poll_trailers(&mut cx) {
+                        Poll::Ready(Ok(_)) => {
+                            if let Some(tx) = s.inbox.take() {
+                                let _ = tx.send(Inbound::End);
+                            }
+                            s.credit.woken();
+                            s.recv = None;
+                            run_inline = s.inline.take();
+                            break;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            reset = Some(status_for_client_reset(e.reason()));
+                            break;
+                        }
+                        Poll::Pending => break,
+                    },
+                    Poll::Pending => break,
+                }
+            }
+        }
+        self.unwoken = self.unwoken + s.credit.unwoken() - unwoken_before;
+        if reset.is_none() {
+            if let Some(respond) = &mut s.respond {
+                if let Poll::Ready(r) = respond.poll_reset(&mut cx) {
+                    reset = Some(status_for_client_reset(r.ok()));
+                }
+            } else if let Some(send) = &mut s.send {
+                if let Poll::Ready(r) = send.poll_reset(&mut cx) {
+                    reset = Some(status_for_client_reset(r.ok()));
+                }
+            }
+        }
+        let waiting_inline = s.inline.is_some() && s.inline_buffered > 0;
+        if let Some(status) = reset {
+            let status = at_deadline(status, s.deadline, Instant::now());
+            self.cancel(key, status);
+            return;
+        }
+        if waiting_inline {
+            self.hand_off_waiting(key, overflowed);
+        }
+        if let Some(call) = run_inline {
+            // The whole request is here: the handler runs off the loop,
+            // once this turn is over (see `run`).
+            self.ready_inline.push_back(call);
+        }
+        self.flush(key);
+    }
+
     /// Closes the connection now, with a GOAWAY if the socket takes it at
     /// once; in-flight calls end.
     fn abort(&mut self) {
@@ -866,7 +892,7 @@ impl Conn {
             call.credited_on_arrival = true;
             Credit::on_arrival(call.max_receive)
         } else {
-            Credit::ByReader
+            Credit::by_reader(cfg.conn.http2.stream_window)
         };
         let mut inline = None;
         match run {
@@ -1044,6 +1070,7 @@ impl Conn {
     /// Takes a stream out of the map, with its deadline timer.
     fn take_stream(&mut self, key: StreamKey) -> Option<Stream> {
         let s = self.streams.remove(&key)?;
+        self.unwoken = self.unwoken.saturating_sub(s.credit.unwoken());
         if let Some((at, _)) = s.deadline {
             self.ev.timers.remove(at, Timer::Deadline(key));
         }

@@ -426,6 +426,51 @@ impl Cursor {
     }
 }
 
+/// Where messages end in a stream's bytes, without keeping the bytes: for a
+/// connection thread that hands chunks on and only needs to know when a
+/// whole message has arrived. Header checks are left to [`FrameDecoder`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MessageEdges {
+    /// The current message's length bytes seen so far.
+    length: [u8; 4],
+    /// How many of its 5 header bytes have been seen.
+    header_seen: usize,
+    /// Bytes of its body still to come, once the header is complete.
+    body_left: usize,
+}
+
+impl MessageEdges {
+    /// Takes in the stream's next chunk; how many messages it completes.
+    pub(crate) fn feed(&mut self, mut chunk: &[u8]) -> usize {
+        let mut completed = 0;
+        while !chunk.is_empty() {
+            if self.header_seen < HEADER_LEN {
+                let take = (HEADER_LEN - self.header_seen).min(chunk.len());
+                for &byte in &chunk[..take] {
+                    // Byte 0 is the compressed flag; 1..5 the length.
+                    if self.header_seen > 0 {
+                        self.length[self.header_seen - 1] = byte;
+                    }
+                    self.header_seen += 1;
+                }
+                chunk = &chunk[take..];
+                if self.header_seen == HEADER_LEN {
+                    self.body_left = u32::from_be_bytes(self.length) as usize;
+                }
+            } else {
+                let take = self.body_left.min(chunk.len());
+                self.body_left -= take;
+                chunk = &chunk[take..];
+            }
+            if self.header_seen == HEADER_LEN && self.body_left == 0 {
+                completed += 1;
+                self.header_seen = 0;
+            }
+        }
+        completed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,5 +865,33 @@ mod tests {
                 let _ = dec.finish();
             }
         }
+    }
+
+    #[test]
+    fn message_edges_count_messages_completed_however_the_bytes_are_split() {
+        let mut wire = BytesMut::new();
+        for payload in [&b"hello"[..], b"", b"abc"] {
+            encode_frame(payload, false, &mut wire).unwrap();
+        }
+        // Whole: three messages at once.
+        assert_eq!(MessageEdges::default().feed(&wire), 3);
+        // Byte by byte: each message ends on its last byte (the empty one on
+        // its header's last byte).
+        let mut edges = MessageEdges::default();
+        let ends: Vec<usize> = wire
+            .iter()
+            .enumerate()
+            .filter(|(_, byte)| edges.feed(std::slice::from_ref(byte)) == 1)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(ends, vec![9, 14, 22]);
+        // Split inside the header, then inside the body.
+        let mut edges = MessageEdges::default();
+        assert_eq!(edges.feed(&wire[..3]), 0);
+        assert_eq!(edges.feed(&wire[3..7]), 0);
+        assert_eq!(edges.feed(&wire[7..16]), 2);
+        assert_eq!(edges.feed(&wire[16..]), 1);
+        // At a message's end it starts afresh.
+        assert_eq!(edges.feed(&wire), 3);
     }
 }

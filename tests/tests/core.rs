@@ -763,6 +763,67 @@ fn a_single_message_request_over_the_limit_fails_before_it_ends() {
     });
 }
 
+/// A streaming handler is woken per whole message (or per quarter of its
+/// stream's window), so bytes of unfinished messages can wait unread on
+/// many streams at once. Their credit must not run the connection's window
+/// dry: a raw client sends, to handlers already waiting, the first 204 KiB
+/// of a 1 MiB message on each of twenty client-streaming calls (4,080 KiB
+/// of the 4 MiB window), and only then the rest. Every handler is woken once
+/// a quarter of the connection's window waits, gives its credit back, and
+/// every call completes.
+#[test]
+fn unfinished_messages_on_many_streams_do_not_stall_the_connection_window() {
+    use grpc_blocking_tests::raw_h2::{frame, parse_frames, RawClient};
+    use prost::Message;
+    const FIRST_PART: usize = 204 * 1024;
+    with_timeout(60, || {
+        // Replies are small (the count of request messages), so that the
+        // raw client, which reads one response at a time, takes them all.
+        let measure = Measure::default();
+        measure.gate.open();
+        let server = serve(stubbed::ExampleServer::new(measure));
+        let mut raw = RawClient::connect(server.local_addr());
+        let bodies: Vec<Vec<u8>> = (0..20)
+            .map(|i| {
+                frame(
+                    false,
+                    &req(&(i % 10).to_string().repeat(1024 * 1024), 1).encode_to_vec(),
+                )
+            })
+            .collect();
+        // Each call's first byte, then a pause: every handler has started
+        // and waits for its message when the rest comes.
+        let mut calls: Vec<_> = bodies
+            .iter()
+            .map(|body| {
+                let mut call = raw.start("/nameko.example/stream_unary", &[]);
+                raw.send(&mut call, body[..1].to_vec(), false);
+                call
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        for (call, body) in calls.iter_mut().zip(&bodies) {
+            raw.send(call, body[1..FIRST_PART].to_vec(), false);
+        }
+        for (call, body) in calls.iter_mut().zip(&bodies) {
+            raw.send(call, body[FIRST_PART..].to_vec(), true);
+        }
+        for call in calls {
+            let response = raw.finish(call);
+            assert_eq!(
+                response.grpc_status(),
+                Some(0),
+                "{}",
+                response.grpc_message()
+            );
+            let messages = parse_frames(&response.body);
+            assert_eq!(messages.len(), 1);
+            let reply = ExampleReply::decode(&messages[0].1[..]).unwrap();
+            assert_eq!(reply.message, "1");
+        }
+    });
+}
+
 #[test]
 fn inline_unary_handlers_serve_every_pattern() {
     with_timeout(120, || {
