@@ -129,8 +129,9 @@
 //! keepalive and the rest. By default a unary or server-streaming handler
 //! runs on the connection thread, and one that has not returned within a
 //! millisecond gets the connection handed to a new thread, so it may block;
-//! client-streaming and bidi handlers (and every handler under
-//! `UnaryHandlers::Workers`) run on a pool of workers
+//! so does a client-streaming handler whose requests all arrive within that
+//! millisecond. Bidi handlers, the other client-streaming ones (and every
+//! handler under `UnaryHandlers::Workers`) run on a pool of workers
 //! that grows on demand up to a bound, per server and per client address.
 //! A client call runs on the caller's own thread. Only the connection
 //! thread touches h2: everyone else talks to it through queues and a

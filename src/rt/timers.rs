@@ -16,6 +16,9 @@ use crate::rt::StreamKey;
 pub(crate) enum Timer {
     /// A call's deadline.
     Deadline(StreamKey),
+    /// A call whose handler waits for its whole request before it starts
+    /// has waited long enough: start it.
+    StartBy(StreamKey),
     /// The peer must have finished its HTTP/2 (or TLS) handshake by now.
     Handshake,
     /// Time to send a keepalive PING.

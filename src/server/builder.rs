@@ -154,8 +154,10 @@ impl ServerBuilder {
 
     /// Where unary handlers run (default [`UnaryHandlers::Adaptive`]:
     /// on the connection's thread, handing the connection to another
-    /// thread if a handler blocks; server-streaming handlers run so too).
-    /// Client-streaming and bidi handlers always run on the handler pool.
+    /// thread if a handler blocks; server-streaming handlers run so too,
+    /// and client-streaming ones whose requests are all in within
+    /// [`inline_time_limit`](Self::inline_time_limit)). Bidi handlers, and
+    /// the other client-streaming ones, run on the handler pool.
     pub fn unary_handlers(mut self, mode: UnaryHandlers) -> Self {
         self.config.unary_handlers = mode;
         self
@@ -164,7 +166,9 @@ impl ServerBuilder {
     /// How long an adaptive inline handler may run before its connection
     /// is handed to another thread (default 1 ms): the longest the other
     /// calls of a connection wait for a handler that blocks (plus up to
-    /// the same again for the monitor to notice).
+    /// the same again for the monitor to notice). Also how long a
+    /// client-streaming handler waits for the end of its request stream
+    /// before it starts on the handler pool instead.
     pub fn inline_time_limit(mut self, limit: Duration) -> Self {
         self.config.inline_time_limit = limit;
         self

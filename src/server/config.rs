@@ -17,7 +17,10 @@ pub enum UnaryHandlers {
     /// connection's other calls go on. Fast handlers cost no thread
     /// hand-off; blocking ones stay safe. Server-streaming handlers (one
     /// request, then replies) run this way too: one that waits for its
-    /// client to take replies is a handler that blocks. The default.
+    /// client to take replies is a handler that blocks. So do
+    /// client-streaming handlers whose whole request stream arrives within
+    /// the inline time limit (and under half the stream's window); the
+    /// others start on the handler pool at the limit. The default.
     #[default]
     Adaptive,
     /// On the connection's own thread, always: the fastest, for handlers

@@ -73,7 +73,7 @@ struct Stream {
     out: SendQueue,
     trailers: Option<HeaderMap>,
     finished: bool,
-    /// A unary call to run on this thread once its request has arrived.
+    /// A call to run on this thread once its request has arrived.
     inline: Option<Box<(Arc<dyn Service>, ServerCall)>>,
     /// Counts the call in the server's statistics while the stream lives.
     _open: OpenCall,
@@ -333,6 +333,7 @@ impl Driver for Conn {
         let now = Instant::now();
         match timer {
             Timer::Deadline(key) => self.deadline_exceeded(key),
+            Timer::StartBy(key) => self.hand_off(vec![key]),
             Timer::Handshake => {
                 // The client's preface is the 24-byte string and then a
                 // SETTINGS frame (RFC 9113, 3.4): h2 finishes its handshake
@@ -557,7 +558,7 @@ impl Conn {
                         }
                         if s.inline.is_some() {
                             s.inline_buffered += n;
-                            overflowed |= !delivered.release;
+                            overflowed |= !delivered.release && !s.credit.is_by_reader();
                         }
                     }
                     Poll::Ready(Some(Err(e))) => {
@@ -918,6 +919,13 @@ impl Conn {
         if let Some((at, _)) = deadline {
             self.ev.timers.add(at, Timer::Deadline(key));
         }
+        if inline.is_some() && !single_request {
+            // A client-streaming call waits inline for the end of its
+            // requests only up to the inline time limit: a handler may want
+            // to read them as they come (or answer before they end).
+            let at = Instant::now() + cfg.inline_time_limit;
+            self.ev.timers.add(at, Timer::StartBy(key));
+        }
         let flow = body.flow_control().clone();
         self.streams.insert(
             key,
@@ -1046,6 +1054,12 @@ impl Conn {
         } else {
             return;
         };
+        self.hand_off(keys);
+    }
+
+    /// Moves the inline calls of streams `keys` that have not started to
+    /// workers.
+    fn hand_off(&mut self, keys: Vec<StreamKey>) {
         for key in keys {
             let Some(s) = self.streams.get_mut(&key) else {
                 continue;

@@ -16,7 +16,7 @@ use crate::wire::headers::{self, CallHead, Rejection};
 /// Where a handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Run {
-    /// On a worker of the pool (client-streaming and bidi handlers always;
+    /// On a worker of the pool (bidi handlers always; client-streaming and
     /// server-streaming ones unless adaptive; unary ones under
     /// `UnaryHandlers::Workers`).
     Pool,
@@ -24,7 +24,9 @@ pub(crate) enum Run {
     /// handlers under `UnaryHandlers::Adaptive`, the default, or `Inline`;
     /// server-streaming ones under `Adaptive`, whose hand-off keeps a
     /// handler that blocks, on a full send queue say, from stalling its
-    /// connection).
+    /// connection; client-streaming ones under `Adaptive` too, which move
+    /// to the pool if their request stream has not ended within the inline
+    /// time limit).
     Inline,
 }
 
@@ -79,7 +81,9 @@ pub(crate) fn route(
     let inline = match handlers {
         UnaryHandlers::Workers => false,
         UnaryHandlers::Inline => unary,
-        UnaryHandlers::Adaptive => single_request,
+        UnaryHandlers::Adaptive => {
+            single_request || service.client_streaming_methods().contains(&method)
+        }
     };
     let run = if inline { Run::Inline } else { Run::Pool };
     let response_encoding = compression::response_encoding(head.encoding, &head.accept_encoding);
@@ -106,13 +110,16 @@ mod tests {
             "pkg.Svc"
         }
         fn methods(&self) -> &'static [&'static str] {
-            &["Unary", "Replies", "Stream"]
+            &["Unary", "Replies", "Upload", "Stream"]
         }
         fn unary_methods(&self) -> &'static [&'static str] {
             &["Unary"]
         }
         fn server_streaming_methods(&self) -> &'static [&'static str] {
             &["Replies"]
+        }
+        fn client_streaming_methods(&self) -> &'static [&'static str] {
+            &["Upload"]
         }
         fn call(&self, _method: &str, call: ServerCall) {
             call.unimplemented();
@@ -155,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn unary_and_server_streaming_methods_run_inline_as_the_mode_allows() {
+    fn all_but_bidi_methods_run_inline_as_the_mode_allows() {
         let r = route(&parts("/pkg.Svc/Unary", &[]), &registry(), Adaptive).unwrap();
         assert_eq!(r.run, Run::Inline);
         assert_eq!(
@@ -171,15 +178,18 @@ mod tests {
             .unwrap()
             .run
         };
-        // Adaptive: one request message, whatever the replies.
+        // Adaptive: one request message, whatever the replies; or one reply
+        // (once the requests are in, or on the pool after the time limit).
         assert_eq!(run("Replies", Adaptive), Run::Inline);
+        assert_eq!(run("Upload", Adaptive), Run::Inline);
         assert_eq!(run("Stream", Adaptive), Run::Pool);
         // Inline (no hand-off): unary only, as a stream's replies may wait
         // for room that only the connection's thread makes.
         assert_eq!(run("Unary", Inline), Run::Inline);
         assert_eq!(run("Replies", Inline), Run::Pool);
+        assert_eq!(run("Upload", Inline), Run::Pool);
         assert_eq!(run("Stream", Inline), Run::Pool);
-        for method in ["Unary", "Replies", "Stream"] {
+        for method in ["Unary", "Replies", "Upload", "Stream"] {
             assert_eq!(run(method, Workers), Run::Pool, "{method}");
         }
     }
@@ -197,6 +207,7 @@ mod tests {
         };
         assert!(single("Unary"));
         assert!(single("Replies"));
+        assert!(!single("Upload"));
         assert!(!single("Stream"));
     }
 

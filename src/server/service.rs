@@ -37,6 +37,16 @@ pub trait Service: Send + Sync + 'static {
     fn server_streaming_methods(&self) -> &'static [&'static str] {
         &[]
     }
+    /// The methods that are client-streaming (a stream of requests, one
+    /// response). Under [`UnaryHandlers::Adaptive`](crate::server::UnaryHandlers::Adaptive)
+    /// the server starts these handlers on the connection thread once the
+    /// whole request stream has arrived, if it arrives within the inline
+    /// time limit (and stays under half the stream's window); otherwise on
+    /// the handler pool as the first messages come. Generated code lists
+    /// them; the default is none.
+    fn client_streaming_methods(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// The encoded `google.protobuf.FileDescriptorProto`s of the proto file
     /// that defines the service, then of every file it depends on: what
     /// server reflection tells clients. Generated code lists them; the

@@ -926,6 +926,82 @@ fn blocker_server() -> (Arc<Gate>, Arc<Blocker>, grpc_blocking::ServerHandle) {
     (gate, blocker, server)
 }
 
+/// Counts its client-streaming calls' requests; records the thread each
+/// handler ran on, and tells `first_seen` (once) when a handler has its
+/// first request.
+#[derive(Default)]
+struct Uploads {
+    threads: std::sync::Mutex<Vec<String>>,
+    first_seen: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+impl stubbed::Example for Uploads {
+    fn stream_unary(
+        &self,
+        requests: Requests<ExampleRequest>,
+        _: &ServerContext,
+    ) -> Result<ExampleReply, Status> {
+        let thread = std::thread::current().name().unwrap_or("").to_string();
+        self.threads.lock().unwrap().push(thread);
+        let mut count = 0;
+        for request in requests {
+            request?;
+            count += 1;
+            if let Some(first_seen) = self.first_seen.lock().unwrap().take() {
+                let _ = first_seen.send(());
+            }
+        }
+        Ok(ExampleReply {
+            message: count.to_string(),
+            seqno: 0,
+        })
+    }
+}
+
+/// Under adaptive handlers a client-streaming handler waits for its whole
+/// request stream, up to the inline time limit, and then runs where its
+/// connection does; one whose client is still sending at the limit starts
+/// on the handler pool and reads the requests as they come.
+#[test]
+fn by_default_client_streaming_handlers_start_inline_once_their_requests_are_in() {
+    with_timeout(60, || {
+        let serve_uploads = |limit| {
+            let uploads = Arc::new(Uploads::default());
+            let server = grpc_blocking::Server::builder()
+                .add_service(stubbed::ExampleServer::from_arc(uploads.clone()))
+                .inline_time_limit(limit)
+                .bind("127.0.0.1:0")
+                .unwrap()
+                .spawn()
+                .unwrap();
+            (uploads, server)
+        };
+        // A long limit: the whole stream is surely in within it.
+        let (uploads, server) = serve_uploads(Duration::from_secs(10));
+        let client = ExampleClient::connect(target(&server)).unwrap();
+        let requests = vec![req("a", 1), req("b", 1), req("c", 1)];
+        assert_eq!(client.stream_unary(requests).unwrap().message, "3");
+        let threads = uploads.threads.lock().unwrap().clone();
+        assert_eq!(threads.len(), 1);
+        assert_ne!(threads[0], "grpc-handler", "{threads:?}");
+        // The default limit (1 ms), and a client that ends its stream only
+        // once the handler has had its first request: the handler must
+        // start before the stream ends.
+        let (uploads, server) = serve_uploads(Duration::from_millis(1));
+        let (first_seen, first) = std::sync::mpsc::channel();
+        *uploads.first_seen.lock().unwrap() = Some(first_seen);
+        let client = ExampleClient::connect(target(&server)).unwrap();
+        let (mut sink, call) = client.stream_unary_sender(CallOptions::new());
+        sink.send(req("a", 1)).unwrap();
+        first.recv().unwrap();
+        sink.send(req("b", 1)).unwrap();
+        sink.finish();
+        assert_eq!(call.wait().unwrap().message, "2");
+        let threads = uploads.threads.lock().unwrap().clone();
+        assert_eq!(threads, ["grpc-handler"]);
+    });
+}
+
 #[test]
 fn by_default_server_streaming_handlers_run_on_their_connection_and_never_stall_it() {
     with_timeout(60, || {

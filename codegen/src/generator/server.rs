@@ -140,6 +140,10 @@ pub(crate) fn server_tokens(
         .iter()
         .filter(|rpc| rpc.kind == Kind::ServerStreaming)
         .map(|rpc| &rpc.method.proto_name);
+    let client_streaming_names = rpcs
+        .iter()
+        .filter(|rpc| rpc.kind == Kind::ClientStreaming)
+        .map(|rpc| &rpc.method.proto_name);
     let dispatch = if rpcs.is_empty() {
         quote! {
             let _ = method;
@@ -242,6 +246,10 @@ pub(crate) fn server_tokens(
 
             fn server_streaming_methods(&self) -> &'static [&'static str] {
                 &[#(#server_streaming_names),*]
+            }
+
+            fn client_streaming_methods(&self) -> &'static [&'static str] {
+                &[#(#client_streaming_names),*]
             }
 
             fn file_descriptors(&self) -> &'static [&'static [u8]] {

@@ -103,6 +103,9 @@ impl<T: Example> ::grpc_blocking::server::Service for ExampleServer<T> {
     fn server_streaming_methods(&self) -> &'static [&'static str] {
         &["unary_stream"]
     }
+    fn client_streaming_methods(&self) -> &'static [&'static str] {
+        &["stream_unary"]
+    }
     fn file_descriptors(&self) -> &'static [&'static [u8]] {
         &[
             b"\n\rexample.proto\x12\x06nameko\"F\n\x0EExampleRequest\x12\x14\n\x05value\x18\x01 \x01(\tR\x05value\x12\x1E\n\nmultiplier\x18\x02 \x01(\x05R\nmultiplier\">\n\x0CExampleReply\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12\x14\n\x05seqno\x18\x02 \x01(\x05R\x05seqno2\x89\x02\n\x07example\x12;\n\x0Bunary_unary\x12\x16.nameko.ExampleRequest\x1A\x14.nameko.ExampleReply\x12>\n\x0Cunary_stream\x12\x16.nameko.ExampleRequest\x1A\x14.nameko.ExampleReply0\x01\x12>\n\x0Cstream_unary\x12\x16.nameko.ExampleRequest\x1A\x14.nameko.ExampleReply(\x01\x12A\n\rstream_stream\x12\x16.nameko.ExampleRequest\x1A\x14.nameko.ExampleReply(\x010\x01b\x06proto3",

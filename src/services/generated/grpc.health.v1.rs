@@ -154,6 +154,9 @@ impl<T: Health> ::grpc_blocking::server::Service for HealthServer<T> {
     fn server_streaming_methods(&self) -> &'static [&'static str] {
         &["Watch"]
     }
+    fn client_streaming_methods(&self) -> &'static [&'static str] {
+        &[]
+    }
     fn file_descriptors(&self) -> &'static [&'static [u8]] {
         &[
             b"\n\x1Bgrpc/health/v1/health.proto\x12\x0Egrpc.health.v1\".\n\x12HealthCheckRequest\x12\x18\n\x07service\x18\x01 \x01(\tR\x07service\"\xB1\x01\n\x13HealthCheckResponse\x12I\n\x06status\x18\x01 \x01(\x0E21.grpc.health.v1.HealthCheckResponse.ServingStatusR\x06status\"O\n\rServingStatus\x12\x0B\n\x07UNKNOWN\x10\0\x12\x0B\n\x07SERVING\x10\x01\x12\x0F\n\x0BNOT_SERVING\x10\x02\x12\x13\n\x0FSERVICE_UNKNOWN\x10\x03\"\x13\n\x11HealthListRequest\"\xC4\x01\n\x12HealthListResponse\x12L\n\x08statuses\x18\x01 \x03(\x0B20.grpc.health.v1.HealthListResponse.StatusesEntryR\x08statuses\x1A`\n\rStatusesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x129\n\x05value\x18\x02 \x01(\x0B2#.grpc.health.v1.HealthCheckResponseR\x05value:\x028\x012\xFD\x01\n\x06Health\x12P\n\x05Check\x12\".grpc.health.v1.HealthCheckRequest\x1A#.grpc.health.v1.HealthCheckResponse\x12M\n\x04List\x12!.grpc.health.v1.HealthListRequest\x1A\".grpc.health.v1.HealthListResponse\x12R\n\x05Watch\x12\".grpc.health.v1.HealthCheckRequest\x1A#.grpc.health.v1.HealthCheckResponse0\x01b\x06proto3",
