@@ -725,7 +725,8 @@ if has_section stream; then
     echo "Streaming through bench (payload $PAYLOAD B): cN mM = N connections, M callers in total."
     echo "msg/s counts the streamed side only: replies of server_stream (2 per call), requests of"
     echo "client_stream (10 per call, 1 reply) and bidi (10 per call, each answered by 1 reply);"
-    echo "p99 is per call, in us. ours = $OURS (server_stream handlers run inline, the others on the pool)."
+    echo "p99 is per call, in us. ours = $OURS (server_stream handlers run inline, client_stream ones"
+    echo "too once their requests are in, bidi ones on the pool)."
     printf '%-24s %11s %11s %10s %9s %9s\n' "load" "ours msg/s" "tonic msg/s" "ours/tonic" \
         "ours p99" "tonic p99"
     for rpc in $STREAM_RPCS; do
