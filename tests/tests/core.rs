@@ -583,12 +583,30 @@ impl stubbed::Example for Measure {
     }
 }
 
+/// The one reply of a raw call, which must succeed.
+fn raw_reply(
+    raw: &mut grpc_blocking_tests::raw_h2::RawClient,
+    call: grpc_blocking_tests::raw_h2::RawCall,
+) -> ExampleReply {
+    use prost::Message;
+    let response = raw.finish(call);
+    assert_eq!(
+        response.grpc_status(),
+        Some(0),
+        "{}",
+        response.grpc_message()
+    );
+    let messages = grpc_blocking_tests::raw_h2::parse_frames(&response.body);
+    assert_eq!(messages.len(), 1);
+    ExampleReply::decode(&messages[0].1[..]).unwrap()
+}
+
 /// Unended inline requests that together fill the connection's window
 /// (4 MiB by default), none of them near its own stream's window: a raw
 /// client sends 450 KiB on each of ten streams before ending any.
 #[test]
 fn inline_unary_requests_that_together_fill_the_connection_window() {
-    use grpc_blocking_tests::raw_h2::{frame, parse_frames, RawClient};
+    use grpc_blocking_tests::raw_h2::{frame, RawClient};
     use prost::Message;
     const SIZE: usize = 460 * 1024;
     const FIRST_PART: usize = 450 * 1024;
@@ -616,16 +634,7 @@ fn inline_unary_requests_that_together_fill_the_connection_window() {
             raw.send(call, body[FIRST_PART..].to_vec(), true);
         }
         for (i, call) in calls.into_iter().enumerate() {
-            let response = raw.finish(call);
-            assert_eq!(
-                response.grpc_status(),
-                Some(0),
-                "{}",
-                response.grpc_message()
-            );
-            let messages = parse_frames(&response.body);
-            assert_eq!(messages.len(), 1);
-            let reply = ExampleReply::decode(&messages[0].1[..]).unwrap();
+            let reply = raw_reply(&mut raw, call);
             assert_eq!(reply.message, format!("{i}{SIZE}"));
         }
     });
@@ -773,7 +782,7 @@ fn a_single_message_request_over_the_limit_fails_before_it_ends() {
 /// every call completes.
 #[test]
 fn unfinished_messages_on_many_streams_do_not_stall_the_connection_window() {
-    use grpc_blocking_tests::raw_h2::{frame, parse_frames, RawClient};
+    use grpc_blocking_tests::raw_h2::{frame, RawClient};
     use prost::Message;
     const FIRST_PART: usize = 204 * 1024;
     with_timeout(60, || {
@@ -809,17 +818,7 @@ fn unfinished_messages_on_many_streams_do_not_stall_the_connection_window() {
             raw.send(call, body[FIRST_PART..].to_vec(), true);
         }
         for call in calls {
-            let response = raw.finish(call);
-            assert_eq!(
-                response.grpc_status(),
-                Some(0),
-                "{}",
-                response.grpc_message()
-            );
-            let messages = parse_frames(&response.body);
-            assert_eq!(messages.len(), 1);
-            let reply = ExampleReply::decode(&messages[0].1[..]).unwrap();
-            assert_eq!(reply.message, "1");
+            assert_eq!(raw_reply(&mut raw, call).message, "1");
         }
     });
 }
