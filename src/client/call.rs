@@ -272,21 +272,32 @@ impl CallCore {
                 return Err(status);
             }
         };
-        match self.next_message::<M>() {
-            None => {
-                self.run_after_hooks();
-                Ok(message)
+        // The end must follow. A second message fails the call as soon as
+        // any of it is here: its credit may be held back (see
+        // `rt::reader::Credit::OnArrival`), so the server may never send it
+        // whole.
+        loop {
+            match self.reader.next() {
+                NextResponse::NeedEvent if !self.reader.is_mid_message() => self.pump(),
+                NextResponse::End => {
+                    self.run_after_hooks();
+                    return Ok(message);
+                }
+                NextResponse::Failed(status) => {
+                    self.reset_if_needed();
+                    self.run_after_hooks();
+                    return Err(status);
+                }
+                NextResponse::Message(_) | NextResponse::NeedEvent => {
+                    let status = Status::unimplemented(
+                        "the server sent more than one response message for a unary call",
+                    );
+                    self.reader.fail(status.clone());
+                    self.reset_if_needed();
+                    self.run_after_hooks();
+                    return Err(status);
+                }
             }
-            Some(Ok(_)) => {
-                let status = Status::unimplemented(
-                    "the server sent more than one response message for a unary call",
-                );
-                self.reader.fail(status.clone());
-                self.reset_if_needed();
-                self.run_after_hooks();
-                Err(status)
-            }
-            Some(Err(e)) => Err(e),
         }
     }
 

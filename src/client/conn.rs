@@ -418,6 +418,10 @@ impl Conn {
                                 let _ = flow.release_capacity(n);
                             }
                         }
+                        if !taken {
+                            // Nobody is left to wake.
+                            s.credit.woken();
+                        }
                         s.wake |= delivered.wake;
                     }
                     Poll::Ready(Some(Err(e))) => {

@@ -208,6 +208,11 @@ impl ResponseReader {
         Action::Continue
     }
 
+    /// Whether part of a next message has arrived, but not all of it.
+    pub(crate) fn is_mid_message(&self) -> bool {
+        self.reader.is_mid_message()
+    }
+
     /// The next thing to tell the caller.
     pub(crate) fn next(&mut self) -> NextResponse {
         if self.reported {

@@ -7,7 +7,10 @@
 //! that stops reading stops its peer at the stream window and memory stays
 //! bounded (the crate docs, "Flow control"). It is returned in batches of
 //! [`CREDIT_BATCH`] bytes, or all at once when the reader is about to wait
-//! (the peer may be waiting for exactly that credit).
+//! (the peer may be waiting for exactly that credit). A stream of one
+//! message is the exception: the connection thread credits it as it
+//! arrives, up to one largest message ([`Credit`], which also says when the
+//! reader is woken).
 
 use bytes::Bytes;
 
@@ -85,6 +88,11 @@ impl MessageReader {
         }))
     }
 
+    /// Whether part of a next message has arrived, but not all of it.
+    pub(crate) fn is_mid_message(&self) -> bool {
+        self.decoder.is_mid_message()
+    }
+
     /// Checks the end of the stream: an error if it ended inside a message.
     pub(crate) fn finish(&self) -> Result<(), Status> {
         self.decoder.finish().map_err(codec::frame_error_status)
@@ -112,9 +120,10 @@ impl MessageReader {
 pub(crate) enum Credit {
     /// The reader, as it takes messages in, so that a peer cannot outrun a
     /// reader that stops reading: streams of many messages. The reader is
-    /// woken by each chunk that completes a message, and by a quarter of
-    /// the stream's window (`wake_every`) arrived since it last woke, so that
-    /// it gives back the credit of a long message before the message ends.
+    /// woken by each chunk that completes a message or a message's header
+    /// (which may declare a size over the limit), and by a quarter of the
+    /// stream's window (`wake_every`) arrived since it last woke, so that it
+    /// gives back the credit of a long message before the message ends.
     ByReader {
         edges: MessageEdges,
         unwoken: usize,
@@ -190,7 +199,8 @@ impl Credit {
                 wake_every,
             } => {
                 *unwoken += n;
-                let wake = edges.feed(chunk) > 0 || *unwoken >= *wake_every;
+                let fed = edges.feed(chunk);
+                let wake = fed.headers + fed.messages > 0 || *unwoken >= *wake_every;
                 if wake {
                     *unwoken = 0;
                 }
@@ -312,11 +322,11 @@ mod tests {
         let small = framed(b"hi");
         assert_eq!(c.delivered(&small), HOLD_AND_WAKE);
         assert_eq!(c.unwoken(), 0);
-        // A 250-byte message in 60-byte chunks: woken when 100 bytes wait,
-        // and when the message ends.
+        // A 250-byte message in 60-byte chunks: woken for its header, when
+        // 100 bytes wait, and when the message ends.
         let long = framed(&[7; 250]);
         let woken: Vec<bool> = long.chunks(60).map(|part| c.delivered(part).wake).collect();
-        assert_eq!(woken, vec![false, true, false, true, true]);
+        assert_eq!(woken, vec![true, false, true, false, true]);
         assert_eq!(c.unwoken(), 0);
         // Bytes not woken for are counted until the reader is woken.
         assert_eq!(c.delivered(&small[..3]), HOLD);

@@ -19,8 +19,9 @@ pub enum UnaryHandlers {
     /// request, then replies) run this way too: one that waits for its
     /// client to take replies is a handler that blocks. So do
     /// client-streaming handlers whose whole request stream arrives within
-    /// the inline time limit (and under half the stream's window); the
-    /// others start on the handler pool at the limit. The default.
+    /// the inline time limit (and under half the stream's window and its
+    /// share of the connection's); the others start on the handler pool at
+    /// that point. The default.
     #[default]
     Adaptive,
     /// On the connection's own thread, always: the fastest, for handlers

@@ -75,6 +75,9 @@ struct Stream {
     finished: bool,
     /// A call to run on this thread once its request has arrived.
     inline: Option<Box<(Arc<dyn Service>, ServerCall)>>,
+    /// When that call starts on the pool if its request has not ended
+    /// (client-streaming calls; its `StartBy` timer).
+    start_by: Option<Instant>,
     /// Counts the call in the server's statistics while the stream lives.
     _open: OpenCall,
     /// Request bytes an inline call has buffered while its request is still
@@ -556,6 +559,10 @@ impl Conn {
                         if sent.is_err() || delivered.release {
                             let _ = s.flow.release_capacity(n);
                         }
+                        if sent.is_err() {
+                            // Nobody is left to wake.
+                            s.credit.woken();
+                        }
                         if s.inline.is_some() {
                             s.inline_buffered += n;
                             overflowed |= !delivered.release && !s.credit.is_by_reader();
@@ -573,6 +580,9 @@ impl Conn {
                             s.credit.woken();
                             s.recv = None;
                             run_inline = s.inline.take();
+                            if let Some(at) = s.start_by.take() {
+                                self.ev.timers.remove(at, Timer::StartBy(key));
+                            }
                             break;
                         }
                         Poll::Ready(Err(e)) => {
@@ -919,11 +929,14 @@ impl Conn {
         if let Some((at, _)) = deadline {
             self.ev.timers.add(at, Timer::Deadline(key));
         }
-        if inline.is_some() && !single_request {
-            // A client-streaming call waits inline for the end of its
-            // requests only up to the inline time limit: a handler may want
-            // to read them as they come (or answer before they end).
-            let at = Instant::now() + cfg.inline_time_limit;
+        // A client-streaming call waits inline for the end of its requests
+        // only up to the inline time limit: a handler may want to read them
+        // as they come (or answer before they end).
+        let start_by = match &inline {
+            Some(_) if !single_request => Instant::now().checked_add(cfg.inline_time_limit),
+            _ => None,
+        };
+        if let Some(at) = start_by {
             self.ev.timers.add(at, Timer::StartBy(key));
         }
         let flow = body.flow_control().clone();
@@ -943,6 +956,7 @@ impl Conn {
                 trailers: None,
                 finished: false,
                 inline,
+                start_by,
                 _open: OpenCall::new(&self.server.calls),
                 inline_buffered: 0,
             },
@@ -1017,8 +1031,10 @@ impl Conn {
     }
 
     /// Inline calls whose requests are still arriving buffer their bytes
-    /// on this connection, credited as they come (see
-    /// [`Credit::OnArrival`]), until the request ends and the handler runs.
+    /// on this connection until the request ends and the handler runs:
+    /// credited as they come for a one-message request (see
+    /// [`Credit::OnArrival`]), held until the handler reads them for a
+    /// client-streaming one.
     /// That memory is bounded per connection: once all inline calls
     /// together buffer half the connection window, they all move to
     /// workers, each under a handler permit. A call whose request reaches
@@ -1068,6 +1084,9 @@ impl Conn {
                 continue;
             };
             s.inline_buffered = 0;
+            if let Some(at) = s.start_by.take() {
+                self.ev.timers.remove(at, Timer::StartBy(key));
+            }
             let (service, call) = *call;
             if let Err(status) = self.run_on_pool(service, call) {
                 if let Some(mut s) = self.take_stream(key) {
@@ -1087,6 +1106,9 @@ impl Conn {
         self.unwoken = self.unwoken.saturating_sub(s.credit.unwoken());
         if let Some((at, _)) = s.deadline {
             self.ev.timers.remove(at, Timer::Deadline(key));
+        }
+        if let Some(at) = s.start_by {
+            self.ev.timers.remove(at, Timer::StartBy(key));
         }
         Some(s)
     }

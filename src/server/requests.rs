@@ -102,6 +102,11 @@ impl RequestReader {
         NextRequest::Failed(status)
     }
 
+    /// Whether part of a next message has arrived, but not all of it.
+    pub(crate) fn is_mid_message(&self) -> bool {
+        self.reader.is_mid_message()
+    }
+
     /// Credit to return now (see [`MessageReader::credit`]).
     pub(crate) fn credit(&mut self, about_to_wait: bool) -> Option<usize> {
         self.reader.credit(about_to_wait)
@@ -186,14 +191,25 @@ impl<T: Message + Default> Requests<T> {
                 ))
             }
         };
-        match self.next() {
-            None => {}
-            Some(Ok(_)) => {
-                return Err(Status::unimplemented(
-                    "the client sent more than one request message for a unary request",
-                ))
+        // The end must follow. A second message fails the call as soon as
+        // any of it is here: its credit may be held back (see
+        // `rt::reader::Credit::OnArrival`), so its client may never send it
+        // whole.
+        loop {
+            match self.reader.next() {
+                NextRequest::NeedMore if !self.reader.is_mid_message() => {
+                    let event = self.next_event();
+                    self.reader.on_event(event);
+                    self.return_credit(false, Wakeup::Now);
+                }
+                NextRequest::End => break,
+                NextRequest::Failed(status) => return Err(status),
+                NextRequest::Message(_) | NextRequest::NeedMore => {
+                    return Err(Status::unimplemented(
+                        "the client sent more than one request message for a unary request",
+                    ))
+                }
             }
-            Some(Err(e)) => return Err(e),
         }
         // The response that follows wakes the connection thread.
         self.return_credit(true, Wakeup::Later);

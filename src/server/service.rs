@@ -41,9 +41,10 @@ pub trait Service: Send + Sync + 'static {
     /// response). Under [`UnaryHandlers::Adaptive`](crate::server::UnaryHandlers::Adaptive)
     /// the server starts these handlers on the connection thread once the
     /// whole request stream has arrived, if it arrives within the inline
-    /// time limit (and stays under half the stream's window); otherwise on
-    /// the handler pool as the first messages come. Generated code lists
-    /// them; the default is none.
+    /// time limit (and stays under half the stream's window and its share
+    /// of the connection's); otherwise on the handler pool at that point,
+    /// reading the requests as they come. Generated code lists them; the
+    /// default is none.
     fn client_streaming_methods(&self) -> &'static [&'static str] {
         &[]
     }

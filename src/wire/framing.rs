@@ -242,6 +242,13 @@ impl FrameDecoder {
         self.buffered
     }
 
+    /// Whether part of a message has arrived (its prefix, or more) but not
+    /// all of it.
+    #[must_use]
+    pub fn is_mid_message(&self) -> bool {
+        self.buffered > 0 || self.pending.is_some()
+    }
+
     /// Checks the state at the end of the stream; call it after
     /// [`next_frame`](Self::next_frame) returned `Ok(None)`.
     ///
@@ -439,10 +446,20 @@ pub(crate) struct MessageEdges {
     body_left: usize,
 }
 
+/// What a chunk brought, as [`MessageEdges::feed`] counts it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fed {
+    /// Message headers it completed.
+    pub(crate) headers: usize,
+    /// Messages it completed.
+    pub(crate) messages: usize,
+}
+
 impl MessageEdges {
-    /// Takes in the stream's next chunk; how many messages it completes.
-    pub(crate) fn feed(&mut self, mut chunk: &[u8]) -> usize {
-        let mut completed = 0;
+    /// Takes in the stream's next chunk: the headers and messages it
+    /// completes.
+    pub(crate) fn feed(&mut self, mut chunk: &[u8]) -> Fed {
+        let mut fed = Fed::default();
         while !chunk.is_empty() {
             if self.header_seen < HEADER_LEN {
                 let take = (HEADER_LEN - self.header_seen).min(chunk.len());
@@ -456,6 +473,7 @@ impl MessageEdges {
                 chunk = &chunk[take..];
                 if self.header_seen == HEADER_LEN {
                     self.body_left = u32::from_be_bytes(self.length) as usize;
+                    fed.headers += 1;
                 }
             } else {
                 let take = self.body_left.min(chunk.len());
@@ -463,11 +481,11 @@ impl MessageEdges {
                 chunk = &chunk[take..];
             }
             if self.header_seen == HEADER_LEN && self.body_left == 0 {
-                completed += 1;
+                fed.messages += 1;
                 self.header_seen = 0;
             }
         }
-        completed
+        fed
     }
 }
 
@@ -873,25 +891,31 @@ mod tests {
         for payload in [&b"hello"[..], b"", b"abc"] {
             encode_frame(payload, false, &mut wire).unwrap();
         }
+        let fed = |headers, messages| Fed { headers, messages };
         // Whole: three messages at once.
-        assert_eq!(MessageEdges::default().feed(&wire), 3);
-        // Byte by byte: each message ends on its last byte (the empty one on
-        // its header's last byte).
+        assert_eq!(MessageEdges::default().feed(&wire), fed(3, 3));
+        // Byte by byte: each header ends on its fifth byte, each message on
+        // its last (the empty one on its header's last byte).
         let mut edges = MessageEdges::default();
-        let ends: Vec<usize> = wire
-            .iter()
-            .enumerate()
-            .filter(|(_, byte)| edges.feed(std::slice::from_ref(byte)) == 1)
-            .map(|(i, _)| i)
-            .collect();
+        let (mut headers, mut ends) = (Vec::new(), Vec::new());
+        for (i, byte) in wire.iter().enumerate() {
+            let f = edges.feed(std::slice::from_ref(byte));
+            if f.headers == 1 {
+                headers.push(i);
+            }
+            if f.messages == 1 {
+                ends.push(i);
+            }
+        }
+        assert_eq!(headers, vec![4, 14, 19]);
         assert_eq!(ends, vec![9, 14, 22]);
         // Split inside the header, then inside the body.
         let mut edges = MessageEdges::default();
-        assert_eq!(edges.feed(&wire[..3]), 0);
-        assert_eq!(edges.feed(&wire[3..7]), 0);
-        assert_eq!(edges.feed(&wire[7..16]), 2);
-        assert_eq!(edges.feed(&wire[16..]), 1);
+        assert_eq!(edges.feed(&wire[..3]), fed(0, 0));
+        assert_eq!(edges.feed(&wire[3..7]), fed(1, 0));
+        assert_eq!(edges.feed(&wire[7..16]), fed(1, 2));
+        assert_eq!(edges.feed(&wire[16..]), fed(1, 1));
         // At a message's end it starts afresh.
-        assert_eq!(edges.feed(&wire), 3);
+        assert_eq!(edges.feed(&wire), fed(3, 3));
     }
 }

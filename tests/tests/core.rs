@@ -673,9 +673,10 @@ fn a_large_inline_request_with_every_worker_busy_is_resource_exhausted() {
     });
 }
 
-/// A request of one message is credited as its bytes arrive, whoever runs
-/// its handler: requests larger than the stream's window get through in
-/// every handler mode, for unary and server-streaming methods.
+/// Requests of one message larger than the stream's window, and their
+/// replies, get through in every handler mode, for unary and
+/// server-streaming methods (the server credits such a request as it
+/// arrives, the client such a reply).
 #[test]
 fn single_message_requests_larger_than_the_stream_window_in_every_mode() {
     with_timeout(60, || {
@@ -765,6 +766,44 @@ fn a_single_message_request_over_the_limit_fails_before_it_ends() {
                 response
                     .grpc_message()
                     .contains("more than one request message"),
+                "{mode:?}: {}",
+                response.grpc_message()
+            );
+        }
+    });
+}
+
+/// A second request message whose credit the server holds back (it is past
+/// one largest message) may never arrive whole: the call fails as soon as
+/// part of it is there. Two 200 KiB messages against a 256 KiB limit and a
+/// 64 KiB stream window, in every handler mode.
+#[test]
+fn a_second_request_message_fails_the_call_before_it_is_whole() {
+    use grpc_blocking_tests::raw_h2::{frame, RawClient};
+    use prost::Message;
+    with_timeout(60, || {
+        for mode in [
+            UnaryHandlers::Workers,
+            UnaryHandlers::Adaptive,
+            UnaryHandlers::Inline,
+        ] {
+            let server = grpc_blocking::Server::builder()
+                .add_service(ExampleServer::new(ExampleService))
+                .unary_handlers(mode)
+                .max_receive_message_size(256 * 1024)
+                .initial_stream_window_size(64 * 1024)
+                .bind("127.0.0.1:0")
+                .unwrap()
+                .spawn()
+                .unwrap();
+            let mut raw = RawClient::connect(server.local_addr());
+            let one = frame(false, &req(&"a".repeat(200 * 1024), 1).encode_to_vec());
+            let mut body = one.clone();
+            body.extend_from_slice(&one);
+            let response = raw.call("/nameko.example/unary_unary", &[], body);
+            assert_eq!(
+                response.grpc_status(),
+                Some(Code::Unimplemented as i32),
                 "{mode:?}: {}",
                 response.grpc_message()
             );
@@ -975,8 +1014,8 @@ fn by_default_client_streaming_handlers_start_inline_once_their_requests_are_in(
                 .unwrap();
             (uploads, server)
         };
-        // A long limit: the whole stream is surely in within it.
-        let (uploads, server) = serve_uploads(Duration::from_secs(10));
+        // A limit that never passes (the whole stream is surely in).
+        let (uploads, server) = serve_uploads(Duration::MAX);
         let client = ExampleClient::connect(target(&server)).unwrap();
         let requests = vec![req("a", 1), req("b", 1), req("c", 1)];
         assert_eq!(client.stream_unary(requests).unwrap().message, "3");
