@@ -811,6 +811,35 @@ fn a_second_request_message_fails_the_call_before_it_is_whole() {
     });
 }
 
+/// The client's side of the same rule: a unary call whose server sends a
+/// second response message that the client holds credit back for fails as
+/// soon as part of it is there. The example's server-streaming method
+/// called as a unary one replies twice, 200 KiB each, against a 256 KiB
+/// limit and a 64 KiB stream window on the client.
+#[test]
+fn a_second_response_message_fails_a_unary_call_before_it_is_whole() {
+    with_timeout(60, || {
+        let server = serve(ExampleServer::new(ExampleService));
+        let channel = Channel::builder(target(&server))
+            .max_receive_message_size(256 * 1024)
+            .initial_stream_window_size(64 * 1024)
+            .connect()
+            .unwrap();
+        let err = channel
+            .unary::<ExampleRequest, ExampleReply>(
+                "/nameko.example/unary_stream",
+                req(&"a".repeat(200 * 1024), 1),
+                CallOptions::new(),
+            )
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unimplemented, "{err}");
+        assert!(
+            err.message().contains("more than one response message"),
+            "{err}"
+        );
+    });
+}
+
 /// A streaming handler is woken per whole message (or per quarter of its
 /// stream's window), so bytes of unfinished messages can wait unread on
 /// many streams at once. Their credit must not run the connection's window
