@@ -673,6 +673,28 @@ fn a_large_inline_request_with_every_worker_busy_is_resource_exhausted() {
     });
 }
 
+/// Every unary handler mode.
+const MODES: [UnaryHandlers; 3] = [
+    UnaryHandlers::Workers,
+    UnaryHandlers::Adaptive,
+    UnaryHandlers::Inline,
+];
+
+/// The example service in handler mode `mode`, with `configure`'s settings.
+fn example_server_in(
+    mode: UnaryHandlers,
+    configure: impl FnOnce(grpc_blocking::server::ServerBuilder) -> grpc_blocking::server::ServerBuilder,
+) -> grpc_blocking::ServerHandle {
+    let builder = grpc_blocking::Server::builder()
+        .add_service(ExampleServer::new(ExampleService))
+        .unary_handlers(mode);
+    configure(builder)
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .spawn()
+        .unwrap()
+}
+
 /// Requests of one message larger than the stream's window, and their
 /// replies, get through in every handler mode, for unary and
 /// server-streaming methods (the server credits such a request as it
@@ -680,18 +702,8 @@ fn a_large_inline_request_with_every_worker_busy_is_resource_exhausted() {
 #[test]
 fn single_message_requests_larger_than_the_stream_window_in_every_mode() {
     with_timeout(60, || {
-        for mode in [
-            UnaryHandlers::Workers,
-            UnaryHandlers::Adaptive,
-            UnaryHandlers::Inline,
-        ] {
-            let server = grpc_blocking::Server::builder()
-                .add_service(ExampleServer::new(ExampleService))
-                .unary_handlers(mode)
-                .bind("127.0.0.1:0")
-                .unwrap()
-                .spawn()
-                .unwrap();
+        for mode in MODES {
+            let server = example_server_in(mode, |b| b);
             let client = ExampleClient::connect(target(&server)).unwrap();
             for size in [1024 * 1024 + 100, 3 * 1024 * 1024] {
                 let value = "x".repeat(size);
@@ -719,19 +731,8 @@ fn a_single_message_request_over_the_limit_fails_before_it_ends() {
     // The handler starts with the headers; let it wait for the bytes.
     let handler_waits = || std::thread::sleep(Duration::from_millis(200));
     with_timeout(60, move || {
-        for mode in [
-            UnaryHandlers::Workers,
-            UnaryHandlers::Adaptive,
-            UnaryHandlers::Inline,
-        ] {
-            let server = grpc_blocking::Server::builder()
-                .add_service(ExampleServer::new(ExampleService))
-                .unary_handlers(mode)
-                .max_receive_message_size(1024)
-                .bind("127.0.0.1:0")
-                .unwrap()
-                .spawn()
-                .unwrap();
+        for mode in MODES {
+            let server = example_server_in(mode, |b| b.max_receive_message_size(1024));
             let mut raw = RawClient::connect(server.local_addr());
             if mode == UnaryHandlers::Workers {
                 // A header declaring 1 MiB, in two parts, then a little of it.
@@ -782,20 +783,11 @@ fn a_second_request_message_fails_the_call_before_it_is_whole() {
     use grpc_blocking_tests::raw_h2::{frame, RawClient};
     use prost::Message;
     with_timeout(60, || {
-        for mode in [
-            UnaryHandlers::Workers,
-            UnaryHandlers::Adaptive,
-            UnaryHandlers::Inline,
-        ] {
-            let server = grpc_blocking::Server::builder()
-                .add_service(ExampleServer::new(ExampleService))
-                .unary_handlers(mode)
-                .max_receive_message_size(256 * 1024)
-                .initial_stream_window_size(64 * 1024)
-                .bind("127.0.0.1:0")
-                .unwrap()
-                .spawn()
-                .unwrap();
+        for mode in MODES {
+            let server = example_server_in(mode, |b| {
+                b.max_receive_message_size(256 * 1024)
+                    .initial_stream_window_size(64 * 1024)
+            });
             let mut raw = RawClient::connect(server.local_addr());
             let one = frame(false, &req(&"a".repeat(200 * 1024), 1).encode_to_vec());
             let mut body = one.clone();
