@@ -860,19 +860,20 @@ fn unfinished_messages_on_many_streams_do_not_stall_the_connection_window() {
                 )
             })
             .collect();
-        // Each call's first byte, then a pause: every handler has started
-        // and waits for its message when the rest comes.
+        // Each call's message header, then a pause: every handler has
+        // started, been woken for the header, and waits for the rest of its
+        // message when the rest comes.
         let mut calls: Vec<_> = bodies
             .iter()
             .map(|body| {
                 let mut call = raw.start("/nameko.example/stream_unary", &[]);
-                raw.send(&mut call, body[..1].to_vec(), false);
+                raw.send(&mut call, body[..5].to_vec(), false);
                 call
             })
             .collect();
         std::thread::sleep(Duration::from_millis(300));
         for (call, body) in calls.iter_mut().zip(&bodies) {
-            raw.send(call, body[1..FIRST_PART].to_vec(), false);
+            raw.send(call, body[5..FIRST_PART].to_vec(), false);
         }
         for (call, body) in calls.iter_mut().zip(&bodies) {
             raw.send(call, body[FIRST_PART..].to_vec(), true);
