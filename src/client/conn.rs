@@ -30,7 +30,7 @@ use crate::rt::event_loop::{conn_waker, drive, stream_waker, Drive, Driver, Even
 use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::Producer;
 use crate::rt::parking::{Parkable, Parker, Wakeable};
-use crate::rt::reader::Credit;
+use crate::rt::reader::{Credit, Unwoken};
 use crate::rt::send_queue::SendQueue;
 use crate::rt::settings::ConnConfig;
 use crate::rt::timers::Timer;
@@ -69,8 +69,7 @@ pub(crate) fn prepare(
         rx,
         alive,
         streams: HashMap::new(),
-        unwoken: 0,
-        unwoken_limit: config.http2.connection_window as usize / 4,
+        unwoken: Unwoken::new(config.http2.connection_window),
         waiting: VecDeque::new(),
         last_opened: None,
         closing: false,
@@ -134,10 +133,8 @@ struct Conn {
     rx: Receiver<ClientCmd>,
     alive: Arc<Alive>,
     streams: HashMap<StreamKey, Stream>,
-    /// Response bytes delivered to callers not woken for them, on all
-    /// streams (see [`Credit::unwoken`]), and how many wake them all.
-    unwoken: usize,
-    unwoken_limit: usize,
+    /// Response bytes delivered to callers not woken for them.
+    unwoken: Unwoken,
     /// Streams waiting for h2 to accept another request.
     waiting: VecDeque<StreamKey>,
     /// The stream handed to h2 last, until `poll_ready` says it is open.
@@ -215,21 +212,19 @@ impl Driver for Conn {
         // dropped).
         if let Some(s) = self.streams.get_mut(&key) {
             if std::mem::take(&mut s.wake) {
-                self.unwoken -= s.credit.unwoken();
+                self.unwoken.changed(s.credit.unwoken(), 0);
                 s.credit.woken();
                 s.events.notify();
             }
         }
-        // Bytes callers were not woken for hold credit: at a quarter of the
-        // connection's window, every such caller wakes (see `Credit`).
-        if self.unwoken >= self.unwoken_limit {
+        // Bytes callers were not woken for hold credit (see `Unwoken`).
+        if self.unwoken.wake_all_due() {
             for s in self.streams.values_mut() {
                 if s.credit.unwoken() > 0 {
                     s.credit.woken();
                     s.events.notify();
                 }
             }
-            self.unwoken = 0;
         }
     }
 
@@ -452,7 +447,7 @@ impl Conn {
                 }
             }
         }
-        self.unwoken = self.unwoken + s.credit.unwoken() - unwoken_before;
+        self.unwoken.changed(unwoken_before, s.credit.unwoken());
         if let Some(status) = error {
             self.fail(key, status, Processed::Maybe);
             return;
@@ -678,7 +673,7 @@ impl Conn {
     /// in the queue of streams waiting to start.
     fn take_stream(&mut self, key: StreamKey) -> Option<Stream> {
         let s = self.streams.remove(&key)?;
-        self.unwoken -= s.credit.unwoken();
+        self.unwoken.changed(s.credit.unwoken(), 0);
         if let Some(at) = s.deadline {
             self.ev.timers.remove(at, Timer::Deadline(key));
         }

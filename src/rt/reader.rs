@@ -113,9 +113,9 @@ impl MessageReader {
 /// thread that reads it (a server's handler, a client's caller).
 ///
 /// Bytes a reader has not been woken for hold credit the peer may need, so
-/// the connection thread also counts them across all its streams (see
-/// [`Credit::unwoken`]) and wakes every such reader once they reach a
-/// quarter of the connection's window.
+/// the connection thread also counts them across all its streams
+/// ([`Unwoken`]) and wakes every such reader once they reach a quarter of
+/// the connection's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Credit {
     /// The reader, as it takes messages in, so that a peer cannot outrun a
@@ -229,6 +229,42 @@ impl Credit {
                 }
             }
         }
+    }
+}
+
+/// The bytes a connection's readers were delivered but not woken for,
+/// across all its streams (the sum of their [`Credit::unwoken`]). They hold
+/// credit the peer may need, so once they reach a quarter of the
+/// connection's window every reader with such bytes is woken.
+#[derive(Debug)]
+pub(crate) struct Unwoken {
+    bytes: usize,
+    limit: usize,
+}
+
+impl Unwoken {
+    /// For a connection whose peer was given `connection_window` bytes.
+    pub(crate) fn new(connection_window: u32) -> Self {
+        Unwoken {
+            bytes: 0,
+            limit: connection_window as usize / 4,
+        }
+    }
+
+    /// A stream's count went from `before` to `after` (0 when its reader is
+    /// woken or the stream is gone).
+    pub(crate) fn changed(&mut self, before: usize, after: usize) {
+        self.bytes = (self.bytes + after).saturating_sub(before);
+    }
+
+    /// Whether every reader with bytes it was not woken for is due a wake
+    /// now; if so, they count as woken from here.
+    pub(crate) fn wake_all_due(&mut self) -> bool {
+        if self.bytes < self.limit {
+            return false;
+        }
+        self.bytes = 0;
+        true
     }
 }
 
@@ -358,5 +394,21 @@ mod tests {
         assert_eq!(c.delivered(&[0; 100]), RELEASE_AND_WAKE);
         assert_eq!(c.delivered(&[0; 6]), HOLD_AND_WAKE);
         assert!(matches!(c, Credit::OnArrival { left: 0, .. }));
+    }
+
+    #[test]
+    fn every_reader_wakes_once_a_quarter_of_the_connection_window_waits() {
+        let mut unwoken = Unwoken::new(1000);
+        unwoken.changed(0, 200);
+        unwoken.changed(0, 40);
+        assert!(!unwoken.wake_all_due());
+        // The first stream's reader is woken; a third stream brings 60.
+        unwoken.changed(200, 0);
+        unwoken.changed(0, 60);
+        assert!(!unwoken.wake_all_due());
+        // 40 + 60 + 150 = 250, a quarter of 1000.
+        unwoken.changed(60, 210);
+        assert!(unwoken.wake_all_due());
+        assert!(!unwoken.wake_all_due());
     }
 }

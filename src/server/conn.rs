@@ -34,7 +34,7 @@ use crate::rt::event_loop::{conn_waker, drive, stream_waker, Drive, Driver, Even
 use crate::rt::keepalive::{Keepalive, Liveness};
 use crate::rt::mailbox::{mailbox, Producer};
 use crate::rt::parking::{Parkable, Wakeable};
-use crate::rt::reader::Credit;
+use crate::rt::reader::{Credit, Unwoken};
 use crate::rt::send_queue::SendQueue;
 use crate::rt::timers::Timer;
 use crate::rt::StreamKey;
@@ -99,9 +99,8 @@ struct Conn {
     conn_waker: Waker,
     streams: HashMap<StreamKey, Stream>,
     next_key: u64,
-    /// Request bytes delivered to handlers not woken for them, on all
-    /// streams (see [`Credit::unwoken`]).
-    unwoken: usize,
+    /// Request bytes delivered to handlers not woken for them.
+    unwoken: Unwoken,
     rx: Receiver<ConnCmd>,
     handle: Arc<ConnHandle>,
     peer: Arc<PeerInfo>,
@@ -157,7 +156,7 @@ pub(crate) fn prepare(
         phase: Phase::Sniffing(socket, Vec::new()),
         streams: HashMap::new(),
         next_key: 0,
-        unwoken: 0,
+        unwoken: Unwoken::new(server.config.conn.http2.connection_window),
         rx,
         handle: handle.clone(),
         peer,
@@ -270,7 +269,7 @@ impl Driver for Conn {
     /// quarter of the connection's window (see [`Credit`]).
     fn poll_stream(&mut self, key: StreamKey) {
         self.poll_stream_data(key);
-        if self.unwoken >= self.server.config.conn.http2.connection_window as usize / 4 {
+        if self.unwoken.wake_all_due() {
             for s in self.streams.values_mut() {
                 if s.credit.unwoken() > 0 {
                     s.credit.woken();
@@ -279,7 +278,6 @@ impl Driver for Conn {
                     }
                 }
             }
-            self.unwoken = 0;
         }
     }
 
@@ -595,7 +593,7 @@ impl Conn {
                 }
             }
         }
-        self.unwoken = self.unwoken + s.credit.unwoken() - unwoken_before;
+        self.unwoken.changed(unwoken_before, s.credit.unwoken());
         if reset.is_none() {
             if let Some(respond) = &mut s.respond {
                 if let Poll::Ready(r) = respond.poll_reset(&mut cx) {
@@ -877,7 +875,7 @@ impl Conn {
         let state = Arc::new(CallState::new());
         let (in_tx, in_rx) = mailbox();
         let deadline = head.timeout.map(|t| (Instant::now() + t, t));
-        let mut call = ServerCall {
+        let call = ServerCall {
             key,
             conn: self.handle.clone(),
             state: state.clone(),
@@ -894,13 +892,12 @@ impl Conn {
             policy: self.server.errors.clone(),
             max_receive: cfg.conn.max_receive_message_size,
             max_send: cfg.conn.max_send_message_size,
-            credited_on_arrival: false,
+            // A request of one message is credited as it arrives, whether
+            // its handler waits for it inline or on a worker.
+            credited_on_arrival: single_request,
             hooks: Hooks::new(Instant::now()),
         };
-        // A request of one message is credited as it arrives, whether its
-        // handler waits for it inline or on a worker.
         let credit = if single_request {
-            call.credited_on_arrival = true;
             Credit::on_arrival(call.max_receive)
         } else {
             Credit::by_reader(cfg.conn.http2.stream_window)
@@ -1103,7 +1100,7 @@ impl Conn {
     /// Takes a stream out of the map, with its deadline timer.
     fn take_stream(&mut self, key: StreamKey) -> Option<Stream> {
         let s = self.streams.remove(&key)?;
-        self.unwoken = self.unwoken.saturating_sub(s.credit.unwoken());
+        self.unwoken.changed(s.credit.unwoken(), 0);
         if let Some((at, _)) = s.deadline {
             self.ev.timers.remove(at, Timer::Deadline(key));
         }
