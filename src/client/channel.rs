@@ -29,9 +29,10 @@ use crate::client::sink::RequestSink;
 use crate::client::subchannel::{Dialer, Shared};
 use crate::client::target::{Dial, Target};
 use crate::error::{clone_transport_error, TransportError};
+use crate::rt::kept_buffers;
 use crate::rt::reader::Credit;
 use crate::status::Status;
-use crate::wire::codec::{self, Compress};
+use crate::wire::codec::Compress;
 use crate::wire::compression::Encoding;
 use crate::wire::headers::{self, RequestHead};
 
@@ -398,7 +399,7 @@ impl Channel {
         max_send: usize,
     ) -> Result<Bytes, Status> {
         let encoding = Compress::AsCall.encoding(self.inner.encoding(options));
-        codec::encode(request, encoding, max_send)
+        kept_buffers::encode(request, encoding, max_send)
     }
 
     /// Starts a call whose whole request is `request`: retried

@@ -14,8 +14,9 @@ use crate::client::call::CallCore;
 use crate::client::link::{ClientConn, RequestEnd};
 use crate::code::Code;
 use crate::metadata::Metadata;
+use crate::rt::kept_buffers;
 use crate::rt::reader::Credit;
-use crate::wire::codec::{self, Compress};
+use crate::wire::codec::Compress;
 use crate::wire::compression::Encoding;
 use crate::wire::headers::{self, RequestHead};
 
@@ -70,7 +71,7 @@ pub(crate) fn watch(
             encoding: Encoding::Identity,
             previous_attempts: 0,
         });
-        let body = codec::encode(
+        let body = kept_buffers::encode(
             &HealthCheckRequest {
                 service: service.to_owned(),
             },

@@ -8,9 +8,10 @@ use prost::Message;
 use crate::client::link::{ClientCmd, ClientConn};
 use crate::client::retry::Replay;
 use crate::rt::call_state::CallState;
+use crate::rt::kept_buffers;
 use crate::rt::StreamKey;
 use crate::status::Status;
-use crate::wire::codec::{self, Compress};
+use crate::wire::codec::Compress;
 use crate::wire::compression::Encoding;
 
 /// The request stream of a call that started.
@@ -110,12 +111,12 @@ impl<Req: Message> RequestSink<Req> {
                 encoding,
                 max_send,
             } => {
-                let frame = codec::encode(message, compress.encoding(*encoding), *max_send)?;
+                let frame = kept_buffers::encode(message, compress.encoding(*encoding), *max_send)?;
                 return replay.send(frame);
             }
             SinkState::Failed(status) => return Err(status.clone()),
         };
-        let frame = codec::encode(message, compress.encoding(sink.encoding), sink.max_send)?;
+        let frame = kept_buffers::encode(message, compress.encoding(sink.encoding), sink.max_send)?;
         sink.call.reserve(frame.len())?;
         sink.call.note_sent(frame.len());
         sink.conn.send(ClientCmd::Data(sink.key, frame));

@@ -12,6 +12,7 @@
 //! | `settings.rs` | HTTP/2 and connection-thread settings, their defaults, the window rule, and the builder setters both sides share |
 //! | `sync.rs` | the lock and condition variable every thread uses (the standard library's: no yielding spin) |
 //! | `mailbox.rs` | the queue from a connection thread to the thread running one call |
+//! | `kept_buffers.rs` | the memory each thread keeps for encoding messages and copying them together, reused from one message to the next |
 //! | `reader.rs` | turning received bytes into messages, and when flow-control credit goes back to the peer |
 //! | `send_queue.rs` | outgoing message bytes waiting for HTTP/2 flow control |
 //! | `call_state.rs` | what a call's two sides share: cancellation, and the bound on queued outgoing bytes |
@@ -19,6 +20,7 @@
 pub(crate) mod call_state;
 pub(crate) mod event_loop;
 pub(crate) mod keepalive;
+pub(crate) mod kept_buffers;
 pub(crate) mod mailbox;
 pub(crate) mod parking;
 pub(crate) mod reader;

@@ -14,6 +14,7 @@
 
 use bytes::Bytes;
 
+use crate::rt::kept_buffers;
 use crate::status::Status;
 use crate::wire::codec;
 use crate::wire::compression::Encoding;
@@ -71,10 +72,8 @@ impl MessageReader {
     /// arrive. A message over the limit is `RESOURCE_EXHAUSTED`, a malformed
     /// one `INTERNAL`.
     pub(crate) fn next(&mut self) -> Result<Option<Received>, Status> {
-        let Some(frame) = self
-            .decoder
-            .next_frame()
-            .map_err(codec::frame_error_status)?
+        let Some(frame) =
+            kept_buffers::next_frame(&mut self.decoder).map_err(codec::frame_error_status)?
         else {
             return Ok(None);
         };

@@ -12,12 +12,13 @@ use prost::Message;
 use crate::code::Code;
 use crate::metadata::Metadata;
 use crate::rt::call_state::CallState;
+use crate::rt::kept_buffers;
 use crate::rt::StreamKey;
 use crate::server::error_policy::ErrorPolicy;
 use crate::server::link::{ConnHandle, StreamCmd, Wakeup};
 use crate::server::pool;
 use crate::status::Status;
-use crate::wire::codec::{self, Compress};
+use crate::wire::codec::Compress;
 use crate::wire::compression::Encoding;
 
 /// What the handler has said of its response so far.
@@ -73,7 +74,7 @@ impl Outbound {
             return Err(self.state.reason());
         }
         let encoding = compress.encoding(self.inner.lock().encoding);
-        let frame = codec::encode(message, encoding, self.max_send)?;
+        let frame = kept_buffers::encode(message, encoding, self.max_send)?;
         self.send_frame(frame, wakeup)
     }
 

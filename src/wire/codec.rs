@@ -28,12 +28,19 @@ impl Compress {
 }
 
 /// Serializes `message` as one gRPC frame, compressed with `encoding` unless
-/// it is identity. Fails with `RESOURCE_EXHAUSTED` when the serialized
-/// message is larger than `max_size`.
-pub(crate) fn encode<M: Message>(
+/// it is identity, written in `buf`'s memory. Fails with
+/// `RESOURCE_EXHAUSTED` when the serialized message is larger than
+/// `max_size`.
+///
+/// A caller that keeps one `buf` for many messages has each message reuse
+/// the memory of the one before it once that one is dropped ([`BytesMut`]
+/// takes its memory back only when nothing else refers to it). `buf` is
+/// left empty.
+pub(crate) fn encode_in<M: Message>(
     message: &M,
     encoding: Encoding,
     max_size: usize,
+    buf: &mut BytesMut,
 ) -> Result<Bytes, Status> {
     let len = message.encoded_len();
     if len > max_size {
@@ -41,22 +48,23 @@ pub(crate) fn encode<M: Message>(
             "message to send is {len} bytes, larger than the send limit of {max_size} bytes"
         )));
     }
-    let mut buf = BytesMut::with_capacity(framing::HEADER_LEN + len);
+    buf.clear();
     if encoding == Encoding::Identity {
+        buf.reserve(framing::HEADER_LEN + len);
         buf.extend_from_slice(&[0; framing::HEADER_LEN]);
         // Cannot fail: the buffer grows as needed.
-        let _ = message.encode(&mut buf);
+        let _ = message.encode(buf);
         let prefix = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
         buf[1..framing::HEADER_LEN].copy_from_slice(&prefix);
-        return Ok(buf.freeze());
+        return Ok(buf.split().freeze());
     }
     let plain = message.encode_to_vec();
     let mut packed = Vec::with_capacity(plain.len() / 2 + 16);
     compression::compress(encoding, &plain, &mut packed)
         .map_err(|e| Status::internal(format!("{encoding} compression failed: {e}")))?;
-    framing::encode_frame(&packed, true, &mut buf)
+    framing::encode_frame(&packed, true, buf)
         .map_err(|e| Status::resource_exhausted(e.to_string()))?;
-    Ok(buf.freeze())
+    Ok(buf.split().freeze())
 }
 
 /// The payload of `frame` as plain bytes: decompressed with `encoding` when
@@ -99,7 +107,7 @@ mod tests {
         let m = Msg {
             text: "hello ".repeat(100),
         };
-        let bytes = encode(&m, encoding, 1 << 20).unwrap();
+        let bytes = encode_in(&m, encoding, 1 << 20, &mut BytesMut::new()).unwrap();
         let mut dec = FrameDecoder::new(1 << 20);
         dec.push(bytes);
         let frame = dec.next_frame().unwrap().unwrap();
@@ -116,11 +124,43 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_buffer_is_reused_once_the_frame_before_is_dropped() {
+        let big = Msg {
+            text: "x".repeat(256 * 1024),
+        };
+        for encoding in Encoding::ALL {
+            let mut buf = BytesMut::new();
+            let first = encode_in(&big, encoding, 1 << 20, &mut buf).unwrap();
+            let at = first.as_ptr();
+            // Still referred to: the next frame is written elsewhere, and
+            // the first is left as it was.
+            let copy = first.clone();
+            let second = encode_in(&big, encoding, 1 << 20, &mut buf).unwrap();
+            assert_ne!(second.as_ptr(), at, "{encoding}");
+            assert_eq!(first, copy);
+            assert_eq!(second, copy);
+            drop((first, copy, second));
+            // The buffer holds the memory of the last frame, and takes it
+            // back once that frame is dropped.
+            let third = encode_in(&big, encoding, 1 << 20, &mut buf).unwrap();
+            let at = third.as_ptr();
+            drop(third);
+            let fourth = encode_in(&big, encoding, 1 << 20, &mut buf).unwrap();
+            assert_eq!(fourth.as_ptr(), at, "{encoding}");
+            let mut dec = FrameDecoder::new(1 << 20);
+            dec.push(fourth);
+            let back =
+                Msg::decode(unpack(dec.next_frame().unwrap().unwrap(), encoding, 1 << 20).unwrap());
+            assert_eq!(back.unwrap(), big);
+        }
+    }
+
+    #[test]
     fn send_limit_is_enforced() {
         let m = Msg {
             text: "x".repeat(100),
         };
-        let err = encode(&m, Encoding::Identity, 50).unwrap_err();
+        let err = encode_in(&m, Encoding::Identity, 50, &mut BytesMut::new()).unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted);
         assert!(err.message().contains("50"), "{err}");
     }
@@ -130,7 +170,7 @@ mod tests {
         let m = Msg {
             text: "a".repeat(100_000),
         };
-        let bytes = encode(&m, Encoding::Gzip, 1 << 20).unwrap();
+        let bytes = encode_in(&m, Encoding::Gzip, 1 << 20, &mut BytesMut::new()).unwrap();
         let mut dec = FrameDecoder::new(1 << 20);
         dec.push(bytes);
         let frame = dec.next_frame().unwrap().unwrap();

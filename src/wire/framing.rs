@@ -164,8 +164,9 @@ fn check_len(len: usize, limit: usize) -> Result<(), FrameError> {
 ///
 /// Chunks are kept as a queue of [`Bytes`]; a message that lies entirely in
 /// one chunk is returned as a zero-copy slice of it, and only a message that
-/// spans chunks is copied into a fresh buffer. After an error the decoder stays
-/// failed: [`next_frame`](Self::next_frame) and [`finish`](Self::finish) keep
+/// spans chunks is copied into a fresh buffer (inside the crate, into one
+/// the caller keeps for it: `next_frame_in`). After an error the decoder
+/// stays failed: [`next_frame`](Self::next_frame) and [`finish`](Self::finish) keep
 /// returning that error.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
@@ -223,10 +224,22 @@ impl FrameDecoder {
     ///
     /// Once an error is returned, every later call returns it again.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        self.next_frame_in(&mut BytesMut::new())
+    }
+
+    /// [`next_frame`](Self::next_frame), copying a message that spans chunks
+    /// into `assembly`'s memory: the caller keeps one buffer for all its
+    /// messages, and a message then reuses the memory of an earlier one once
+    /// nothing refers to that one any more ([`BytesMut::reserve`] takes it
+    /// back). `assembly` is left empty.
+    pub(crate) fn next_frame_in(
+        &mut self,
+        assembly: &mut BytesMut,
+    ) -> Result<Option<Frame>, FrameError> {
         if let Some(err) = &self.error {
             return Err(err.clone());
         }
-        match self.advance() {
+        match self.advance(assembly) {
             Ok(frame) => Ok(frame),
             Err(err) => {
                 self.error = Some(err.clone());
@@ -291,7 +304,7 @@ impl FrameDecoder {
     }
 
     /// One decoding step without the sticky-error bookkeeping.
-    fn advance(&mut self) -> Result<Option<Frame>, FrameError> {
+    fn advance(&mut self, assembly: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         let header = match self.pending {
             Some(header) => header,
             None => {
@@ -316,7 +329,7 @@ impl FrameDecoder {
         if self.buffered < header.len {
             return Ok(None);
         }
-        let payload = self.take(header.len);
+        let payload = self.take(header.len, assembly);
         self.pending = None;
         Ok(Some(Frame {
             compressed: header.compressed,
@@ -344,8 +357,9 @@ impl FrameDecoder {
     }
 
     /// Removes and returns the first `n` queued bytes; `n` must be at most
-    /// `self.buffered`. Zero-copy when they lie in the front chunk.
-    fn take(&mut self, n: usize) -> Bytes {
+    /// `self.buffered`. Zero-copy when they lie in the front chunk, else
+    /// copied together in `out`'s memory.
+    fn take(&mut self, n: usize, out: &mut BytesMut) -> Bytes {
         if n == 0 {
             return Bytes::new();
         }
@@ -359,7 +373,8 @@ impl FrameDecoder {
                 return out;
             }
         }
-        let mut out = BytesMut::with_capacity(n);
+        out.clear();
+        out.reserve(n);
         while out.len() < n {
             let Some(front) = self.chunks.front_mut() else {
                 break;
@@ -373,7 +388,7 @@ impl FrameDecoder {
             }
         }
         self.buffered = self.buffered.saturating_sub(out.len());
-        out.freeze()
+        out.split().freeze()
     }
 }
 
@@ -860,6 +875,35 @@ mod tests {
         let f = dec.next_frame().unwrap().unwrap();
         assert_eq!(&f.payload[..], &payload[..]);
         assert_eq!(dec.buffered_len(), 0);
+    }
+
+    #[test]
+    fn spanning_frames_reuse_a_kept_buffer_once_nothing_refers_to_it() {
+        let first: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let second: Vec<u8> = first.iter().rev().copied().collect();
+        let mut bytes = framed(&first, false);
+        bytes.extend_from_slice(&framed(&second, false));
+        bytes.extend_from_slice(&framed(&first, false));
+        let mut dec = FrameDecoder::new(1000);
+        for piece in bytes.freeze().chunks(300) {
+            dec.push(Bytes::copy_from_slice(piece));
+        }
+        let mut kept = BytesMut::new();
+        // Still referred to: the next message is copied elsewhere, and this
+        // one stays as it was.
+        let held = dec.next_frame_in(&mut kept).unwrap().unwrap();
+        let next = dec.next_frame_in(&mut kept).unwrap().unwrap();
+        assert_ne!(next.payload.as_ptr(), held.payload.as_ptr());
+        assert_eq!(&held.payload[..], &first[..]);
+        assert_eq!(&next.payload[..], &second[..]);
+        // Dropped: its memory takes the next one.
+        let at = next.payload.as_ptr();
+        drop(next);
+        let last = dec.next_frame_in(&mut kept).unwrap().unwrap();
+        assert_eq!(last.payload.as_ptr(), at);
+        assert_eq!(&last.payload[..], &first[..]);
+        assert_eq!(&held.payload[..], &first[..]);
+        assert!(kept.is_empty());
     }
 
     #[test]
