@@ -11,9 +11,12 @@
 //! message then paid a page fault per 4 KiB of its size, a fifth of a
 //! server's time on a bidi call of 1 MiB messages.
 //!
-//! A buffer that took a message over [`KEEP_AT_MOST`] bytes is let go
-//! rather than kept, so a thread holds at most a few times that, and only
-//! until it exits.
+//! Only messages of at least [`KEEP_FROM`] bytes go through these
+//! buffers: a smaller one is allocated on its own as before (the allocator
+//! serves it from memory it keeps anyway, and memory shared with a kept
+//! buffer would cost it a shared reference count). A buffer that took a
+//! message over [`KEEP_AT_MOST`] bytes is let go rather than kept, so a
+//! thread holds at most a few times that, and only until it exits.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
@@ -25,6 +28,11 @@ use crate::status::Status;
 use crate::wire::codec;
 use crate::wire::compression::Encoding;
 use crate::wire::framing::{Frame, FrameDecoder, FrameError, HEADER_LEN};
+
+/// The smallest message encoded or copied together in a kept buffer: twice
+/// h2's DATA frame (so a message of a few frames or fewer stays on its own),
+/// and half of glibc's default threshold for giving memory back.
+pub(crate) const KEEP_FROM: usize = 64 * 1024;
 
 /// The largest message whose memory a thread keeps: gRPC's usual receive
 /// limit, with the 5-byte header.
@@ -67,6 +75,9 @@ pub(crate) fn encode<M: Message>(
     encoding: Encoding,
     max_size: usize,
 ) -> Result<Bytes, Status> {
+    if message.encoded_len() < KEEP_FROM {
+        return codec::encode(message, encoding, max_size);
+    }
     with_kept(
         &ENCODING,
         |buf| codec::encode_in(message, encoding, max_size, buf),
@@ -74,12 +85,12 @@ pub(crate) fn encode<M: Message>(
     )
 }
 
-/// [`FrameDecoder::next_frame`], copying a message that spans chunks in the
-/// thread's assembling buffer.
+/// [`FrameDecoder::next_frame`], copying a message of at least
+/// [`KEEP_FROM`] bytes that spans chunks in the thread's assembling buffer.
 pub(crate) fn next_frame(decoder: &mut FrameDecoder) -> Result<Option<Frame>, FrameError> {
     with_kept(
         &ASSEMBLING,
-        |buf| decoder.next_frame_in(buf),
+        |buf| decoder.next_frame_in(buf, KEEP_FROM),
         |made| match made {
             Ok(Some(frame)) => frame.payload.len(),
             _ => 0,
@@ -123,7 +134,16 @@ mod tests {
             other.as_ptr() as usize
         });
         assert_ne!(elsewhere.join().unwrap(), at as usize);
+        let after_third = at.wrapping_add(third.len());
         drop(third);
+        // A small message has memory of its own (the kept buffer, which
+        // nothing else refers to, still holds the memory above).
+        let small = encode(&big(KEEP_FROM / 2), Encoding::Identity, usize::MAX).unwrap();
+        assert_ne!(small.as_ptr(), after_third);
+        drop(small);
+        let large = encode(&big(KEEP_FROM), Encoding::Identity, usize::MAX).unwrap();
+        // (Written right after the third, in the memory it reclaimed.)
+        assert_eq!(large.as_ptr(), after_third);
     }
 
     thread_local! {

@@ -28,27 +28,48 @@ impl Compress {
 }
 
 /// Serializes `message` as one gRPC frame, compressed with `encoding` unless
-/// it is identity, written in `buf`'s memory. Fails with
-/// `RESOURCE_EXHAUSTED` when the serialized message is larger than
-/// `max_size`.
-///
-/// A caller that keeps one `buf` for many messages has each message reuse
-/// the memory of the one before it once that one is dropped ([`BytesMut`]
-/// takes its memory back only when nothing else refers to it). `buf` is
-/// left empty.
+/// it is identity, in memory of its own. Fails with `RESOURCE_EXHAUSTED`
+/// when the serialized message is larger than `max_size`.
+pub(crate) fn encode<M: Message>(
+    message: &M,
+    encoding: Encoding,
+    max_size: usize,
+) -> Result<Bytes, Status> {
+    let mut buf = BytesMut::new();
+    write_frame(message, encoding, max_size, &mut buf)?;
+    Ok(buf.freeze())
+}
+
+/// [`encode`], written in `buf`'s memory instead: a caller that keeps one
+/// `buf` for many messages has each message reuse the memory of the one
+/// before it once that one is dropped ([`BytesMut`] takes its memory back
+/// only when nothing else refers to it). `buf` is left empty. (Worth it
+/// for large messages only: a frame that shares its memory pays for a
+/// shared reference count.)
 pub(crate) fn encode_in<M: Message>(
     message: &M,
     encoding: Encoding,
     max_size: usize,
     buf: &mut BytesMut,
 ) -> Result<Bytes, Status> {
+    buf.clear();
+    write_frame(message, encoding, max_size, buf)?;
+    Ok(buf.split().freeze())
+}
+
+/// Appends `message` to the empty `buf` as one gRPC frame.
+fn write_frame<M: Message>(
+    message: &M,
+    encoding: Encoding,
+    max_size: usize,
+    buf: &mut BytesMut,
+) -> Result<(), Status> {
     let len = message.encoded_len();
     if len > max_size {
         return Err(Status::resource_exhausted(format!(
             "message to send is {len} bytes, larger than the send limit of {max_size} bytes"
         )));
     }
-    buf.clear();
     if encoding == Encoding::Identity {
         buf.reserve(framing::HEADER_LEN + len);
         buf.extend_from_slice(&[0; framing::HEADER_LEN]);
@@ -56,15 +77,13 @@ pub(crate) fn encode_in<M: Message>(
         let _ = message.encode(buf);
         let prefix = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
         buf[1..framing::HEADER_LEN].copy_from_slice(&prefix);
-        return Ok(buf.split().freeze());
+        return Ok(());
     }
     let plain = message.encode_to_vec();
     let mut packed = Vec::with_capacity(plain.len() / 2 + 16);
     compression::compress(encoding, &plain, &mut packed)
         .map_err(|e| Status::internal(format!("{encoding} compression failed: {e}")))?;
-    framing::encode_frame(&packed, true, buf)
-        .map_err(|e| Status::resource_exhausted(e.to_string()))?;
-    Ok(buf.split().freeze())
+    framing::encode_frame(&packed, true, buf).map_err(|e| Status::resource_exhausted(e.to_string()))
 }
 
 /// The payload of `frame` as plain bytes: decompressed with `encoding` when
@@ -107,7 +126,7 @@ mod tests {
         let m = Msg {
             text: "hello ".repeat(100),
         };
-        let bytes = encode_in(&m, encoding, 1 << 20, &mut BytesMut::new()).unwrap();
+        let bytes = encode(&m, encoding, 1 << 20).unwrap();
         let mut dec = FrameDecoder::new(1 << 20);
         dec.push(bytes);
         let frame = dec.next_frame().unwrap().unwrap();
@@ -160,7 +179,7 @@ mod tests {
         let m = Msg {
             text: "x".repeat(100),
         };
-        let err = encode_in(&m, Encoding::Identity, 50, &mut BytesMut::new()).unwrap_err();
+        let err = encode(&m, Encoding::Identity, 50).unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted);
         assert!(err.message().contains("50"), "{err}");
     }
@@ -170,7 +189,7 @@ mod tests {
         let m = Msg {
             text: "a".repeat(100_000),
         };
-        let bytes = encode_in(&m, Encoding::Gzip, 1 << 20, &mut BytesMut::new()).unwrap();
+        let bytes = encode(&m, Encoding::Gzip, 1 << 20).unwrap();
         let mut dec = FrameDecoder::new(1 << 20);
         dec.push(bytes);
         let frame = dec.next_frame().unwrap().unwrap();

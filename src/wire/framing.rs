@@ -164,9 +164,9 @@ fn check_len(len: usize, limit: usize) -> Result<(), FrameError> {
 ///
 /// Chunks are kept as a queue of [`Bytes`]; a message that lies entirely in
 /// one chunk is returned as a zero-copy slice of it, and only a message that
-/// spans chunks is copied into a fresh buffer (inside the crate, into one
-/// the caller keeps for it: `next_frame_in`). After an error the decoder
-/// stays failed: [`next_frame`](Self::next_frame) and [`finish`](Self::finish) keep
+/// spans chunks is copied into a fresh buffer (inside the crate, a large one
+/// into a buffer the caller keeps for it: `next_frame_in`). After an error
+/// the decoder stays failed: [`next_frame`](Self::next_frame) and [`finish`](Self::finish) keep
 /// returning that error.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
@@ -224,22 +224,23 @@ impl FrameDecoder {
     ///
     /// Once an error is returned, every later call returns it again.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        self.next_frame_in(&mut BytesMut::new())
+        self.next_frame_in(&mut BytesMut::new(), usize::MAX)
     }
 
-    /// [`next_frame`](Self::next_frame), copying a message that spans chunks
-    /// into `assembly`'s memory: the caller keeps one buffer for all its
-    /// messages, and a message then reuses the memory of an earlier one once
-    /// nothing refers to that one any more ([`BytesMut::reserve`] takes it
-    /// back). `assembly` is left empty.
+    /// [`next_frame`](Self::next_frame), copying a message of at least
+    /// `from` bytes that spans chunks into `assembly`'s memory: the caller
+    /// keeps one buffer for all its messages, and a message then reuses the
+    /// memory of an earlier one once nothing refers to that one any more
+    /// ([`BytesMut::reserve`] takes it back). `assembly` is left empty.
     pub(crate) fn next_frame_in(
         &mut self,
         assembly: &mut BytesMut,
+        from: usize,
     ) -> Result<Option<Frame>, FrameError> {
         if let Some(err) = &self.error {
             return Err(err.clone());
         }
-        match self.advance(assembly) {
+        match self.advance(assembly, from) {
             Ok(frame) => Ok(frame),
             Err(err) => {
                 self.error = Some(err.clone());
@@ -304,7 +305,11 @@ impl FrameDecoder {
     }
 
     /// One decoding step without the sticky-error bookkeeping.
-    fn advance(&mut self, assembly: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    fn advance(
+        &mut self,
+        assembly: &mut BytesMut,
+        from: usize,
+    ) -> Result<Option<Frame>, FrameError> {
         let header = match self.pending {
             Some(header) => header,
             None => {
@@ -329,7 +334,7 @@ impl FrameDecoder {
         if self.buffered < header.len {
             return Ok(None);
         }
-        let payload = self.take(header.len, assembly);
+        let payload = self.take(header.len, assembly, from);
         self.pending = None;
         Ok(Some(Frame {
             compressed: header.compressed,
@@ -358,8 +363,9 @@ impl FrameDecoder {
 
     /// Removes and returns the first `n` queued bytes; `n` must be at most
     /// `self.buffered`. Zero-copy when they lie in the front chunk, else
-    /// copied together in `out`'s memory.
-    fn take(&mut self, n: usize, out: &mut BytesMut) -> Bytes {
+    /// copied together: in `assembly`'s memory if they are at least `from`,
+    /// in memory of their own if not.
+    fn take(&mut self, n: usize, assembly: &mut BytesMut, from: usize) -> Bytes {
         if n == 0 {
             return Bytes::new();
         }
@@ -373,22 +379,34 @@ impl FrameDecoder {
                 return out;
             }
         }
-        out.clear();
+        if n < from {
+            let mut out = BytesMut::new();
+            self.copy_out(n, &mut out);
+            return out.freeze();
+        }
+        assembly.clear();
+        self.copy_out(n, assembly);
+        assembly.split().freeze()
+    }
+
+    /// Moves the first `n` queued bytes to the end of `out`.
+    fn copy_out(&mut self, n: usize, out: &mut BytesMut) {
         out.reserve(n);
-        while out.len() < n {
+        let mut left = n;
+        while left > 0 {
             let Some(front) = self.chunks.front_mut() else {
                 break;
             };
-            let want = n.saturating_sub(out.len());
-            if front.len() > want {
-                out.extend_from_slice(&front.split_to(want));
+            if front.len() > left {
+                out.extend_from_slice(&front.split_to(left));
+                left = 0;
             } else {
+                left = left.saturating_sub(front.len());
                 out.extend_from_slice(front);
                 self.chunks.pop_front();
             }
         }
-        self.buffered = self.buffered.saturating_sub(out.len());
-        out.split().freeze()
+        self.buffered = self.buffered.saturating_sub(n.saturating_sub(left));
     }
 }
 
@@ -891,19 +909,27 @@ mod tests {
         let mut kept = BytesMut::new();
         // Still referred to: the next message is copied elsewhere, and this
         // one stays as it was.
-        let held = dec.next_frame_in(&mut kept).unwrap().unwrap();
-        let next = dec.next_frame_in(&mut kept).unwrap().unwrap();
+        let held = dec.next_frame_in(&mut kept, 1000).unwrap().unwrap();
+        let next = dec.next_frame_in(&mut kept, 1000).unwrap().unwrap();
         assert_ne!(next.payload.as_ptr(), held.payload.as_ptr());
         assert_eq!(&held.payload[..], &first[..]);
         assert_eq!(&next.payload[..], &second[..]);
         // Dropped: its memory takes the next one.
         let at = next.payload.as_ptr();
         drop(next);
-        let last = dec.next_frame_in(&mut kept).unwrap().unwrap();
+        let last = dec.next_frame_in(&mut kept, 1000).unwrap().unwrap();
         assert_eq!(last.payload.as_ptr(), at);
         assert_eq!(&last.payload[..], &first[..]);
         assert_eq!(&held.payload[..], &first[..]);
         assert!(kept.is_empty());
+        // Below `from`, a message is copied into memory of its own.
+        let mut dec = FrameDecoder::new(1000);
+        dec.push(Bytes::copy_from_slice(&framed(&second, false)[..500]));
+        dec.push(Bytes::copy_from_slice(&framed(&second, false)[500..]));
+        let mut unused = BytesMut::new();
+        let own = dec.next_frame_in(&mut unused, 1001).unwrap().unwrap();
+        assert_eq!(&own.payload[..], &second[..]);
+        assert_eq!(unused.capacity(), 0);
     }
 
     #[test]
