@@ -1,22 +1,29 @@
-//! The memory each thread keeps for the messages it encodes and copies
-//! together, from one message (and one call) to the next.
+//! The memory each thread keeps for the large messages it encodes and
+//! copies together, from one message (and one call) to the next.
 //!
 //! A message to send is encoded in one buffer ([`codec::encode_in`]); a
 //! received message that spans DATA chunks is copied together in another
-//! ([`FrameDecoder::next_frame_in`]). Each thread keeps one of each, and a
-//! message reuses the memory of the thread's last one once nothing refers
-//! to that one any more (the connection thread has sent it, or it was
-//! decoded). Without that, every large message took fresh memory, which
-//! glibc's allocator gave back to the system as soon as it was freed: each
-//! message then paid a page fault per 4 KiB of its size, a fifth of a
-//! server's time on a bidi call of 1 MiB messages.
+//! ([`FrameDecoder::next_frame_in`]). Each thread keeps one of each
+//! ([`Kept`]), and a message reuses the memory of the thread's last one
+//! once nothing refers to that one any more (the connection thread has
+//! sent it, or it was decoded). Without that, every large message took
+//! fresh memory, which glibc's allocator gave back to the system as soon
+//! as it was freed: each message then paid a page fault per 4 KiB of its
+//! size, a fifth of a server's time on a bidi call of 1 MiB messages.
 //!
-//! Only messages of at least [`KEEP_FROM`] bytes go through these
-//! buffers: a smaller one is allocated on its own as before (the allocator
-//! serves it from memory it keeps anyway, and memory shared with a kept
-//! buffer would cost it a shared reference count). A buffer that took a
-//! message over [`KEEP_AT_MOST`] bytes is let go rather than kept, so a
-//! thread holds at most a few times that, and only until it exits.
+//! What goes through a kept buffer, and what it costs:
+//! - only uncompressed messages of [`KEEP_FROM`] to [`KEEP_AT_MOST`]
+//!   bytes, header included. A smaller one is allocated on its own as
+//!   before: the allocator serves it from memory it keeps anyway, and
+//!   memory shared with a kept buffer would cost it a shared reference
+//!   count. A compressed one takes fresh memory for its plain and
+//!   compressed forms anyway.
+//! - a message reuses a buffer's memory only if that memory is its own
+//!   size or at most twice it; otherwise it gets memory of exactly its
+//!   size, and the buffer keeps that. A message still referred to (queued
+//!   for sending, kept for a retry) therefore holds at most twice its
+//!   size, and a thread keeps at most one [`KEEP_AT_MOST`] block per
+//!   buffer, until it exits.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
@@ -27,75 +34,100 @@ use prost::Message;
 use crate::status::Status;
 use crate::wire::codec;
 use crate::wire::compression::Encoding;
-use crate::wire::framing::{Frame, FrameDecoder, FrameError, HEADER_LEN};
+use crate::wire::framing::{Assembly, Frame, FrameDecoder, FrameError, HEADER_LEN};
 
-/// The smallest message encoded or copied together in a kept buffer: twice
-/// h2's DATA frame (so a message of a few frames or fewer stays on its own),
-/// and half of glibc's default threshold for giving memory back.
+/// The smallest message (header included) that goes through a kept
+/// buffer: four of h2's default 16 KiB DATA frames, and half of glibc's
+/// default threshold for giving memory back.
 pub(crate) const KEEP_FROM: usize = 64 * 1024;
 
-/// The largest message whose memory a thread keeps: gRPC's usual receive
-/// limit, with the 5-byte header.
+/// The largest message (header included) that goes through a kept buffer,
+/// and so the most memory a kept buffer holds: gRPC's usual receive limit.
 pub(crate) const KEEP_AT_MOST: usize = 4 * 1024 * 1024 + HEADER_LEN;
 
 thread_local! {
-    static ENCODING: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-    static ASSEMBLING: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    static ENCODING: RefCell<Kept> = RefCell::new(Kept::default());
+    static ASSEMBLING: RefCell<Kept> = RefCell::new(Kept::default());
 }
 
-/// Runs `f` with the thread's buffer in `key`; lets the buffer go if the
-/// message `f` made of it (its size from `size`) is over [`KEEP_AT_MOST`].
-/// A fresh buffer stands in when the thread's is out of reach (in use
-/// already, or the thread is exiting).
-fn with_kept<R>(
-    key: &'static LocalKey<RefCell<BytesMut>>,
-    mut f: impl FnMut(&mut BytesMut) -> R,
-    size: impl Fn(&R) -> usize,
-) -> R {
-    let kept = key.try_with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            let made = f(&mut buf);
-            if size(&made) > KEEP_AT_MOST {
-                *buf = BytesMut::new();
-            }
-            made
+/// One kept buffer: the memory of the last message made in it.
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    buf: BytesMut,
+    /// The size of the memory `buf` was made with.
+    block: usize,
+    /// How many times it was made anew (the tests count reuse with it).
+    blocks_made: usize,
+}
+
+impl Kept {
+    /// Whether a message of `len` bytes goes through a kept buffer.
+    fn takes(len: usize) -> bool {
+        (KEEP_FROM..=KEEP_AT_MOST).contains(&len)
+    }
+
+    /// The buffer, empty and with room for `len` bytes: in its memory if
+    /// nothing else refers to that any more and `len` is at least half of
+    /// it, else in new memory of exactly `len` bytes.
+    fn ready(&mut self, len: usize) -> &mut BytesMut {
+        self.buf.clear();
+        let fits = len <= self.block && len >= self.block / 2;
+        if !(fits && self.buf.try_reclaim(len)) {
+            self.buf = BytesMut::with_capacity(len);
+            self.block = self.buf.capacity();
+            self.blocks_made = self.blocks_made.saturating_add(1);
         }
-        Err(_) => f(&mut BytesMut::new()),
-    });
-    match kept {
-        Ok(made) => made,
-        Err(_) => f(&mut BytesMut::new()),
+        &mut self.buf
     }
 }
 
-/// `message` as one gRPC frame ([`codec::encode_in`]), in the thread's
-/// encoding buffer.
+impl Assembly for Kept {
+    fn buffer_for(&mut self, len: usize) -> Option<&mut BytesMut> {
+        // `len` is the payload's; the limits count the header too.
+        Self::takes(HEADER_LEN.saturating_add(len)).then(|| self.ready(len))
+    }
+}
+
+/// Runs `f` with the thread's buffer in `key`, or with `None` when that is
+/// out of reach (in use already, or the thread is exiting).
+fn with_kept<R>(
+    key: &'static LocalKey<RefCell<Kept>>,
+    mut f: impl FnMut(Option<&mut Kept>) -> R,
+) -> R {
+    let made = key.try_with(|cell| match cell.try_borrow_mut() {
+        Ok(mut kept) => f(Some(&mut kept)),
+        Err(_) => f(None),
+    });
+    match made {
+        Ok(made) => made,
+        Err(_) => f(None),
+    }
+}
+
+/// `message` as one gRPC frame ([`codec::encode`]); a large one in the
+/// thread's encoding buffer.
 pub(crate) fn encode<M: Message>(
     message: &M,
     encoding: Encoding,
     max_size: usize,
 ) -> Result<Bytes, Status> {
-    if message.encoded_len() < KEEP_FROM {
+    let len = HEADER_LEN.saturating_add(message.encoded_len());
+    if encoding != Encoding::Identity || !Kept::takes(len) {
         return codec::encode(message, encoding, max_size);
     }
-    with_kept(
-        &ENCODING,
-        |buf| codec::encode_in(message, encoding, max_size, buf),
-        |made| made.as_ref().map_or(0, Bytes::len),
-    )
+    with_kept(&ENCODING, |kept| match kept {
+        Some(kept) => codec::encode_in(message, encoding, max_size, kept.ready(len)),
+        None => codec::encode(message, encoding, max_size),
+    })
 }
 
-/// [`FrameDecoder::next_frame`], copying a message of at least
-/// [`KEEP_FROM`] bytes that spans chunks in the thread's assembling buffer.
+/// [`FrameDecoder::next_frame`], copying a large message that spans chunks
+/// in the thread's assembling buffer.
 pub(crate) fn next_frame(decoder: &mut FrameDecoder) -> Result<Option<Frame>, FrameError> {
-    with_kept(
-        &ASSEMBLING,
-        |buf| decoder.next_frame_in(buf, KEEP_FROM),
-        |made| match made {
-            Ok(Some(frame)) => frame.payload.len(),
-            _ => 0,
-        },
-    )
+    with_kept(&ASSEMBLING, |kept| match kept {
+        Some(kept) => decoder.next_frame_in(kept),
+        None => decoder.next_frame(),
+    })
 }
 
 #[cfg(test)]
@@ -109,103 +141,115 @@ mod tests {
         text: String,
     }
 
-    fn big(len: usize) -> Msg {
-        Msg {
-            text: "x".repeat(len),
-        }
+    /// A message whose frame is `len` bytes.
+    fn framed_as(len: usize) -> Msg {
+        (1..=5)
+            .map(|length_bytes| Msg {
+                text: "x".repeat(len - HEADER_LEN - 1 - length_bytes),
+            })
+            .find(|m| HEADER_LEN + m.encoded_len() == len)
+            .expect("a message of that frame size")
+    }
+
+    /// `m` encoded through `kept`, as `encode` does.
+    fn encode_with(kept: &mut Kept, m: &Msg) -> Bytes {
+        let len = HEADER_LEN + m.encoded_len();
+        codec::encode_in(m, Encoding::Identity, usize::MAX, kept.ready(len)).unwrap()
     }
 
     #[test]
-    fn a_thread_encodes_its_next_message_in_the_memory_of_its_last() {
-        let first = encode(&big(300_000), Encoding::Identity, usize::MAX).unwrap();
+    fn a_message_reuses_the_memory_of_the_last_once_it_is_dropped() {
+        let mut kept = Kept::default();
+        let m = framed_as(300_000);
+        let first = encode_with(&mut kept, &m);
         let at = first.as_ptr();
-        // Still referred to: written elsewhere.
-        let second = encode(&big(300_000), Encoding::Identity, usize::MAX).unwrap();
-        assert_ne!(second.as_ptr(), at);
+        assert_eq!(kept.blocks_made, 1);
         drop(first);
-        let at = second.as_ptr();
-        drop(second);
-        // A later call on the same thread reuses it.
-        let third = encode(&big(200_000), Encoding::Gzip, usize::MAX).unwrap();
-        assert_eq!(third.as_ptr(), at);
-        // Another thread has its own.
-        let elsewhere = std::thread::spawn(move || {
-            let other = encode(&big(300_000), Encoding::Identity, usize::MAX).unwrap();
-            other.as_ptr() as usize
-        });
-        assert_ne!(elsewhere.join().unwrap(), at as usize);
-        let after_third = at.wrapping_add(third.len());
-        drop(third);
-        // A small message has memory of its own (the kept buffer, which
-        // nothing else refers to, still holds the memory above).
-        let small = encode(&big(KEEP_FROM / 2), Encoding::Identity, usize::MAX).unwrap();
-        assert_ne!(small.as_ptr(), after_third);
+        let second = encode_with(&mut kept, &m);
+        assert_eq!((second.as_ptr(), kept.blocks_made), (at, 1));
+        // Still referred to: the next goes to new memory, the last stays.
+        let third = encode_with(&mut kept, &m);
+        assert_eq!(kept.blocks_made, 2);
+        assert_ne!(third.as_ptr(), at);
+        assert_eq!(second, third);
+        assert_eq!(Msg::decode(&second[HEADER_LEN..]).unwrap(), m);
+    }
+
+    #[test]
+    fn a_message_under_half_the_kept_memory_gets_its_own() {
+        let mut kept = Kept::default();
+        drop(encode_with(&mut kept, &framed_as(300_000)));
+        // Half of it still reuses it.
+        drop(encode_with(&mut kept, &framed_as(150_000)));
+        assert_eq!(kept.blocks_made, 1);
+        // Under half: new memory of exactly its size, which is kept.
+        let small = encode_with(&mut kept, &framed_as(149_999));
+        assert_eq!((kept.blocks_made, kept.block), (2, 149_999));
         drop(small);
-        let large = encode(&big(KEEP_FROM), Encoding::Identity, usize::MAX).unwrap();
-        // (Written right after the third, in the memory it reclaimed.)
-        assert_eq!(large.as_ptr(), after_third);
-    }
-
-    thread_local! {
-        static TEST_BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-    }
-
-    /// A message of `len` bytes made in the test buffer; whether the
-    /// buffer has its memory to reuse once the message is dropped.
-    fn kept_after(len: usize) -> bool {
-        let made = with_kept(
-            &TEST_BUF,
-            |buf| {
-                buf.resize(len, 1);
-                buf.split().freeze()
-            },
-            Bytes::len,
-        );
-        drop(made);
-        TEST_BUF.with(|cell| cell.borrow_mut().try_reclaim(len))
+        // Larger than the kept memory: new memory again.
+        drop(encode_with(&mut kept, &framed_as(150_000)));
+        assert_eq!((kept.blocks_made, kept.block), (3, 150_000));
     }
 
     #[test]
-    fn a_message_over_the_keeping_limit_is_not_kept() {
-        assert!(kept_after(KEEP_AT_MOST));
-        assert!(!kept_after(KEEP_AT_MOST + 1));
-        assert!(kept_after(1000));
+    fn only_large_uncompressed_messages_go_through_the_thread_buffer() {
+        let blocks = || ENCODING.with(|cell| cell.borrow().blocks_made);
+        drop(encode(&framed_as(KEEP_FROM - 1), Encoding::Identity, usize::MAX).unwrap());
+        drop(encode(&framed_as(KEEP_AT_MOST + 1), Encoding::Identity, usize::MAX).unwrap());
+        drop(encode(&framed_as(KEEP_FROM), Encoding::Gzip, usize::MAX).unwrap());
+        assert_eq!(blocks(), 0);
+        let m = framed_as(KEEP_FROM);
+        let first = encode(&m, Encoding::Identity, usize::MAX).unwrap();
+        let at = first.as_ptr();
+        drop(first);
+        let again = encode(&m, Encoding::Identity, usize::MAX).unwrap();
+        assert_eq!((again.as_ptr(), blocks()), (at, 1));
+        let most = framed_as(KEEP_AT_MOST);
+        let last = encode(&most, Encoding::Identity, usize::MAX).unwrap();
+        assert_eq!(blocks(), 2);
+        assert_eq!(Msg::decode(&again[HEADER_LEN..]).unwrap(), m);
+        assert_eq!(Msg::decode(&last[HEADER_LEN..]).unwrap(), most);
     }
 
     #[test]
-    fn a_buffer_in_use_is_stood_in_for() {
-        let inner = TEST_BUF.with(|cell| {
+    fn an_encoding_buffer_in_use_is_stood_in_for() {
+        let m = framed_as(KEEP_FROM);
+        let frame = ENCODING.with(|cell| {
             let _held = cell.borrow_mut();
-            with_kept(&TEST_BUF, |buf| buf.capacity(), |_| 0)
+            encode(&m, Encoding::Identity, usize::MAX).unwrap()
         });
-        assert_eq!(inner, 0);
+        assert_eq!(Msg::decode(&frame[HEADER_LEN..]).unwrap(), m);
+        assert_eq!(ENCODING.with(|cell| cell.borrow().blocks_made), 0);
     }
 
     #[test]
-    fn a_thread_copies_spanning_messages_together_in_the_memory_of_its_last() {
-        let payload = vec![7u8; 100_000];
+    fn spanning_messages_are_copied_together_in_the_assembling_buffer() {
+        let blocks = || ASSEMBLING.with(|cell| cell.borrow().blocks_made);
+        let large = vec![7u8; 100_000];
+        let small = vec![8u8; 40_000];
         let mut wire = BytesMut::new();
-        for _ in 0..3 {
-            encode_frame(&payload, false, &mut wire).unwrap();
+        for payload in [&large, &large, &small, &large] {
+            encode_frame(payload, false, &mut wire).unwrap();
         }
-        let wire = wire.freeze();
         let mut decoder = FrameDecoder::new(1 << 20);
-        for piece in wire.chunks(16 * 1024) {
+        for piece in wire.freeze().chunks(16 * 1024) {
             decoder.push(Bytes::copy_from_slice(piece));
         }
         let first = next_frame(&mut decoder).unwrap().unwrap();
         let at = first.payload.as_ptr();
-        assert_eq!(first.payload, payload);
+        assert_eq!((&first.payload[..], blocks()), (&large[..], 1));
         drop(first);
         let second = next_frame(&mut decoder).unwrap().unwrap();
-        assert_eq!(second.payload.as_ptr(), at);
-        assert_eq!(second.payload, payload);
-        // Held: the third goes elsewhere and the second is untouched.
+        assert_eq!((second.payload.as_ptr(), blocks()), (at, 1));
+        // Small: its own memory.
         let third = next_frame(&mut decoder).unwrap().unwrap();
-        assert_ne!(third.payload.as_ptr(), at);
+        assert_eq!((&third.payload[..], blocks()), (&small[..], 1));
+        // The second is still held: new memory, the second untouched.
+        let fourth = next_frame(&mut decoder).unwrap().unwrap();
+        assert_eq!(blocks(), 2);
         assert_eq!(
-            (second.payload, third.payload),
-            (payload.clone().into(), payload.into())
+            (&second.payload[..], &fourth.payload[..]),
+            (&large[..], &large[..])
         );
     }
 }

@@ -159,14 +159,32 @@ fn check_len(len: usize, limit: usize) -> Result<(), FrameError> {
     }
 }
 
+/// Where [`FrameDecoder::next_frame_in`] copies a message that spans chunks.
+pub(crate) trait Assembly {
+    /// A buffer to copy a message of `len` bytes into, which gives it up by
+    /// [`BytesMut::split`] (the buffer then keeps the rest of its memory, and
+    /// can take the message's back once nothing refers to it); `None` for
+    /// memory of the message's own.
+    fn buffer_for(&mut self, len: usize) -> Option<&mut BytesMut>;
+}
+
+/// Every message in memory of its own.
+struct OwnMemory;
+
+impl Assembly for OwnMemory {
+    fn buffer_for(&mut self, _len: usize) -> Option<&mut BytesMut> {
+        None
+    }
+}
+
 /// Incremental decoder of length-prefixed messages, fed with arbitrary chunks
 /// (HTTP/2 DATA frames split and merge messages anywhere).
 ///
 /// Chunks are kept as a queue of [`Bytes`]; a message that lies entirely in
 /// one chunk is returned as a zero-copy slice of it, and only a message that
-/// spans chunks is copied into a fresh buffer (inside the crate, a large one
-/// into a buffer the caller keeps for it: `next_frame_in`). After an error
-/// the decoder stays failed: [`next_frame`](Self::next_frame) and [`finish`](Self::finish) keep
+/// spans chunks is copied into a fresh buffer (inside the crate, into memory
+/// the caller may keep for it: `next_frame_in`). After an error the decoder
+/// stays failed: [`next_frame`](Self::next_frame) and [`finish`](Self::finish) keep
 /// returning that error.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
@@ -224,23 +242,19 @@ impl FrameDecoder {
     ///
     /// Once an error is returned, every later call returns it again.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        self.next_frame_in(&mut BytesMut::new(), usize::MAX)
+        self.next_frame_in(&mut OwnMemory)
     }
 
-    /// [`next_frame`](Self::next_frame), copying a message of at least
-    /// `from` bytes that spans chunks into `assembly`'s memory: the caller
-    /// keeps one buffer for all its messages, and a message then reuses the
-    /// memory of an earlier one once nothing refers to that one any more
-    /// ([`BytesMut::reserve`] takes it back). `assembly` is left empty.
+    /// [`next_frame`](Self::next_frame), copying a message that spans chunks
+    /// where `assembly` says.
     pub(crate) fn next_frame_in(
         &mut self,
-        assembly: &mut BytesMut,
-        from: usize,
+        assembly: &mut dyn Assembly,
     ) -> Result<Option<Frame>, FrameError> {
         if let Some(err) = &self.error {
             return Err(err.clone());
         }
-        match self.advance(assembly, from) {
+        match self.advance(assembly) {
             Ok(frame) => Ok(frame),
             Err(err) => {
                 self.error = Some(err.clone());
@@ -305,11 +319,7 @@ impl FrameDecoder {
     }
 
     /// One decoding step without the sticky-error bookkeeping.
-    fn advance(
-        &mut self,
-        assembly: &mut BytesMut,
-        from: usize,
-    ) -> Result<Option<Frame>, FrameError> {
+    fn advance(&mut self, assembly: &mut dyn Assembly) -> Result<Option<Frame>, FrameError> {
         let header = match self.pending {
             Some(header) => header,
             None => {
@@ -334,7 +344,7 @@ impl FrameDecoder {
         if self.buffered < header.len {
             return Ok(None);
         }
-        let payload = self.take(header.len, assembly, from);
+        let payload = self.take(header.len, assembly);
         self.pending = None;
         Ok(Some(Frame {
             compressed: header.compressed,
@@ -363,9 +373,8 @@ impl FrameDecoder {
 
     /// Removes and returns the first `n` queued bytes; `n` must be at most
     /// `self.buffered`. Zero-copy when they lie in the front chunk, else
-    /// copied together: in `assembly`'s memory if they are at least `from`,
-    /// in memory of their own if not.
-    fn take(&mut self, n: usize, assembly: &mut BytesMut, from: usize) -> Bytes {
+    /// copied together where `assembly` says.
+    fn take(&mut self, n: usize, assembly: &mut dyn Assembly) -> Bytes {
         if n == 0 {
             return Bytes::new();
         }
@@ -379,14 +388,18 @@ impl FrameDecoder {
                 return out;
             }
         }
-        if n < from {
-            let mut out = BytesMut::new();
-            self.copy_out(n, &mut out);
-            return out.freeze();
+        match assembly.buffer_for(n) {
+            Some(kept) => {
+                kept.clear();
+                self.copy_out(n, kept);
+                kept.split().freeze()
+            }
+            None => {
+                let mut out = BytesMut::new();
+                self.copy_out(n, &mut out);
+                out.freeze()
+            }
         }
-        assembly.clear();
-        self.copy_out(n, assembly);
-        assembly.split().freeze()
     }
 
     /// Moves the first `n` queued bytes to the end of `out`.
@@ -895,41 +908,52 @@ mod tests {
         assert_eq!(dec.buffered_len(), 0);
     }
 
+    /// Copies messages of at least `from` bytes into `buf`.
+    struct KeepFrom {
+        buf: BytesMut,
+        from: usize,
+    }
+
+    impl Assembly for KeepFrom {
+        fn buffer_for(&mut self, len: usize) -> Option<&mut BytesMut> {
+            (len >= self.from).then_some(&mut self.buf)
+        }
+    }
+
     #[test]
-    fn spanning_frames_reuse_a_kept_buffer_once_nothing_refers_to_it() {
-        let first: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
-        let second: Vec<u8> = first.iter().rev().copied().collect();
-        let mut bytes = framed(&first, false);
-        bytes.extend_from_slice(&framed(&second, false));
-        bytes.extend_from_slice(&framed(&first, false));
+    fn spanning_frames_are_copied_where_the_assembly_says() {
+        let big: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let small = vec![3u8; 999];
+        let mut bytes = framed(&big, false);
+        bytes.extend_from_slice(&framed(&small, false));
+        bytes.extend_from_slice(&framed(&big, false));
         let mut dec = FrameDecoder::new(1000);
         for piece in bytes.freeze().chunks(300) {
             dec.push(Bytes::copy_from_slice(piece));
         }
-        let mut kept = BytesMut::new();
-        // Still referred to: the next message is copied elsewhere, and this
-        // one stays as it was.
-        let held = dec.next_frame_in(&mut kept, 1000).unwrap().unwrap();
-        let next = dec.next_frame_in(&mut kept, 1000).unwrap().unwrap();
-        assert_ne!(next.payload.as_ptr(), held.payload.as_ptr());
-        assert_eq!(&held.payload[..], &first[..]);
-        assert_eq!(&next.payload[..], &second[..]);
-        // Dropped: its memory takes the next one.
-        let at = next.payload.as_ptr();
-        drop(next);
-        let last = dec.next_frame_in(&mut kept, 1000).unwrap().unwrap();
-        assert_eq!(last.payload.as_ptr(), at);
-        assert_eq!(&last.payload[..], &first[..]);
-        assert_eq!(&held.payload[..], &first[..]);
-        assert!(kept.is_empty());
-        // Below `from`, a message is copied into memory of its own.
-        let mut dec = FrameDecoder::new(1000);
-        dec.push(Bytes::copy_from_slice(&framed(&second, false)[..500]));
-        dec.push(Bytes::copy_from_slice(&framed(&second, false)[500..]));
-        let mut unused = BytesMut::new();
-        let own = dec.next_frame_in(&mut unused, 1001).unwrap().unwrap();
-        assert_eq!(&own.payload[..], &second[..]);
-        assert_eq!(unused.capacity(), 0);
+        let mut into = KeepFrom {
+            buf: BytesMut::with_capacity(4096),
+            from: 1000,
+        };
+        let start = into.buf.as_ptr();
+        // Cut from the front of the given buffer, which keeps the rest.
+        let first = dec.next_frame_in(&mut into).unwrap().unwrap();
+        assert_eq!(&first.payload[..], &big[..]);
+        assert_eq!(first.payload.as_ptr(), start);
+        assert_eq!(into.buf.as_ptr(), start.wrapping_add(1000));
+        assert_eq!((into.buf.len(), into.buf.capacity()), (0, 3096));
+        // Under the assembly's size: memory of its own, the buffer untouched.
+        let second = dec.next_frame_in(&mut into).unwrap().unwrap();
+        assert_eq!(&second.payload[..], &small[..]);
+        assert_eq!(into.buf.as_ptr(), start.wrapping_add(1000));
+        assert_eq!(into.buf.capacity(), 3096);
+        let third = dec.next_frame_in(&mut into).unwrap().unwrap();
+        assert_eq!(third.payload.as_ptr(), start.wrapping_add(1000));
+        assert_eq!(
+            (&first.payload[..], &third.payload[..]),
+            (&big[..], &big[..])
+        );
+        assert_eq!(dec.buffered_len(), 0);
     }
 
     #[test]
