@@ -133,13 +133,8 @@ pub(crate) fn next_frame(decoder: &mut FrameDecoder) -> Result<Option<Frame>, Fr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::codec::tests::Msg;
     use crate::wire::framing::encode_frame;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Msg {
-        #[prost(string, tag = "1")]
-        text: String,
-    }
 
     /// A message whose frame is `len` bytes.
     fn framed_as(len: usize) -> Msg {

@@ -111,15 +111,16 @@ pub(crate) fn frame_error_status(error: FrameError) -> Status {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::code::Code;
     use crate::wire::framing::FrameDecoder;
 
+    /// A message of one string, for tests of encoding.
     #[derive(Clone, PartialEq, prost::Message)]
-    struct Msg {
+    pub(crate) struct Msg {
         #[prost(string, tag = "1")]
-        text: String,
+        pub(crate) text: String,
     }
 
     fn round_trip(encoding: Encoding) {
