@@ -111,13 +111,14 @@ pub(crate) fn encode<M: Message>(
     encoding: Encoding,
     max_size: usize,
 ) -> Result<Bytes, Status> {
-    let len = HEADER_LEN.saturating_add(message.encoded_len());
+    let plain = message.encoded_len();
+    let len = HEADER_LEN.saturating_add(plain);
     if encoding != Encoding::Identity || !Kept::takes(len) {
-        return codec::encode(message, encoding, max_size);
+        return codec::encode(message, plain, encoding, max_size);
     }
     with_kept(&ENCODING, |kept| match kept {
-        Some(kept) => codec::encode_in(message, encoding, max_size, kept.ready(len)),
-        None => codec::encode(message, encoding, max_size),
+        Some(kept) => codec::encode_in(message, plain, encoding, max_size, kept.ready(len)),
+        None => codec::encode(message, plain, encoding, max_size),
     })
 }
 
@@ -148,8 +149,9 @@ mod tests {
 
     /// `m` encoded through `kept`, as `encode` does.
     fn encode_with(kept: &mut Kept, m: &Msg) -> Bytes {
-        let len = HEADER_LEN + m.encoded_len();
-        codec::encode_in(m, Encoding::Identity, usize::MAX, kept.ready(len)).unwrap()
+        let plain = m.encoded_len();
+        let ready = kept.ready(HEADER_LEN + plain);
+        codec::encode_in(m, plain, Encoding::Identity, usize::MAX, ready).unwrap()
     }
 
     #[test]

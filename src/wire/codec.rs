@@ -28,15 +28,18 @@ impl Compress {
 }
 
 /// Serializes `message` as one gRPC frame, compressed with `encoding` unless
-/// it is identity, in memory of its own. Fails with `RESOURCE_EXHAUSTED`
-/// when the serialized message is larger than `max_size`.
+/// it is identity, in memory of its own. `len` is `message.encoded_len()`,
+/// which the caller has worked out already (it walks the whole message).
+/// Fails with `RESOURCE_EXHAUSTED` when the serialized message is larger
+/// than `max_size`.
 pub(crate) fn encode<M: Message>(
     message: &M,
+    len: usize,
     encoding: Encoding,
     max_size: usize,
 ) -> Result<Bytes, Status> {
     let mut buf = BytesMut::new();
-    write_frame(message, encoding, max_size, &mut buf)?;
+    write_frame(message, len, encoding, max_size, &mut buf)?;
     Ok(buf.freeze())
 }
 
@@ -48,23 +51,24 @@ pub(crate) fn encode<M: Message>(
 /// shared reference count.)
 pub(crate) fn encode_in<M: Message>(
     message: &M,
+    len: usize,
     encoding: Encoding,
     max_size: usize,
     buf: &mut BytesMut,
 ) -> Result<Bytes, Status> {
     buf.clear();
-    write_frame(message, encoding, max_size, buf)?;
+    write_frame(message, len, encoding, max_size, buf)?;
     Ok(buf.split().freeze())
 }
 
 /// Appends `message` to the empty `buf` as one gRPC frame.
 fn write_frame<M: Message>(
     message: &M,
+    len: usize,
     encoding: Encoding,
     max_size: usize,
     buf: &mut BytesMut,
 ) -> Result<(), Status> {
-    let len = message.encoded_len();
     if len > max_size {
         return Err(Status::resource_exhausted(format!(
             "message to send is {len} bytes, larger than the send limit of {max_size} bytes"
@@ -127,7 +131,7 @@ pub(crate) mod tests {
         let m = Msg {
             text: "hello ".repeat(100),
         };
-        let bytes = encode(&m, encoding, 1 << 20).unwrap();
+        let bytes = encode(&m, m.encoded_len(), encoding, 1 << 20).unwrap();
         let mut dec = FrameDecoder::new(1 << 20);
         dec.push(bytes);
         let frame = dec.next_frame().unwrap().unwrap();
@@ -152,7 +156,7 @@ pub(crate) mod tests {
             let mut buf = BytesMut::with_capacity(8192);
             buf.extend_from_slice(b"left over");
             let start = buf.as_ptr();
-            let frame = encode_in(&m, encoding, 1 << 20, &mut buf).unwrap();
+            let frame = encode_in(&m, m.encoded_len(), encoding, 1 << 20, &mut buf).unwrap();
             // The buffer keeps the rest of its memory, right after the frame.
             assert_eq!(frame.as_ptr(), start, "{encoding}");
             assert_eq!(buf.as_ptr(), start.wrapping_add(frame.len()), "{encoding}");
@@ -170,7 +174,7 @@ pub(crate) mod tests {
         let m = Msg {
             text: "x".repeat(100),
         };
-        let err = encode(&m, Encoding::Identity, 50).unwrap_err();
+        let err = encode(&m, m.encoded_len(), Encoding::Identity, 50).unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted);
         assert!(err.message().contains("50"), "{err}");
     }
@@ -180,7 +184,7 @@ pub(crate) mod tests {
         let m = Msg {
             text: "a".repeat(100_000),
         };
-        let bytes = encode(&m, Encoding::Gzip, 1 << 20).unwrap();
+        let bytes = encode(&m, m.encoded_len(), Encoding::Gzip, 1 << 20).unwrap();
         let mut dec = FrameDecoder::new(1 << 20);
         dec.push(bytes);
         let frame = dec.next_frame().unwrap().unwrap();
