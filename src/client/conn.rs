@@ -406,18 +406,16 @@ impl Conn {
                 match recv.poll_data(&mut cx) {
                     Poll::Ready(Some(Ok(chunk))) => {
                         let n = chunk.len();
-                        let delivered = s.credit.delivered(&chunk);
-                        let taken = s.events.push(CallEvent::Data(chunk)).is_ok();
-                        if !taken || delivered.release {
+                        let events = &s.events;
+                        let handed = s.credit.hand_over(chunk, |chunk, _| {
+                            events.push(CallEvent::Data(chunk)).is_ok()
+                        });
+                        if handed.release {
                             if let Some(flow) = &mut s.flow {
                                 let _ = flow.release_capacity(n);
                             }
                         }
-                        if !taken {
-                            // Nobody is left to wake.
-                            s.credit.woken();
-                        }
-                        s.wake |= delivered.wake;
+                        s.wake |= handed.wake;
                     }
                     Poll::Ready(Some(Err(e))) => {
                         error = Some(status_for_h2_error(&e));

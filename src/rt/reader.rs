@@ -188,8 +188,29 @@ impl Credit {
         }
     }
 
+    /// Accounts for `chunk` and hands it to its reader with `hand`, which is
+    /// told whether to wake the reader and says whether the reader took the
+    /// chunk. Its credit is to go back now if the rule says so, or if the
+    /// reader is gone (nobody else will give it back).
+    pub(crate) fn hand_over(
+        &mut self,
+        chunk: Bytes,
+        hand: impl FnOnce(Bytes, bool) -> bool,
+    ) -> Delivered {
+        let delivered = self.delivered(&chunk);
+        let taken = hand(chunk, delivered.wake);
+        if !taken {
+            // Nobody is left to wake.
+            self.woken();
+        }
+        Delivered {
+            release: delivered.release || !taken,
+            wake: delivered.wake,
+        }
+    }
+
     /// Accounts for `chunk`, delivered to the reader.
-    pub(crate) fn delivered(&mut self, chunk: &[u8]) -> Delivered {
+    fn delivered(&mut self, chunk: &[u8]) -> Delivered {
         let n = chunk.len();
         match self {
             Credit::ByReader {
@@ -385,6 +406,30 @@ mod tests {
         // One byte more can only be a second message or an oversized one.
         assert_eq!(c.delivered(&[0]), HOLD_AND_WAKE);
         assert_eq!(c.delivered(&[0]), HOLD_AND_WAKE);
+    }
+
+    #[test]
+    fn a_chunk_is_handed_over_with_its_wake_and_credited_if_the_reader_is_gone() {
+        let mut c = Credit::by_reader(400);
+        let small = framed(b"hi");
+        let mut seen = Vec::new();
+        // Taken: the reader holds the credit, and is woken for a whole
+        // message but not for part of one.
+        for part in [&small[..3], &small[3..]] {
+            let handed = c.hand_over(Bytes::copy_from_slice(part), |chunk, wake| {
+                seen.push((chunk.len(), wake));
+                true
+            });
+            assert!(!handed.release);
+        }
+        assert_eq!(seen, vec![(3, false), (4, true)]);
+        // Not taken: its credit goes back now, and nothing waits unwoken
+        // (neither chunk completes the next message's header).
+        let next = framed(b"hello");
+        let held = c.hand_over(Bytes::copy_from_slice(&next[..3]), |_, _| true);
+        assert_eq!((held.release, held.wake, c.unwoken()), (false, false, 3));
+        let gone = c.hand_over(Bytes::copy_from_slice(&next[3..4]), |_, _| false);
+        assert_eq!((gone.release, gone.wake, c.unwoken()), (true, false, 0));
     }
 
     #[test]

@@ -548,22 +548,16 @@ impl Conn {
                             let _ = s.flow.release_capacity(n);
                             continue;
                         };
-                        let delivered = s.credit.delivered(&chunk);
-                        let sent = if delivered.wake {
-                            tx.send(Inbound::Data(chunk))
-                        } else {
-                            tx.push(Inbound::Data(chunk))
-                        };
-                        if sent.is_err() || delivered.release {
+                        let handed = s.credit.hand_over(chunk, |chunk, wake| {
+                            let data = Inbound::Data(chunk);
+                            if wake { tx.send(data) } else { tx.push(data) }.is_ok()
+                        });
+                        if handed.release {
                             let _ = s.flow.release_capacity(n);
-                        }
-                        if sent.is_err() {
-                            // Nobody is left to wake.
-                            s.credit.woken();
                         }
                         if s.inline.is_some() {
                             s.inline_buffered += n;
-                            overflowed |= !delivered.release && !s.credit.is_by_reader();
+                            overflowed |= !handed.release && !s.credit.is_by_reader();
                         }
                     }
                     Poll::Ready(Some(Err(e))) => {
