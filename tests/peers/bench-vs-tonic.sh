@@ -35,6 +35,11 @@
 #             default 4 MiB receive limit.)
 #    clients  client against client: `bench` and `tonic-bench` each driving
 #             tonic's server and ours (default mode), at CLIENT_LOADS.
+#    The h2load, stream and mib tables also show how busy each server was
+#    in the same runs: the share of its CPU it used while measured (from
+#    /proc/PID/stat) and its CPU time per call. A server short of a whole
+#    CPU waited on the load generator or on round trips, so its row says
+#    less about the server than about the load or the latency.
 #
 # Shapes: "cN mM" means, for h2load, N connections with M concurrent streams
 # EACH (h2load -c N -m M); for bench and tonic-bench, N connections and M
@@ -508,18 +513,39 @@ for i in "${!NAMES[@]}"; do
     fi
 done
 
-# median RESULTS...: of "cps p99 calls" triples, the one with the median cps
+# median RESULTS...: of "cps p99 calls cores" results, the one with the median cps
 # (the lower middle one for an even count; a failed run, ERR, sorts lowest).
 median() {
     printf '%s\n' "$@" | sort -n -k1,1 | sed -n "$((($# + 1) / 2))p"
 }
 
-# Results: RES[KEY|RUNNER|SERVER] = "cps p99 calls" (the median run).
+# Results: RES[KEY|RUNNER|SERVER] = "cps p99 calls cores" (the median run).
 declare -A RES=()
+
+# How busy a server was during a run: its CPU time (user + system, from
+# /proc/PID/stat) over the measured window, less 0.1 s at each end. Every
+# load generator here warms up for 0.5 s before its window of DURATION.
+CLOCK_TICKS=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }
+# sample_cpu PID OUT: writes to OUT the share of one CPU that PID used.
+sample_cpu() {
+    local pid=$1 out=$2 a b t0 t1
+    sleep 0.6
+    a=$(cpu_ticks "$pid") t0=$(date +%s.%N)
+    sleep "$(awk -v d="$DURATION" 'BEGIN { print d - 0.2 }')"
+    b=$(cpu_ticks "$pid") t1=$(date +%s.%N)
+    if [[ -n $a && -n $b ]]; then
+        awk -v a="$a" -v b="$b" -v t0="$t0" -v t1="$t1" -v hz="$CLOCK_TICKS" \
+            'BEGIN { printf "%.2f", (b - a) / hz / (t1 - t0) }' >"$out"
+    else
+        echo ERR >"$out"
+    fi
+}
 
 # measure KEY ARGS...: for each "RUNNER SERVER_NAME" of RUNS_OF (set by the
 # caller), runs RUNNER SERVER_INDEX ARGS..., ROUNDS times, in the order of
-# RUNS_OF and the reverse by turns; keeps the median run in RES.
+# RUNS_OF and the reverse by turns, while sample_cpu watches the server;
+# keeps the median run in RES.
 measure() {
     local key=$1 round j order runner name
     shift
@@ -535,8 +561,18 @@ measure() {
             if [[ $name != raw && -z ${SERVER_INDEX[$name]:-} ]]; then
                 die "no server named '$name' was started"
             fi
+            local sampler="" cores=-
+            if [[ $name != raw ]]; then
+                rm -f "$WORK/cpu"
+                sample_cpu "${SERVER_PIDS[${SERVER_INDEX[$name]}]}" "$WORK/cpu" &
+                sampler=$!
+            fi
             "$runner" "${SERVER_INDEX[$name]:-0}" "$@"
-            runs[j]+="$R_CPS $R_P99 $R_CALLS,"
+            if [[ -n $sampler ]]; then
+                wait "$sampler" || true
+                cores=$(cat "$WORK/cpu" 2>/dev/null || echo ERR)
+            fi
+            runs[j]+="$R_CPS $R_P99 $R_CALLS $cores,"
         done
     done
     for j in "${!RUNS_OF[@]}"; do
@@ -547,8 +583,9 @@ measure() {
     done
 }
 
-# result KEY RUNNER SERVER FIELD: field 1 (calls/s), 2 (p99) or 3 (calls)
-# of a measured result, "-" when not measured.
+# result KEY RUNNER SERVER FIELD: field 1 (calls/s), 2 (p99), 3 (calls) or
+# 4 (the server's share of a CPU) of a measured result, "-" when not
+# measured.
 result() {
     local triple=${RES["$1|$2|$3"]:-}
     if [[ -z $triple ]]; then
@@ -567,6 +604,29 @@ ratio() {
         awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
     else
         echo "-"
+    fi
+}
+
+# cpu_per_call KEY RUNNER SERVER: the server's CPU time per call in us
+# (its share of a CPU over calls/s), "-" when either is missing.
+cpu_per_call() {
+    local cores cps
+    cores=$(result "$1" "$2" "$3" 4)
+    cps=$(result "$1" "$2" "$3" 1)
+    if [[ $cores =~ ^[0-9.]+$ && $cps =~ ^[0-9.]+$ ]] && ((${cps%.*} > 0)); then
+        awk -v c="$cores" -v n="$cps" 'BEGIN { printf "%.1f", c * 1e6 / n }'
+    else
+        echo "-"
+    fi
+}
+
+# ms US: microseconds as milliseconds with one decimal, or as given when
+# not a number.
+ms() {
+    if [[ $1 =~ ^[0-9.]+$ ]]; then
+        awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'
+    else
+        echo "$1"
     fi
 }
 
@@ -718,6 +778,22 @@ if has_section h2load; then
             "$(mode_cell "$key" adaptive 2)" "$(mode_cell "$key" inline 2)" \
             "$(mode_cell "$key" workers 2)" "$(result "$key" h2load_run tonic 2)"
     done
+    echo
+    echo "The same runs, server CPU: the share of its CPU each server used while measured (near"
+    echo "1.00: the server's CPU was the limit; less: it waited on the load generator or on round"
+    echo "trips), and its CPU time per call in us (user + system, all threads)."
+    printf '%-24s %7s %7s %7s %7s %7s %7s %7s %7s\n' "load" "ad cpu" "in cpu" "wk cpu" "ton cpu" \
+        "ad us" "in us" "wk us" "ton us"
+    for shape in $H2LOAD_SHAPES; do
+        key="h2load unary c${shape%x*} m${shape#*x}"
+        printf '%-24s %7s %7s %7s %7s %7s %7s %7s %7s\n' "unary c${shape%x*} m${shape#*x}" \
+            "$(mode_cell "$key" adaptive 4)" "$(mode_cell "$key" inline 4)" \
+            "$(mode_cell "$key" workers 4)" "$(result "$key" h2load_run tonic 4)" \
+            "$(cpu_per_call "$key" h2load_run ours-adaptive)" \
+            "$(cpu_per_call "$key" h2load_run ours-inline)" \
+            "$(cpu_per_call "$key" h2load_run ours-workers)" \
+            "$(cpu_per_call "$key" h2load_run tonic)"
+    done
 fi
 
 if has_section stream; then
@@ -726,17 +802,21 @@ if has_section stream; then
     echo "msg/s counts the streamed side only: replies of server_stream (2 per call), requests of"
     echo "client_stream (10 per call, 1 reply) and bidi (10 per call, each answered by 1 reply);"
     echo "p99 is per call, in us. ours = $OURS (server_stream handlers run inline, client_stream ones"
-    echo "too once their requests are in, bidi ones on the pool)."
-    printf '%-24s %11s %11s %10s %9s %9s\n' "load" "ours msg/s" "tonic msg/s" "ours/tonic" \
-        "ours p99" "tonic p99"
+    echo "too once their requests are in, bidi ones on the pool). cpu: the share of its CPU each"
+    echo "server used while measured; us: its CPU time per call."
+    printf '%-24s %11s %11s %10s %9s %9s %8s %9s %7s %8s\n' "load" "ours msg/s" "tonic msg/s" \
+        "ours/tonic" "ours p99" "tonic p99" "ours cpu" "tonic cpu" "ours us" "tonic us"
     for rpc in $STREAM_RPCS; do
         for load in $STREAM_LOADS; do
             key="$rpc c${load%/*} m${load#*/}"
             n=$(stream_messages "$rpc")
             o=$(per_second "$(result "$key" bench_run "$OURS" 3)" "$n" 1)
             t=$(per_second "$(result "$key" bench_run tonic 3)" "$n" 1)
-            printf '%-24s %11s %11s %10s %9s %9s\n' "$key" "$o" "$t" "$(ratio "$o" "$t")" \
-                "$(result "$key" bench_run "$OURS" 2)" "$(result "$key" bench_run tonic 2)"
+            printf '%-24s %11s %11s %10s %9s %9s %8s %9s %7s %8s\n' "$key" "$o" "$t" \
+                "$(ratio "$o" "$t")" \
+                "$(result "$key" bench_run "$OURS" 2)" "$(result "$key" bench_run tonic 2)" \
+                "$(result "$key" bench_run "$OURS" 4)" "$(result "$key" bench_run tonic 4)" \
+                "$(cpu_per_call "$key" bench_run "$OURS")" "$(cpu_per_call "$key" bench_run tonic)"
         done
     done
 fi
@@ -751,17 +831,23 @@ if has_section mib; then
         echo "(raw-tcp is plaintext; the gRPC rows are TLS.)"
     fi
     raw=$(result "raw tcp" raw_run raw 1)
-    printf '%-34s %10s %11s %9s %8s %9s %10s %9s %9s\n' "load (MiB per call)" "ours MiB/s" \
-        "tonic MiB/s" "raw MiB/s" "ours/raw" "tonic/raw" "ours/tonic" "ours p99" "tonic p99"
+    echo "cpu: the share of its CPU each server used while measured; ms: its CPU time per call."
+    printf '%-34s %10s %11s %9s %8s %9s %10s %9s %9s %8s %9s %7s %8s\n' "load (MiB per call)" \
+        "ours MiB/s" "tonic MiB/s" "raw MiB/s" "ours/raw" "tonic/raw" "ours/tonic" "ours p99" \
+        "tonic p99" "ours cpu" "tonic cpu" "ours ms" "tonic ms"
     printf '%-34s %10s %11s %9s\n' "raw tcp (one way)" "" "" "$raw"
     for rpc in $MIB_RPCS; do
         key="$rpc mib c1 m1"
         b=$(bytes_per_call "$rpc" "$MIB_PAYLOAD")
         o=$(per_second "$(result "$key" bench_run "$OURS" 3)" "$b" 1048576)
         t=$(per_second "$(result "$key" bench_run tonic 3)" "$b" 1048576)
-        printf '%-34s %10s %11s %9s %8s %9s %10s %9s %9s\n' "$rpc c1 m1 ($(describe_bytes "$rpc"))" \
+        printf '%-34s %10s %11s %9s %8s %9s %10s %9s %9s %8s %9s %7s %8s\n' \
+            "$rpc c1 m1 ($(describe_bytes "$rpc"))" \
             "$o" "$t" "$raw" "$(ratio "$o" "$raw")" "$(ratio "$t" "$raw")" "$(ratio "$o" "$t")" \
-            "$(result "$key" bench_run "$OURS" 2)" "$(result "$key" bench_run tonic 2)"
+            "$(result "$key" bench_run "$OURS" 2)" "$(result "$key" bench_run tonic 2)" \
+            "$(result "$key" bench_run "$OURS" 4)" "$(result "$key" bench_run tonic 4)" \
+            "$(ms "$(cpu_per_call "$key" bench_run "$OURS")")" \
+            "$(ms "$(cpu_per_call "$key" bench_run tonic)")"
     done
 fi
 
