@@ -271,9 +271,14 @@ fn monitor(handoff: Weak<Handoff>) {
             h.scan();
         } else if last_busy.elapsed() > LINGER {
             let mut state = h.state.lock();
-            h.asleep.store(true, Ordering::SeqCst);
-            // A park just before `asleep` was set is seen here.
-            while h.parked.load(Ordering::SeqCst) == 0 && !state.stop {
+            // A park just before `asleep` was set is seen here. Set again
+            // before every wait: a park that woke this thread cleared it,
+            // and if its handler was back before this thread looked,
+            // this thread waits again, and must be woken by the next park.
+            while {
+                h.asleep.store(true, Ordering::SeqCst);
+                h.parked.load(Ordering::SeqCst) == 0 && !state.stop
+            } {
                 h.wake.wait_for(&mut state, Duration::from_secs(1));
                 if h.parked.load(Ordering::Acquire) == 0 && Arc::strong_count(&h) == 1 {
                     break;
@@ -346,6 +351,45 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert!(rx.try_recv().is_err());
         assert_eq!(handoff.unpark(&slot, t4), Some(4));
+        handoff.stop();
+    }
+
+    /// Waits up to 10 s for `done`.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_monitor_woken_by_a_quick_park_still_hears_the_next_one() {
+        let handoff = Handoff::new(Duration::from_millis(1), 64 * 1024);
+        let (tx, rx) = mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let slot = Arc::new(Slot::new(
+            || Some(()),
+            move |v: u32| tx.lock().unwrap().send(v).unwrap(),
+        ));
+        handoff.register(&slot);
+        // The monitor starts, then sleeps once nothing has been parked for
+        // a while.
+        let t = handoff.park(&slot, 1);
+        assert_eq!(handoff.unpark(&slot, t), Some(1));
+        eventually("the monitor sleeps", || {
+            handoff.asleep.load(Ordering::SeqCst)
+        });
+        // A quick park wakes it, and is over before it looks: it sleeps
+        // again, and says so, so that the next park wakes it.
+        let t = handoff.park(&slot, 2);
+        assert_eq!(handoff.unpark(&slot, t), Some(2));
+        eventually("the monitor sleeps again", || {
+            handoff.asleep.load(Ordering::SeqCst)
+        });
+        // A park that lasts is handed over.
+        let _t = handoff.park(&slot, 3);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(3));
         handoff.stop();
     }
 }
