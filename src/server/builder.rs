@@ -165,8 +165,10 @@ impl ServerBuilder {
 
     /// How long an adaptive inline handler may run before its connection
     /// is handed to another thread (default 1 ms): the longest the other
-    /// calls of a connection wait for a handler that blocks (plus up to
-    /// the same again for the monitor to notice). Also how long a
+    /// calls of a connection wait for a handler that blocks, plus the time
+    /// the monitor takes to notice (up to the limit again while its looks
+    /// find handlers running, up to 16 ms after a quiet while: it looks
+    /// less often while handlers return quickly). Also how long a
     /// client-streaming handler waits for the end of its request stream
     /// before it starts on the handler pool instead.
     pub fn inline_time_limit(mut self, limit: Duration) -> Self {

@@ -8,9 +8,13 @@
 //!
 //! While its handler runs, a connection waits in a [`Slot`]; a monitor
 //! thread (one per server, asleep while no handler runs inline) looks at
-//! the slots every limit's length and restarts, on a new thread, any
-//! connection parked for longer. The handler's thread, once its handler
-//! returns, takes its connection back, or finds it gone and ends.
+//! the slots and restarts, on a new thread, any connection parked for
+//! longer than the limit. It looks every limit's length while its looks
+//! find handlers running, and less and less often, up to every
+//! [`LOOK_MAX`], while they find none (as Go's system monitor backs off
+//! when idle); after [`LINGER`] with no park at all, it sleeps until a
+//! park wakes it. The handler's thread, once its handler returns, takes its
+//! connection back, or finds it gone and ends.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -125,6 +129,11 @@ pub(crate) struct Handoff {
     stack_size: usize,
     slots: Mutex<Vec<Weak<dyn Parked>>>,
     parked: AtomicUsize,
+    /// Parks so far.
+    parks: AtomicU64,
+    /// Times the monitor has looked at the slots.
+    #[cfg(test)]
+    looks: AtomicU64,
     /// The monitor thread is asleep (waiting for a park), or not started.
     asleep: AtomicBool,
     state: Mutex<MonitorState>,
@@ -138,8 +147,15 @@ struct MonitorState {
 }
 
 /// How long the monitor keeps looking after the last park before it
-/// sleeps.
+/// sleeps until a park wakes it.
 const LINGER: Duration = Duration::from_millis(100);
+
+/// The longest the monitor waits between looks while it finds no handler
+/// running: beyond the limit, the longest a handler that blocks after a
+/// quiet while holds its connection's other calls. (Looking every limit
+/// for a while after each park cost a wake-up a millisecond at any load,
+/// 3-4% of the server's core at 100 and at 1,000 calls/s.)
+const LOOK_MAX: Duration = Duration::from_millis(16);
 
 impl Handoff {
     /// A monitor handing connections over after `limit`, to threads with
@@ -151,6 +167,9 @@ impl Handoff {
             stack_size,
             slots: Mutex::new(Vec::new()),
             parked: AtomicUsize::new(0),
+            parks: AtomicU64::new(0),
+            #[cfg(test)]
+            looks: AtomicU64::new(0),
             asleep: AtomicBool::new(true),
             state: Mutex::new(MonitorState::default()),
             wake: Condvar::new(),
@@ -180,6 +199,7 @@ impl Handoff {
             state.ticket
         };
         slot.parked_at.store(self.now(), Ordering::Release);
+        self.parks.fetch_add(1, Ordering::Relaxed);
         // SeqCst, with the monitor's `asleep` then `parked`: one of the two
         // sees the other's write.
         self.parked.fetch_add(1, Ordering::SeqCst);
@@ -261,15 +281,29 @@ impl Handoff {
 
 /// The monitor thread: scans while handlers run inline, sleeps otherwise.
 fn monitor(handoff: Weak<Handoff>) {
+    // When a look last found a handler running, or a park since the look
+    // before.
     let mut last_busy = Instant::now();
+    let mut parks = 0;
+    let mut interval = Duration::ZERO;
     loop {
         let Some(h) = handoff.upgrade() else {
             return;
         };
+        #[cfg(test)]
+        h.looks.fetch_add(1, Ordering::Relaxed);
+        let parks_now = h.parks.load(Ordering::Relaxed);
+        if parks_now != parks {
+            parks = parks_now;
+            last_busy = Instant::now();
+        }
         if h.parked.load(Ordering::Acquire) > 0 {
             last_busy = Instant::now();
+            interval = h.limit;
             h.scan();
-        } else if last_busy.elapsed() > LINGER {
+        } else if last_busy.elapsed() <= LINGER {
+            interval = (interval * 2).clamp(h.limit, LOOK_MAX.max(h.limit));
+        } else {
             let mut state = h.state.lock();
             // A park just before `asleep` was set is seen here. Set again
             // before every wait: a park that woke this thread cleared it,
@@ -290,8 +324,9 @@ fn monitor(handoff: Weak<Handoff>) {
                 return;
             }
             last_busy = Instant::now();
+            interval = h.limit;
         }
-        let period = h.limit;
+        let period = interval;
         drop(h);
         std::thread::sleep(period);
     }
@@ -361,6 +396,33 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn the_monitor_looks_less_and_less_often_while_handlers_return_quickly() {
+        let handoff = Handoff::new(Duration::from_millis(1), 64 * 1024);
+        let slot = Arc::new(Slot::new(|| Some(()), |_: u32| panic!("taken over")));
+        handoff.register(&slot);
+        // A quick handler every millisecond for 200 ms.
+        let mut looks = 0;
+        for round in 0..200 {
+            if round == 20 {
+                // Past the first looks, which start every limit.
+                looks = handoff.looks.load(Ordering::Relaxed);
+            }
+            let t = handoff.park(&slot, round);
+            assert_eq!(handoff.unpark(&slot, t), Some(round));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let looks = handoff.looks.load(Ordering::Relaxed) - looks;
+        // Looking every limit (1 ms) would be about 180 looks; every
+        // LOOK_MAX (16 ms), about 12 (or a few more, where a look finds
+        // a handler running).
+        assert!(
+            looks < 90,
+            "{looks} looks in 180 quick handlers, 1 ms apart"
+        );
+        handoff.stop();
     }
 
     #[test]
