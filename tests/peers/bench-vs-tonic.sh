@@ -11,7 +11,7 @@
 # 2. Starts on free loopback ports: our example server once per unary
 #    handler mode (adaptive, inline, workers: see OURS_MODES), tonic's
 #    server, and raw-tcp's reader.
-# 3. Runs four sections (SECTIONS), each a table in the report:
+# 3. Runs five sections (SECTIONS), each a table in the report:
 #    h2load   unary through h2load (nghttp2-client; installed with apt-get
 #             if missing), a neutral load generator, at H2LOAD_SHAPES, against
 #             our server in every mode and tonic: calls/s, the ratio to
@@ -35,6 +35,11 @@
 #             default 4 MiB receive limit.)
 #    clients  client against client: `bench` and `tonic-bench` each driving
 #             tonic's server and ours (default mode), at CLIENT_LOADS.
+#    rate     unary through h2load at fixed rates (RATES, calls/s, one
+#             connection with one call at a time: h2load --rps) against our
+#             server (default mode) and tonic: the CPU each server spends
+#             per call when the load leaves it idle most of the time, where
+#             the cost of waking up shows.
 #    The h2load, stream and mib tables also show how busy each server was
 #    in the same runs: the share of its CPU it used while measured (from
 #    /proc/PID/stat) and its CPU time per call. A server short of a whole
@@ -66,7 +71,8 @@
 #             load generator (h2load, bench, tonic-bench, raw-tcp's writer)
 #             on CLIENT_CPUS (default 0), with taskset; 0 or unset: wherever
 #             the kernel puts them (default 0)
-#   SECTIONS  which tables to measure (default "h2load stream mib clients")
+#   SECTIONS  which tables to measure (default "h2load stream mib clients
+#             rate")
 #   H2LOAD_SHAPES  h2load shapes, CONNECTIONSxSTREAMS_EACH (default
 #             "1x1 1x16 16x1 16x16 64x4 1000x1"); the file descriptor limit
 #             is raised (ulimit -n, up to the hard limit) for the largest
@@ -80,6 +86,10 @@
 #   MIB_PAYLOAD   bytes of each request's value there (default 1048576)
 #   CLIENT_LOADS  the clients table's rows, RPC:CONNECTIONS/CALLERS_IN_TOTAL
 #             (default "unary:1/1 unary:1/16 unary:16/16 bidi:16/16")
+#   RATES     the rate table's calls per second (default "100 1000 5000")
+#   RATE_DURATION  seconds measured per run of the rate table (default 5:
+#             /proc counts CPU time in ticks of 10 ms, a few per second at
+#             these rates)
 #   OURS_BIN_DIR  where our example-server and bench are (default
 #             $CARGO_TARGET_DIR/release, else target/release); when set, the
 #             script does not build them (build them there first), e.g.
@@ -108,7 +118,7 @@ ROUNDS=${ROUNDS:-1}
 PIN=${PIN:-0}
 SERVER_CPUS=${SERVER_CPUS:-1}
 CLIENT_CPUS=${CLIENT_CPUS:-0}
-SECTIONS=${SECTIONS:-"h2load stream mib clients"}
+SECTIONS=${SECTIONS:-"h2load stream mib clients rate"}
 H2LOAD_SHAPES=${H2LOAD_SHAPES:-"1x1 1x16 16x1 16x16 64x4 1000x1"}
 STREAM_RPCS=${STREAM_RPCS:-"server_stream client_stream bidi"}
 STREAM_LOADS=${STREAM_LOADS:-"1/16 16/16"}
@@ -116,6 +126,8 @@ PAYLOAD=${PAYLOAD:-0}
 MIB_RPCS=${MIB_RPCS:-"unary server_stream bidi"}
 MIB_PAYLOAD=${MIB_PAYLOAD:-1048576}
 CLIENT_LOADS=${CLIENT_LOADS:-"unary:1/1 unary:1/16 unary:16/16 bidi:16/16"}
+RATES=${RATES:-"100 1000 5000"}
+RATE_DURATION=${RATE_DURATION:-5}
 TLS=${TLS:-0}
 
 die() {
@@ -129,9 +141,14 @@ die() {
 [[ $PAYLOAD =~ ^[0-9]+$ && $MIB_PAYLOAD =~ ^[1-9][0-9]*$ ]] ||
     die "PAYLOAD and MIB_PAYLOAD must be whole numbers (got '$PAYLOAD', '$MIB_PAYLOAD')"
 for section in $SECTIONS; do
-    [[ $section =~ ^(h2load|stream|mib|clients)$ ]] ||
-        die "unknown section '$section' in SECTIONS (h2load, stream, mib, clients)"
+    [[ $section =~ ^(h2load|stream|mib|clients|rate)$ ]] ||
+        die "unknown section '$section' in SECTIONS (h2load, stream, mib, clients, rate)"
 done
+for rate in $RATES; do
+    [[ $rate =~ ^[1-9][0-9]*$ ]] || die "RATES: '$rate' is not a whole number of calls per second"
+done
+[[ $RATE_DURATION =~ ^[1-9][0-9]*$ ]] ||
+    die "RATE_DURATION must be a whole number >= 1 (got '$RATE_DURATION')"
 for shape in $H2LOAD_SHAPES; do
     [[ $shape =~ ^[1-9][0-9]*x[1-9][0-9]*$ ]] ||
         die "H2LOAD_SHAPES: '$shape' is not CONNECTIONSxSTREAMS (e.g. 16x4)"
@@ -198,7 +215,7 @@ for bin in "$OURS_BIN" "$BENCH_BIN" "$TONIC_BIN" "$TONIC_BENCH_BIN" "$RAW_BIN"; 
     [[ -x $bin ]] || { echo "missing binary $bin" >&2; exit 1; }
 done
 
-if has_section h2load || [[ $TLS == 1 ]] || ! command -v nghttp >/dev/null; then
+if has_section h2load || has_section rate || [[ $TLS == 1 ]] || ! command -v nghttp >/dev/null; then
     if ! command -v h2load >/dev/null || ! command -v nghttp >/dev/null; then
         log "installing nghttp2-client for h2load"
         apt-get update -qq
@@ -438,8 +455,9 @@ client_run() {
 bench_run() { client_run "$BENCH_BIN" "$@"; }
 tonic_bench_run() { client_run "$TONIC_BENCH_BIN" "$@"; }
 
-# h2load_run SERVER CONNS STREAMS: unary through h2load against server
-# number SERVER (of NAMES), CONNS connections with STREAMS streams each; p99
+# h2load_run SERVER CONNS STREAMS [RATE]: unary through h2load against
+# server number SERVER (of NAMES), CONNS connections with STREAMS streams
+# each, at most RATE calls per second on each connection if given; p99
 # from h2load's per-request log. Over https:// h2load speaks TLS with ALPN
 # h2 (it does not check the certificate).
 BODY="$WORK/unary_body.bin"
@@ -451,10 +469,13 @@ UNARY_PATH=/nameko.example/unary_unary
 NEGOTIATED=()
 
 h2load_run() {
-    local port=${PORTS[$1]} scheme=${SCHEMES[$1]} conns=$2 streams=$3 out
+    local port=${PORTS[$1]} scheme=${SCHEMES[$1]} conns=$2 streams=$3 out rate=()
+    if [[ -n ${4:-} ]]; then
+        rate=(--rps "$4")
+    fi
     R_CPS=ERR R_P99=ERR R_CALLS=-
     rm -f "$WORK/h2load.log"
-    if ! out=$(timeout "$RUN_TIMEOUT" "${CLIENT_PIN[@]}" h2load -t 1 -c "$conns" -m "$streams" \
+    if ! out=$(timeout "$RUN_TIMEOUT" "${CLIENT_PIN[@]}" h2load -t 1 -c "$conns" -m "$streams" "${rate[@]}" \
         -D "$DURATION" --warm-up-time=500ms --log-file="$WORK/h2load.log" -d "$BODY" \
         -H 'content-type: application/grpc' -H 'te: trailers' \
         "$scheme://127.0.0.1:$port$UNARY_PATH" 2>&1); then
@@ -536,7 +557,7 @@ sample_cpu() {
     b=$(cpu_ticks "$pid") t1=$(date +%s.%N)
     if [[ -n $a && -n $b ]]; then
         awk -v a="$a" -v b="$b" -v t0="$t0" -v t1="$t1" -v hz="$CLOCK_TICKS" \
-            'BEGIN { printf "%.2f", (b - a) / hz / (t1 - t0) }' >"$out"
+            'BEGIN { printf "%.3f", (b - a) / hz / (t1 - t0) }' >"$out"
     else
         echo ERR >"$out"
     fi
@@ -715,6 +736,19 @@ if has_section clients; then
     done
 fi
 
+# --- rate: h2load at fixed rates, ours (default mode) and tonic
+if has_section rate; then
+    RUNS_OF=("h2load_run $OURS" "h2load_run tonic")
+    SECONDS_BEFORE=$DURATION
+    DURATION=$RATE_DURATION
+    RUN_TIMEOUT=$((DURATION * 3 + 30))
+    for rate in $RATES; do
+        measure "rate $rate" 1 1 "$rate"
+    done
+    DURATION=$SECONDS_BEFORE
+    RUN_TIMEOUT=$((DURATION * 3 + 30))
+fi
+
 # A server that died mid-run shows up as errors above; say so plainly.
 for i in "${!NAMES[@]}"; do
     if ! kill -0 "${SERVER_PIDS[$i]}" 2>/dev/null; then
@@ -869,6 +903,25 @@ if has_section clients; then
                 "$(ratio "$o" "$t")" "$(result "$key" bench_run "$server" 2)" \
                 "$(result "$key" tonic_bench_run "$server" 2)"
         done
+    done
+fi
+
+if has_section rate; then
+    echo
+    echo "Unary through h2load at fixed rates ('hello'; one connection, one call at a time,"
+    echo "h2load --rps; ${RATE_DURATION}s per run): calls/s, the share of its CPU each server used"
+    echo "while measured, and its CPU time per call in us: at these rates a server is idle most"
+    echo "of the time, and each call pays for waking it up."
+    printf '%-24s %9s %9s %8s %9s %7s %8s %12s\n' "load" "ours/s" "tonic/s" "ours cpu" \
+        "tonic cpu" "ours us" "tonic us" "ours/tonic us"
+    for rate in $RATES; do
+        key="rate $rate"
+        o=$(cpu_per_call "$key" h2load_run "$OURS")
+        t=$(cpu_per_call "$key" h2load_run tonic)
+        printf '%-24s %9s %9s %8s %9s %7s %8s %12s\n' "unary at $rate/s" \
+            "$(result "$key" h2load_run "$OURS" 1)" "$(result "$key" h2load_run tonic 1)" \
+            "$(result "$key" h2load_run "$OURS" 4)" "$(result "$key" h2load_run tonic 4)" \
+            "$o" "$t" "$(ratio "$o" "$t")"
     done
 fi
 
