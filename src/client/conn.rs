@@ -220,8 +220,7 @@ impl Driver for Conn {
         // Bytes callers were not woken for hold credit (see `Unwoken`).
         if self.unwoken.wake_all_due() {
             for s in self.streams.values_mut() {
-                if s.credit.unwoken() > 0 {
-                    s.credit.woken();
+                if s.credit.wake_due() {
                     s.events.notify();
                 }
             }

@@ -172,6 +172,15 @@ impl Credit {
         }
     }
 
+    /// Whether the reader was delivered bytes it was not woken for; if
+    /// so, it counts as woken from here (the caller wakes it), as every
+    /// such reader is once [`Unwoken::wake_all_due`] says so.
+    pub(crate) fn wake_due(&mut self) -> bool {
+        let due = self.unwoken() > 0;
+        self.woken();
+        due
+    }
+
     /// The reader is woken for everything delivered so far.
     pub(crate) fn woken(&mut self) {
         if let Credit::ByReader { unwoken, .. } = self {
@@ -390,6 +399,12 @@ mod tests {
         c.woken();
         assert_eq!(c.unwoken(), 0);
         assert_eq!(c.delivered(&small[3..]), HOLD_AND_WAKE);
+        // A reader is due a wake only for bytes it was not woken for.
+        assert!(!c.wake_due());
+        assert_eq!(c.delivered(&small[..3]), HOLD);
+        assert!(c.wake_due());
+        assert_eq!(c.unwoken(), 0);
+        assert!(!c.wake_due());
     }
 
     #[test]

@@ -271,11 +271,8 @@ impl Driver for Conn {
         self.poll_stream_data(key);
         if self.unwoken.wake_all_due() {
             for s in self.streams.values_mut() {
-                if s.credit.unwoken() > 0 {
-                    s.credit.woken();
-                    if let Some(tx) = &s.inbox {
-                        tx.notify();
-                    }
+                if let (true, Some(tx)) = (s.credit.wake_due(), &s.inbox) {
+                    tx.notify();
                 }
             }
         }
