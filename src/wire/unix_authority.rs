@@ -126,11 +126,22 @@ impl AuthorityFilter {
         !self.output.is_empty()
     }
 
+    /// The bytes waiting for h2.
+    pub(crate) fn output(&self) -> &[u8] {
+        &self.output
+    }
+
+    /// The first `n` bytes of [`AuthorityFilter::output`] went to h2.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.output.advance(n);
+    }
+
     /// Moves waiting bytes for h2 into `buf`; returns how many.
-    pub(crate) fn take_output(&mut self, buf: &mut [u8]) -> usize {
+    #[cfg(test)]
+    fn take_output(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.output.len());
         buf[..n].copy_from_slice(&self.output[..n]);
-        self.output.advance(n);
+        self.consume(n);
         n
     }
 
