@@ -63,9 +63,9 @@ const SOCKET_BIT: u64 = 1;
 const STALL: Duration = Duration::from_millis(1);
 
 /// The longest the parker's thread sleeps between looks at a pool that
-/// leads the poll and makes progress (its looks start every [`STALL`]
-/// and double while the pool leads at each look): the longest a stall
-/// that begins then goes unnoticed, beyond the stall itself.
+/// makes progress (its looks start every [`STALL`] and double while each
+/// finds connections taken since the one before): a stall that begins
+/// meanwhile is noticed within two such sleeps.
 const LOOK_MAX: Duration = Duration::from_millis(16);
 
 /// The most connections one wait on the shared poll reports.
@@ -715,17 +715,20 @@ fn watch(inner: &Arc<Inner>) {
         } else {
             empty_since = None;
         }
-        // A stall can only begin once the leader leaves its wait. While no
-        // pool thread leads, this thread looks again after a stall's time;
-        // while the pool leads and takes connections, it looks less and
-        // less often, up to LOOK_MAX; once the pool leads and has taken
-        // nothing since the last look, it dozes until a leader leaves its
-        // wait with connections ready (and tells it), or the next deadline.
-        // (Looking every stall for a while after any progress cost a
-        // wake-up a millisecond under any load, most of them for nothing:
-        // 4-5% of the server's core at 100 and at 1,000 calls/s.)
+        // A stall can only begin once the leader leaves its wait, and it
+        // is a stall only while no connection is taken. While the pool
+        // takes connections, led or not, this thread looks less and less
+        // often, up to LOOK_MAX; while no pool thread leads and none took
+        // a connection since the last look, it looks again after a stall's
+        // time; once the pool leads and has taken nothing since the last
+        // look, it dozes until a leader leaves its wait with connections
+        // ready (and tells it), or the next deadline. (Looking every stall
+        // while the pool made progress cost a wake-up a millisecond: after
+        // any progress, 4-5% of the server's core at 100 and at 1,000
+        // calls/s; and under full load, where every pool thread is busy
+        // and none leads, 3% of it at 16 connections with 16 calls each.)
         let led = !state.unled();
-        interval = if led {
+        interval = if progress {
             (interval * 2).min(LOOK_MAX)
         } else {
             STALL
@@ -794,6 +797,8 @@ mod tests {
         /// Where the resume hands the probe back (as a connection goes on
         /// running), if anywhere.
         back: Option<mpsc::Sender<Box<Probe>>>,
+        /// How long the resume keeps its thread busy.
+        busy: Duration,
     }
 
     impl Wakeable for Probe {
@@ -829,6 +834,7 @@ mod tests {
             if let Some(hold) = &self.hold {
                 let _ = hold.recv();
             }
+            std::thread::sleep(self.busy);
             if let Some(back) = self.back.clone() {
                 let _ = back.send(self);
             }
@@ -848,6 +854,7 @@ mod tests {
             resumed: tx,
             hold: None,
             back: None,
+            busy: Duration::ZERO,
         };
         (Box::new(p), waker, rx)
     }
@@ -914,6 +921,48 @@ mod tests {
         // LOOK_MAX (16 ms), about 12 (or a few more, where a look finds
         // the pool thread driving the value).
         assert!(looks < 90, "{looks} looks in 180 calls, 1 ms apart");
+    }
+
+    #[test]
+    fn the_parkers_thread_looks_less_and_less_often_at_a_busy_pool_that_nobody_leads() {
+        let parker = Parker::new("parker", "resumed", 64 * 1024).expect("a parker");
+        // One value more than the pool has threads, each woken again as
+        // soon as it is back: every pool thread is busy with one while the
+        // other waits, so nobody leads the poll, but values are taken all
+        // the time (full load).
+        let (back, returned) = mpsc::channel();
+        let mut resumes = Vec::new();
+        // This thread parks them again as a pool thread parks the
+        // connection it drove (a park from elsewhere with every pool
+        // thread busy tells the parker's thread to look at once).
+        POOL_OF.with(|p| p.set(Arc::as_ptr(&parker.inner) as usize));
+        for _ in 0..parker.inner.base + 1 {
+            let (mut p, waker, resumed) = probe(None);
+            p.back = Some(back.clone());
+            p.busy = Duration::from_micros(300);
+            assert!(parker.park(p).is_ok());
+            waker.wake().expect("wake");
+            resumes.push(resumed);
+        }
+        let start = Instant::now();
+        let mut looks = None;
+        while start.elapsed() < Duration::from_millis(400) {
+            let mut p = returned.recv_timeout(WAIT).expect("a probe back");
+            if looks.is_none() && start.elapsed() >= Duration::from_millis(100) {
+                // Past the first looks, which start every stall.
+                looks = Some(parker.inner.looks.load(Ordering::Relaxed));
+            }
+            let waker = p.waker.clone();
+            while let Err(again) = parker.park(p) {
+                p = again;
+            }
+            waker.wake().expect("wake");
+        }
+        let looks = parker.inner.looks.load(Ordering::Relaxed) - looks.expect("looks counted");
+        // Looking every stall (1 ms) would be about 300 looks; every
+        // LOOK_MAX (16 ms), about 19.
+        assert!(looks < 100, "{looks} looks in 300 ms at full load");
+        drop(resumes);
     }
 
     #[test]
