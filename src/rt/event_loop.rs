@@ -185,16 +185,19 @@ std::thread_local! {
     static READ_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Reads from `transport` into `buf`'s spare room, writing only the bytes
-/// read: how many.
-fn read_into(transport: &mut Transport, buf: &mut ReadBuf<'_>) -> io::Result<usize> {
-    let want = buf.remaining().min(READ_MOST);
+/// Reads at most `most` bytes from `transport` into this thread's
+/// [`READ_SCRATCH`] and hands what came to `take`: how many.
+fn read_with(
+    transport: &mut Transport,
+    most: usize,
+    take: impl FnOnce(&[u8]),
+) -> io::Result<usize> {
     READ_SCRATCH.with_borrow_mut(|scratch| {
-        if scratch.len() < want {
-            scratch.resize(want, 0);
+        if scratch.len() < most {
+            scratch.resize(most, 0);
         }
-        let n = transport.read(&mut scratch[..want])?;
-        buf.put_slice(&scratch[..n]);
+        let n = transport.read(&mut scratch[..most])?;
+        take(&scratch[..n]);
         Ok(n)
     })
 }
@@ -252,15 +255,9 @@ impl Socket {
                 filter.feed(&replay);
                 continue;
             }
-            let read: io::Result<usize> = READ_SCRATCH.with_borrow_mut(|scratch| {
-                if scratch.len() < FILTERED_READ {
-                    scratch.resize(FILTERED_READ, 0);
-                }
-                let n = self.transport.read(&mut scratch[..FILTERED_READ])?;
-                filter.feed(&scratch[..n]);
-                Ok(n)
-            });
-            match read {
+            match read_with(&mut self.transport, FILTERED_READ, |bytes| {
+                filter.feed(bytes)
+            }) {
                 Ok(0) => {
                     filter.finish();
                     if !filter.has_output() {
@@ -316,7 +313,8 @@ impl AsyncRead for Socket {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        match read_into(&mut self.transport, buf) {
+        let most = buf.remaining().min(READ_MOST);
+        match read_with(&mut self.transport, most, |bytes| buf.put_slice(bytes)) {
             Ok(n) => {
                 self.round += n;
                 Poll::Ready(Ok(()))
