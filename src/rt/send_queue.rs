@@ -7,11 +7,12 @@
 //! both sides, and keep peers' small-frame flood defences (h2's DATA frame
 //! budget, for one) quiet.
 
-use std::collections::VecDeque;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use h2::SendStream;
+
+use crate::wire::chunks::Chunks;
 
 /// The most bytes copied together into one coalesced DATA payload.
 const COALESCE_LIMIT: usize = 16 * 1024;
@@ -23,7 +24,7 @@ const EAGER_LIMIT: usize = 16 * 1024;
 /// Queued bytes of one stream.
 #[derive(Default)]
 pub(crate) struct SendQueue {
-    chunks: VecDeque<Bytes>,
+    chunks: Chunks,
     bytes: usize,
     /// Bytes were handed to h2 already.
     started: bool,

@@ -20,9 +20,9 @@
 //! [`encode_frame`] produces the same format. Whether a payload is compressed
 //! (and with what) is decided by the caller; see `crate::wire::compression`.
 
-use std::collections::VecDeque;
-
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::wire::chunks::Chunks;
 
 /// Size in bytes of the prefix before every message: one flag byte plus a
 /// 4-byte big-endian length.
@@ -189,7 +189,7 @@ impl Assembly for OwnMemory {
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     /// Queued, not yet consumed chunks; never holds an empty chunk.
-    chunks: VecDeque<Bytes>,
+    chunks: Chunks,
     /// Total length of `chunks`.
     buffered: usize,
     /// Prefix of the message being assembled, once it has been consumed.
@@ -206,7 +206,7 @@ impl FrameDecoder {
     #[must_use]
     pub fn new(max_message_size: usize) -> Self {
         Self {
-            chunks: VecDeque::new(),
+            chunks: Chunks::default(),
             buffered: 0,
             pending: None,
             max_message_size,
@@ -445,7 +445,7 @@ struct Cursor {
 
 impl Cursor {
     /// Moves forward by `n` bytes (stopping at the end of the queue).
-    fn advance(&mut self, chunks: &VecDeque<Bytes>, n: usize) {
+    fn advance(&mut self, chunks: &Chunks, n: usize) {
         let mut left = n;
         while let Some(c) = chunks.get(self.chunk) {
             let avail = c.len().saturating_sub(self.offset);
@@ -460,13 +460,13 @@ impl Cursor {
     }
 
     /// The byte at the cursor, if queued.
-    fn first(self, chunks: &VecDeque<Bytes>) -> Option<u8> {
+    fn first(self, chunks: &Chunks) -> Option<u8> {
         chunks.get(self.chunk)?.get(self.offset).copied()
     }
 
     /// The next [`HEADER_LEN`] bytes; missing bytes read as zero (callers
     /// check that enough bytes are queued first).
-    fn peek_header(self, chunks: &VecDeque<Bytes>) -> [u8; HEADER_LEN] {
+    fn peek_header(self, chunks: &Chunks) -> [u8; HEADER_LEN] {
         let mut raw = [0u8; HEADER_LEN];
         let mut at = self;
         for slot in &mut raw {

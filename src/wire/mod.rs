@@ -5,6 +5,7 @@
 //!
 //! | file | what |
 //! | --- | --- |
+//! | `chunks.rs` | a queue of byte chunks that holds its first one in place |
 //! | `framing.rs` | the 5-byte length-prefixed message frames |
 //! | `codec.rs` | protobuf messages to and from frames: size limits and compression |
 //! | `compression.rs` | gzip, deflate, identity; `grpc-accept-encoding` |
@@ -16,6 +17,7 @@
 //! | `goaway.rs` | the bytes that refuse a connection over the limit |
 //! | `unix_authority.rs` | dropping `:authority` from requests read over a Unix socket (clients send the socket's path, which h2 refuses) |
 
+pub(crate) mod chunks;
 pub(crate) mod codec;
 pub mod compression;
 pub mod framing;
