@@ -370,6 +370,10 @@ pub(crate) struct EventLoop {
     /// The registrations in a parker's shared poll, while there are any.
     registration: Option<Registration>,
     events: Events,
+    /// The list [`drive`] moves dirty streams into, kept between its calls
+    /// with its room (a connection that parks between calls would
+    /// otherwise grow a new one for each).
+    dirty: Vec<StreamKey>,
 }
 
 impl EventLoop {
@@ -416,6 +420,7 @@ impl EventLoop {
                 raw,
                 registration: None,
                 events: Events::with_capacity(4),
+                dirty: Vec::new(),
             },
             socket,
         ))
@@ -607,7 +612,18 @@ pub(crate) enum Drive {
 /// other threads, then the streams and the connection whose wakers fired,
 /// then due timers; then sleep until the socket, a wake-up or the next timer.
 pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> io::Result<Drive> {
-    let mut dirty = Vec::new();
+    let mut dirty = std::mem::take(&mut driver.event_loop().dirty);
+    let result = drive_with(driver, commands, &mut dirty);
+    driver.event_loop().dirty = dirty;
+    result
+}
+
+/// [`drive`], with the list to move dirty streams into.
+fn drive_with<D: Driver>(
+    driver: &mut D,
+    commands: &Receiver<D::Cmd>,
+    dirty: &mut Vec<StreamKey>,
+) -> io::Result<Drive> {
     // The first poll starts the handshake (and, on a call after a yield or
     // a park, looks at the connection again: cheap when nothing is new).
     driver.event_loop().resumed();
@@ -617,8 +633,8 @@ pub(crate) fn drive<D: Driver>(driver: &mut D, commands: &Receiver<D::Cmd>) -> i
         while let Ok(cmd) = commands.try_recv() {
             driver.apply(cmd);
         }
-        conn_dirty |= driver.event_loop().take_dirty(&mut dirty);
-        for &key in &dirty {
+        conn_dirty |= driver.event_loop().take_dirty(dirty);
+        for &key in dirty.iter() {
             driver.poll_stream(key);
         }
         if conn_dirty {
