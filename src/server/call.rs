@@ -25,6 +25,7 @@ use crate::server::response::{OutState, Outbound, ResponseSink};
 use crate::status::Status;
 use crate::wire::codec::Compress;
 use crate::wire::compression::Encoding;
+use crate::wire::headers::MethodPath;
 
 /// Everything a call carries into its handler. Made by the connection
 /// thread, consumed by [`unary`], [`server_streaming`], [`client_streaming`],
@@ -34,10 +35,8 @@ pub struct ServerCall {
     pub(crate) conn: Arc<ConnHandle>,
     pub(crate) state: Arc<CallState>,
     pub(crate) inbox: Consumer<Inbound>,
-    pub(crate) service: String,
-    pub(crate) method: String,
     /// `/service/method`.
-    pub(crate) path: String,
+    pub(crate) path: MethodPath,
     pub(crate) metadata: Metadata,
     pub(crate) peer: Arc<PeerInfo>,
     pub(crate) deadline: Option<Instant>,
@@ -57,8 +56,8 @@ pub struct ServerCall {
 impl std::fmt::Debug for ServerCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerCall")
-            .field("service", &self.service)
-            .field("method", &self.method)
+            .field("service", &self.path.service())
+            .field("method", &self.path.method())
             .finish_non_exhaustive()
     }
 }
@@ -67,14 +66,15 @@ impl ServerCall {
     /// The method's name, exactly as in the proto (`unary_unary`), as
     /// [`Service::call`](crate::server::Service::call) receives it.
     pub fn method(&self) -> &str {
-        &self.method
+        self.path.method()
     }
 
     /// Answers `UNIMPLEMENTED`: the service has no such method.
     pub fn unimplemented(self) {
         let msg = format!(
             "unknown method {} for service {}",
-            self.method, self.service
+            self.path.method(),
+            self.path.service()
         );
         self.reject(Status::unimplemented(msg));
     }
@@ -96,9 +96,9 @@ impl ServerCall {
         for interceptor in interceptors {
             self.hooks.ran.push(interceptor.clone());
             let mut start = CallStart {
-                path: &self.path,
-                service_name: &self.service,
-                method_name: &self.method,
+                path: self.path.path(),
+                service_name: self.path.service(),
+                method_name: self.path.method(),
                 metadata: &mut self.metadata,
                 peer: &self.peer,
                 deadline: self.deadline,

@@ -14,6 +14,7 @@ use crate::server::peer::{Peer, PeerInfo};
 use crate::server::response::Outbound;
 use crate::status::Status;
 use crate::wire::compression::Encoding;
+use crate::wire::headers::MethodPath;
 
 /// The server side of one call: what the client sent besides its messages,
 /// and the controls a handler has over the response.
@@ -41,7 +42,7 @@ use crate::wire::compression::Encoding;
 /// # let _ = handler;
 /// ```
 pub struct ServerContext {
-    method: String,
+    method: MethodPath,
     metadata: Metadata,
     peer: Arc<PeerInfo>,
     deadline: Option<Instant>,
@@ -51,7 +52,7 @@ pub struct ServerContext {
 
 impl ServerContext {
     pub(crate) fn new(
-        method: String,
+        method: MethodPath,
         metadata: Metadata,
         peer: Arc<PeerInfo>,
         deadline: Option<Instant>,
@@ -82,7 +83,7 @@ impl ServerContext {
             return;
         }
         self.hooks.after(&CallEnd {
-            path: &self.method,
+            path: self.method.path(),
             metadata: &self.metadata,
             peer: &self.peer,
             status: &status,
@@ -106,7 +107,7 @@ impl ServerContext {
 
     /// The full method path, e.g. `/nameko.example/unary_unary`.
     pub fn method(&self) -> &str {
-        &self.method
+        self.method.path()
     }
 
     /// Where the call came from: a TCP address, or this server's Unix

@@ -60,22 +60,23 @@ pub(crate) fn route(
     handlers: UnaryHandlers,
 ) -> Result<Route, Rejection> {
     let head = headers::parse_request(parts)?;
-    let service = match registry.get(&head.service) {
-        Some(s) if s.methods().contains(&head.method.as_str()) => s.clone(),
+    let service = match registry.get(head.path.service()) {
+        Some(s) if s.methods().contains(&head.path.method()) => s.clone(),
         Some(_) => {
             return Err(Rejection::Grpc(Status::unimplemented(format!(
                 "unknown method {} for service {}",
-                head.method, head.service
+                head.path.method(),
+                head.path.service()
             ))))
         }
         None => {
             return Err(Rejection::Grpc(Status::unimplemented(format!(
                 "unknown service {}",
-                head.service
+                head.path.service()
             ))))
         }
     };
-    let method = head.method.as_str();
+    let method = head.path.method();
     let unary = service.unary_methods().contains(&method);
     let single_request = unary || service.server_streaming_methods().contains(&method);
     let inline = match handlers {
@@ -166,7 +167,7 @@ mod tests {
         let r = route(&parts("/pkg.Svc/Unary", &[]), &registry(), Adaptive).unwrap();
         assert_eq!(r.run, Run::Inline);
         assert_eq!(
-            (r.head.service.as_str(), r.head.method.as_str()),
+            (r.head.path.service(), r.head.path.method()),
             ("pkg.Svc", "Unary")
         );
         let run = |method: &str, mode| {

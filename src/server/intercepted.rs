@@ -17,8 +17,8 @@ pub(crate) fn run(
 ) {
     match call.intercept(interceptors) {
         Ok(()) => {
-            let method = call.method.clone();
-            service.call(&method, call);
+            let path = call.path.clone();
+            service.call(path.method(), call);
         }
         Err(status) => call.reject(status),
     }

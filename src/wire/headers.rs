@@ -2,10 +2,13 @@
 //! plain functions: building request, response and trailer headers, and
 //! checking what the peer sent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, TE, USER_AGENT as USER_AGENT_NAME,
+};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::code::Code;
@@ -20,6 +23,29 @@ pub(crate) const GRPC_CONTENT_TYPE: &str = "application/grpc";
 
 /// Our `user-agent`, sent by clients.
 pub(crate) const USER_AGENT: &str = concat!("grpc-rust-blocking/", env!("CARGO_PKG_VERSION"));
+
+// gRPC's own header names, made once. A name given as a string is parsed
+// on every use and, as HTTP does not define it, copied into an allocation
+// of its own on every insert.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+const GRPC_STATUS_DETAILS_BIN: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+const GRPC_PREVIOUS_RPC_ATTEMPTS: HeaderName =
+    HeaderName::from_static("grpc-previous-rpc-attempts");
+
+/// The `grpc-status` value of `code`, without formatting a number.
+fn status_value(code: Code) -> HeaderValue {
+    const VALUES: [&str; 17] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
+    match VALUES.get(code.as_i32() as usize) {
+        Some(v) => HeaderValue::from_static(v),
+        None => HeaderValue::from(code.as_i32()),
+    }
+}
 
 /// True for `application/grpc`, `application/grpc+proto`,
 /// `application/grpc+<suffix>` and `application/grpc;<params>`.
@@ -57,26 +83,26 @@ pub(crate) fn request(head: &RequestHead<'_>) -> Result<Request<()>, Status> {
         .map_err(|e| Status::internal(format!("invalid request: {e}")))?;
     let h = req.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
-    h.insert("te", HeaderValue::from_static("trailers"));
-    h.insert("user-agent", HeaderValue::from_static(USER_AGENT));
+    h.insert(TE, HeaderValue::from_static("trailers"));
+    h.insert(USER_AGENT_NAME, HeaderValue::from_static(USER_AGENT));
     if let Some(t) = head.timeout {
         if let Ok(v) = HeaderValue::from_str(&timeout::encode_timeout(t)) {
-            h.insert("grpc-timeout", v);
+            h.insert(GRPC_TIMEOUT, v);
         }
     }
     if head.encoding != Encoding::Identity {
         h.insert(
-            "grpc-encoding",
+            GRPC_ENCODING,
             HeaderValue::from_static(head.encoding.as_str()),
         );
     }
     h.insert(
-        "grpc-accept-encoding",
+        GRPC_ACCEPT_ENCODING,
         HeaderValue::from_static(compression::ACCEPT_ENCODING),
     );
     if head.previous_attempts > 0 {
         h.insert(
-            "grpc-previous-rpc-attempts",
+            GRPC_PREVIOUS_RPC_ATTEMPTS,
             HeaderValue::from(head.previous_attempts),
         );
     }
@@ -87,8 +113,7 @@ pub(crate) fn request(head: &RequestHead<'_>) -> Result<Request<()>, Status> {
 /// What a server learns from a request's headers.
 #[derive(Debug)]
 pub(crate) struct CallHead {
-    pub service: String,
-    pub method: String,
+    pub path: MethodPath,
     pub metadata: Metadata,
     pub timeout: Option<Duration>,
     pub encoding: Encoding,
@@ -102,6 +127,48 @@ pub(crate) enum Rejection {
     Http(StatusCode, &'static str),
     /// gRPC, but unusable: answer Trailers-Only with this status.
     Grpc(Status),
+}
+
+/// A checked `/package.Service/Method`, kept once and shared: a call's
+/// handler, context and interceptors all read it without a copy of their
+/// own.
+#[derive(Clone)]
+pub(crate) struct MethodPath {
+    path: Arc<str>,
+    /// Where the method's `/` is.
+    split: usize,
+}
+
+impl MethodPath {
+    /// `path`, already split by [`split_path`] into a service of
+    /// `service_len` bytes and a method.
+    fn new(path: &str, service_len: usize) -> Self {
+        MethodPath {
+            path: Arc::from(path),
+            split: service_len + 1,
+        }
+    }
+
+    /// The whole path, e.g. `/nameko.example/unary_unary`.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The service's full name, e.g. `nameko.example`.
+    pub(crate) fn service(&self) -> &str {
+        &self.path[1..self.split]
+    }
+
+    /// The method's name, e.g. `unary_unary`.
+    pub(crate) fn method(&self) -> &str {
+        &self.path[self.split + 1..]
+    }
+}
+
+impl std::fmt::Debug for MethodPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.path)
+    }
 }
 
 /// Splits `/package.Service/Method`.
@@ -129,7 +196,7 @@ pub(crate) fn parse_request(parts: &http::request::Parts) -> Result<CallHead, Re
             "content-type must be application/grpc",
         ));
     }
-    let te = parts.headers.get("te").map(|v| v.as_bytes());
+    let te = parts.headers.get(TE).map(|v| v.as_bytes());
     if te != Some(b"trailers") {
         // As grpc-java does: a proxy on the way may drop trailers, which
         // would lose every call's status.
@@ -139,19 +206,19 @@ pub(crate) fn parse_request(parts: &http::request::Parts) -> Result<CallHead, Re
         ))));
     }
     let path = parts.uri.path();
-    let Some((service, method)) = split_path(path) else {
+    let Some((service, _)) = split_path(path) else {
         return Err(Rejection::Grpc(Status::unimplemented(format!(
             "malformed method path {path:?}: expected /package.Service/Method"
         ))));
     };
-    let timeout = match parts.headers.get("grpc-timeout") {
+    let timeout = match parts.headers.get(GRPC_TIMEOUT) {
         None => None,
         Some(v) => Some(
             timeout::parse_timeout(v.as_bytes())
                 .map_err(|e| Rejection::Grpc(Status::internal(e.to_string())))?,
         ),
     };
-    let encoding = match parts.headers.get("grpc-encoding") {
+    let encoding = match parts.headers.get(GRPC_ENCODING) {
         None => Encoding::Identity,
         Some(v) => {
             let name = v.to_str().unwrap_or("");
@@ -169,14 +236,13 @@ pub(crate) fn parse_request(parts: &http::request::Parts) -> Result<CallHead, Re
     };
     let accept_encoding = parts
         .headers
-        .get_all("grpc-accept-encoding")
+        .get_all(GRPC_ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(compression::parse_accept_encoding)
         .collect();
     Ok(CallHead {
-        service: service.to_owned(),
-        method: method.to_owned(),
+        path: MethodPath::new(path, service.len()),
         metadata: Metadata::from_headers(&parts.headers),
         timeout,
         encoding,
@@ -190,10 +256,10 @@ pub(crate) fn response(metadata: &Metadata, encoding: Encoding) -> Response<()> 
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
     if encoding != Encoding::Identity {
-        h.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+        h.insert(GRPC_ENCODING, HeaderValue::from_static(encoding.as_str()));
     }
     h.insert(
-        "grpc-accept-encoding",
+        GRPC_ACCEPT_ENCODING,
         HeaderValue::from_static(compression::ACCEPT_ENCODING),
     );
     metadata.write_headers(h);
@@ -215,7 +281,7 @@ pub(crate) fn trailers_only(status: &Status, initial: &Metadata) -> Response<()>
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
     h.insert(
-        "grpc-accept-encoding",
+        GRPC_ACCEPT_ENCODING,
         HeaderValue::from_static(compression::ACCEPT_ENCODING),
     );
     initial.write_headers(h);
@@ -269,7 +335,7 @@ pub(crate) fn parse_response(parts: &http::response::Parts) -> Result<ResponseHe
             ct.map(String::from_utf8_lossy).unwrap_or_default()
         )));
     }
-    let encoding = match parts.headers.get("grpc-encoding") {
+    let encoding = match parts.headers.get(GRPC_ENCODING) {
         None => Encoding::Identity,
         Some(v) => {
             let name = v.to_str().unwrap_or("");
@@ -308,15 +374,15 @@ pub(crate) fn header_list_size(headers: &HeaderMap) -> usize {
 /// Writes `grpc-status`, `grpc-message` and `grpc-status-details-bin`, then
 /// the status's metadata, into `headers`.
 pub(crate) fn write_status(status: &Status, headers: &mut HeaderMap) {
-    headers.insert("grpc-status", HeaderValue::from(status.code().as_i32()));
+    headers.insert(GRPC_STATUS, status_value(status.code()));
     if !status.message().is_empty() {
         if let Ok(value) = HeaderValue::from_str(&encode_message(status.message())) {
-            headers.insert("grpc-message", value);
+            headers.insert(GRPC_MESSAGE, value);
         }
     }
     if !status.details().is_empty() {
         if let Ok(value) = HeaderValue::from_str(&metadata::encode_binary(status.details())) {
-            headers.insert("grpc-status-details-bin", value);
+            headers.insert(GRPC_STATUS_DETAILS_BIN, value);
         }
     }
     status.metadata().write_headers(headers);
@@ -325,13 +391,13 @@ pub(crate) fn write_status(status: &Status, headers: &mut HeaderMap) {
 /// Reads a status from trailers (or Trailers-Only headers); `None` when there
 /// is no `grpc-status`. Its metadata is the other (non-reserved) fields.
 pub(crate) fn read_status(headers: &HeaderMap) -> Option<Status> {
-    let code = Code::from_header(headers.get("grpc-status")?.as_bytes());
+    let code = Code::from_header(headers.get(GRPC_STATUS)?.as_bytes());
     let message = headers
-        .get("grpc-message")
+        .get(GRPC_MESSAGE)
         .map(|v| decode_message(v.as_bytes()))
         .unwrap_or_default();
     let details = headers
-        .get("grpc-status-details-bin")
+        .get(GRPC_STATUS_DETAILS_BIN)
         .and_then(|v| metadata::decode_binary(v.as_bytes()).ok())
         .map(Bytes::from)
         .unwrap_or_default();
@@ -412,8 +478,9 @@ mod tests {
         assert_eq!(req.headers()["grpc-previous-rpc-attempts"], "2");
         assert_eq!(req.headers()["te"], "trailers");
         let head = parse_request(&parts(req)).unwrap();
-        assert_eq!(head.service, "nameko.example");
-        assert_eq!(head.method, "unary_unary");
+        assert_eq!(head.path.path(), "/nameko.example/unary_unary");
+        assert_eq!(head.path.service(), "nameko.example");
+        assert_eq!(head.path.method(), "unary_unary");
         // The user-agent is shown to handlers, as grpcio does.
         assert_eq!(head.metadata.get("user-agent"), Some(USER_AGENT));
         assert_eq!(head.metadata.get("x-a"), Some("1"));
@@ -537,5 +604,15 @@ mod tests {
         assert_eq!(back.details(), b"\x08\x09");
         assert_eq!(back.metadata(), &md);
         assert!(read_status(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn every_code_is_written_as_its_number() {
+        for code in Code::ALL {
+            let mut headers = HeaderMap::new();
+            write_status(&Status::new(code, ""), &mut headers);
+            assert_eq!(headers["grpc-status"], code.as_i32().to_string().as_str());
+            assert_eq!(read_status(&headers).unwrap().code(), code);
+        }
     }
 }
