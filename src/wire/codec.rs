@@ -38,7 +38,10 @@ pub(crate) fn encode<M: Message>(
     encoding: Encoding,
     max_size: usize,
 ) -> Result<Bytes, Status> {
-    let mut buf = BytesMut::new();
+    // Exactly the frame's size: a buffer with room to spare (a small
+    // vector's least is 8 bytes, more than an empty message's frame) costs
+    // `freeze` a second allocation, for a shared reference count.
+    let mut buf = BytesMut::with_capacity(framing::HEADER_LEN.saturating_add(len));
     write_frame(message, len, encoding, max_size, &mut buf)?;
     Ok(buf.freeze())
 }
