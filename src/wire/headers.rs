@@ -140,13 +140,13 @@ pub(crate) struct MethodPath {
 }
 
 impl MethodPath {
-    /// `path`, already split by [`split_path`] into a service of
-    /// `service_len` bytes and a method.
-    fn new(path: &str, service_len: usize) -> Self {
-        MethodPath {
+    /// `path`, if [`split_path`] takes it.
+    fn parse(path: &str) -> Option<Self> {
+        let (service, _) = split_path(path)?;
+        Some(MethodPath {
             path: Arc::from(path),
-            split: service_len + 1,
-        }
+            split: service.len() + 1,
+        })
     }
 
     /// The whole path, e.g. `/nameko.example/unary_unary`.
@@ -205,10 +205,10 @@ pub(crate) fn parse_request(parts: &http::request::Parts) -> Result<CallHead, Re
             te.map(String::from_utf8_lossy).unwrap_or_default()
         ))));
     }
-    let path = parts.uri.path();
-    let Some((service, _)) = split_path(path) else {
+    let raw_path = parts.uri.path();
+    let Some(path) = MethodPath::parse(raw_path) else {
         return Err(Rejection::Grpc(Status::unimplemented(format!(
-            "malformed method path {path:?}: expected /package.Service/Method"
+            "malformed method path {raw_path:?}: expected /package.Service/Method"
         ))));
     };
     let timeout = match parts.headers.get(GRPC_TIMEOUT) {
@@ -242,7 +242,7 @@ pub(crate) fn parse_request(parts: &http::request::Parts) -> Result<CallHead, Re
         .flat_map(compression::parse_accept_encoding)
         .collect();
     Ok(CallHead {
-        path: MethodPath::new(path, service.len()),
+        path,
         metadata: Metadata::from_headers(&parts.headers),
         timeout,
         encoding,
