@@ -417,8 +417,14 @@ log "before the runs: $LOAD_BEFORE; CPUs ${BUSY_BEFORE}% busy"
 # ---------------------------------------------------------------- runs
 FAILED=0
 
-# A bound on any single run: the measured time, the warm-up, and slack.
-RUN_TIMEOUT=$((DURATION * 3 + 30))
+# set_duration SECONDS: the measured time of each run from here on, and
+# RUN_TIMEOUT, the bound on any single run: the measured time, the
+# warm-up, and slack.
+set_duration() {
+    DURATION=$1
+    RUN_TIMEOUT=$((DURATION * 3 + 30))
+}
+set_duration "$DURATION"
 
 # Every run sets R_CPS (calls/s), R_P99 (us) and R_CALLS (calls completed
 # in the measured window; "-" from h2load), or "ERR" when it printed no
@@ -739,14 +745,12 @@ fi
 # --- rate: h2load at fixed rates, ours (default mode) and tonic
 if has_section rate; then
     RUNS_OF=("h2load_run $OURS" "h2load_run tonic")
-    SECONDS_BEFORE=$DURATION
-    DURATION=$RATE_DURATION
-    RUN_TIMEOUT=$((DURATION * 3 + 30))
+    seconds_before=$DURATION
+    set_duration "$RATE_DURATION"
     for rate in $RATES; do
         measure "rate $rate" 1 1 "$rate"
     done
-    DURATION=$SECONDS_BEFORE
-    RUN_TIMEOUT=$((DURATION * 3 + 30))
+    set_duration "$seconds_before"
 fi
 
 # A server that died mid-run shows up as errors above; say so plainly.
